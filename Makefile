@@ -1,0 +1,33 @@
+# The two commands a fresh machine needs: 'make run' and 'make test'.
+# Each sets up .venv first when needed ('make setup'; re-running it is a no-op).
+
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.relay-installed
+SETUP_INPUTS := setup.py requirements/constraints.txt scripts/setup_venv.sh scripts/verify_install.py
+
+.PHONY: setup test test-all run bench clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): $(SETUP_INPUTS)
+	bash scripts/setup_venv.sh
+	touch $(STAMP)
+
+# The default test run (< 30 min on 2 cores); tests marked 'slow' are left out.
+test: setup
+	$(PY) -m pytest
+
+# Everything, slow tests included.
+test-all: setup
+	$(PY) -m pytest -m "slow or not slow"
+
+# The main job. Until the training program lands, a random policy steps a task.
+run: setup
+	$(PY) -m experiments.rollout
+
+bench: setup
+	$(PY) -m experiments.bench env --env=walker:walk
+
+clean-venv:
+	rm -rf $(VENV)

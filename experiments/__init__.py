@@ -1,0 +1,1 @@
+"""Launch scripts, benchmarks and experiment configs."""

@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m experiments.bench <name> [flags]`; each prints figures and writes JSON."""

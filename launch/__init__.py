@@ -1,0 +1,1 @@
+"""Launchpad programs: the nodes of a Relay experiment and how they are wired."""

@@ -1,0 +1,1 @@
+"""Reverb replay tables, adders and the learner's data pipeline."""

@@ -1,0 +1,52 @@
+"""The command-line entry points, run as a user runs them."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+import environments
+from experiments.bench import __main__ as bench
+from experiments import rollout
+
+
+def test_env_benchmark_writes_consistent_json(tmp_path, capsys):
+    out = tmp_path / "env.json"
+    assert bench.main(["env", "--env=cartpole:swingup", "--steps_per_block=200", "--blocks=3", f"--out={out}"]) == 0
+    result = json.loads(out.read_text())
+    assert result["task"] == "cartpole:swingup" and result["blocks"] == 3
+    assert len(result["raw_steps_per_s"]) == len(result["relay_steps_per_s"]) == 3
+    for raw, relay, ratio in zip(result["raw_steps_per_s"], result["relay_steps_per_s"], result["relay_over_raw"]):
+        assert ratio == pytest.approx(relay / raw)
+    assert "wrapper overhead" in capsys.readouterr().out
+    # An existing result is never overwritten.
+    with pytest.raises(FileExistsError, match="not overwritten"):
+        bench.main(["env", "--env=cartpole:swingup", "--steps_per_block=10", "--blocks=1", f"--out={out}"])
+
+
+def test_rollout_random_policy_summary(tmp_path):
+    run_dir = tmp_path / "rollout"
+    assert rollout.main(["--env=cartpole:swingup", "--episodes=2", "--action_repeat=2", f"--run_dir={run_dir}"]) == 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["env_steps"] == 2 * 500  # 1000 control steps / action repeat 2, per episode
+    assert summary["mean_return"] == pytest.approx(sum(summary["episode_returns"]) / 2)
+    # Same seed, same random policy, same returns.
+    again = tmp_path / "again"
+    rollout.main(["--env=cartpole:swingup", "--episodes=2", "--action_repeat=2", f"--run_dir={again}"])
+    assert json.loads((again / "summary.json").read_text())["episode_returns"] == summary["episode_returns"]
+
+
+def test_rollout_rejects_unknown_task(tmp_path, capsys):
+    assert rollout.main(["--env=walker:fly", f"--run_dir={tmp_path}"]) == 2
+    assert "Valid names" in capsys.readouterr().err
+
+
+def test_bench_is_runnable_as_a_module(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "experiments.bench", "env", "--env=pendulum:swingup",
+         "--steps_per_block=50", "--blocks=1", f"--out={tmp_path / 'b.json'}"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "b.json").read_text())["task"] == "pendulum:swingup"
