@@ -66,9 +66,9 @@ quiet_pip() {
 
 start=$(date +%s)
 quiet_pip install --quiet --disable-pip-version-check "pip==$PIP_VERSION" "setuptools==$SETUPTOOLS_VERSION" "wheel==$WHEEL_VERSION"
-# --no-build-isolation: build Relay's editable wheel with the pinned setuptools above
+# --no-build-isolation --use-pep517: build Relay's editable wheel (PEP 660) with the pinned setuptools above
 # instead of fetching a fresh one into a throwaway environment.
-quiet_pip install --quiet --disable-pip-version-check --no-build-isolation \
+quiet_pip install --quiet --disable-pip-version-check --no-build-isolation --use-pep517 \
   --constraint "$CONSTRAINTS" --editable ".[test]"
 quiet_pip check
 "$VENV/bin/python" scripts/verify_install.py
