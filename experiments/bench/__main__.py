@@ -1,18 +1,28 @@
-"""python -m experiments.bench {env} [flags]  (run with --help for each benchmark's flags)."""
+"""python -m experiments.bench {env,learner} [flags]  (--help after a name for its flags)."""
 
 import argparse
+import importlib
 import sys
 
-from experiments.bench import env_bench
+# Imported only when chosen: the learner benchmark must run on accelerator images
+# that have JAX but not dm_control, TensorFlow or Reverb.
+BENCHMARKS = {
+    "env": ("experiments.bench.env_bench", "raw dm_control vs Relay's environment, steps/s"),
+    "learner": ("experiments.bench.learner_bench", "learner SGD steps/s, compile time, memory, FLOP/s"),
+}
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="python -m experiments.bench", description=__doc__)
-    benchmarks = parser.add_subparsers(dest="benchmark", required=True)
-    env_bench.add_arguments(benchmarks.add_parser("env", help=env_bench.__doc__.splitlines()[0]))
-    args = parser.parse_args(argv)
-    runners = {"env": env_bench.run}
-    return runners[args.benchmark](args)
+    subparsers = parser.add_subparsers(dest="benchmark", required=True)
+    for name, (_, help_text) in BENCHMARKS.items():
+        subparsers.add_parser(name, help=help_text, add_help=False)
+    chosen = parser.parse_known_args(argv[:1])[0].benchmark
+    module = importlib.import_module(BENCHMARKS[chosen][0])
+    sub = argparse.ArgumentParser(prog=f"python -m experiments.bench {chosen}", description=module.__doc__)
+    module.add_arguments(sub)
+    return module.run(sub.parse_args(argv[1:]))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,27 @@
+"""Action selection for actors and evaluators, jitted for one observation on the CPU."""
+
+import jax
+import jax.numpy as jnp
+
+from agents.distributions import gaussian_sample
+from agents.networks import GaussianPolicy
+
+
+def make_policy_fns(policy: GaussianPolicy):
+    """Returns jitted (select_action(params, obs, key), greedy_action(params, obs)).
+
+    obs is [O] (or batched [..., O]); actions are float32 [A] (or [..., A]), not
+    clipped: the environment clips them to [-1, 1], and the replayed action is the
+    one the policy sampled.
+    """
+
+    @jax.jit
+    def select_action(params, observation, key):
+        distribution = policy.apply(params, jnp.asarray(observation, jnp.float32))
+        return gaussian_sample(distribution, key, 1)[0]
+
+    @jax.jit
+    def greedy_action(params, observation):
+        return policy.apply(params, jnp.asarray(observation, jnp.float32)).mean
+
+    return select_action, greedy_action

@@ -1,0 +1,135 @@
+"""Hyperparameters of the MPO learners, as frozen dataclasses that validate themselves.
+
+MPO, DMPO and mixture-critic MPO are one learner; they differ only in the critic's
+head. `make_config("mpo" | "dmpo" | "mog", **overrides)` gives each one's defaults.
+"""
+
+import dataclasses
+from typing import Optional, Tuple, Union
+
+
+def _require(condition: bool, message: str):
+    if not condition:
+        raise ValueError(message)
+
+
+@dataclasses.dataclass(frozen=True)
+class ScalarHead:
+    """Plain MPO: the critic predicts Q(s, a) directly."""
+
+    name: str = "scalar"
+
+
+@dataclasses.dataclass(frozen=True)
+class CategoricalHead:
+    """DMPO: a categorical distribution over `num_atoms` fixed atoms in [v_min, v_max]."""
+
+    num_atoms: int = 51
+    # Suite rewards are in [0, 1]; with discount 0.99 returns stay below 100.
+    v_min: float = -150.0
+    v_max: float = 150.0
+    name: str = "categorical"
+
+    def __post_init__(self):
+        _require(self.num_atoms >= 2, f"CategoricalHead.num_atoms must be >= 2, got {self.num_atoms}.")
+        _require(self.v_min < self.v_max, f"CategoricalHead needs v_min < v_max, got {self.v_min} >= {self.v_max}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class MixtureHead:
+    """A mixture of `num_components` Gaussians, trained by sample-based cross-entropy.
+
+    Shahriari et al. 2022, "Revisiting Gaussian mixture critics in off-policy RL".
+    """
+
+    num_components: int = 5
+    # Initial component stddevs; small so that early targets are sharp.
+    init_scale: float = 1e-3
+    name: str = "mixture"
+
+    def __post_init__(self):
+        _require(self.num_components >= 1, f"MixtureHead.num_components must be >= 1, got {self.num_components}.")
+        _require(self.init_scale > 0, f"MixtureHead.init_scale must be > 0, got {self.init_scale}.")
+
+
+CriticHead = Union[ScalarHead, CategoricalHead, MixtureHead]
+
+
+@dataclasses.dataclass(frozen=True)
+class MPOConfig:
+    """Everything the MPO learner needs; defaults follow Acme's MPO."""
+
+    critic_head: CriticHead = ScalarHead()
+    # Networks.
+    policy_layer_sizes: Tuple[int, ...] = (256, 256, 256)
+    critic_layer_sizes: Tuple[int, ...] = (512, 512, 256)
+    # Initial policy stddev, and its floor.
+    policy_init_scale: float = 0.7
+    policy_min_scale: float = 1e-6
+    # Actions sampled from the target policy per state, for the E-step and the critic target.
+    num_samples: int = 20
+    # Where the policy is improved: "next" reuses the critic's bootstrap pass at the
+    # next observations (one target-critic pass over B x N actions per step, as Acme's
+    # TF MPO/DMPO); "current" evaluates N fresh actions at the batch's observations
+    # (a second pass, as Acme's JAX MPO).
+    policy_states: str = "next"
+    # E-step KL bound (temperature dual) and the M-step's per-dimension KL bounds.
+    epsilon: float = 0.1
+    epsilon_mean: float = 0.0025
+    epsilon_stddev: float = 1e-6
+    # MO-MPO action penalization: a second objective pulling actions into [-1, 1].
+    action_penalization: bool = True
+    epsilon_penalty: float = 0.001
+    # Initial dual values (kept positive by a softplus; floored at ~1e-8).
+    init_temperature: float = 10.0
+    init_alpha_mean: float = 10.0
+    init_alpha_stddev: float = 1000.0
+    # Optimisation.
+    learning_rate: float = 1e-4
+    dual_learning_rate: float = 1e-2
+    grad_norm_clip: float = 40.0
+    # Target networks: copied every `target_update_period` steps, or, if
+    # `target_update_rate` is set, moved towards the online ones by that rate each step.
+    target_update_period: int = 100
+    target_update_rate: Optional[float] = None
+
+    def __post_init__(self):
+        _require(
+            isinstance(self.critic_head, (ScalarHead, CategoricalHead, MixtureHead)),
+            f"MPOConfig.critic_head must be ScalarHead, CategoricalHead or MixtureHead, got {self.critic_head!r}.",
+        )
+        for name in ("policy_layer_sizes", "critic_layer_sizes"):
+            sizes = getattr(self, name)
+            _require(
+                len(sizes) >= 1 and all(isinstance(s, int) and s > 0 for s in sizes),
+                f"MPOConfig.{name} must be a non-empty tuple of positive ints, got {sizes!r}.",
+            )
+        _require(self.num_samples >= 2, f"MPOConfig.num_samples must be >= 2, got {self.num_samples}.")
+        _require(
+            self.policy_states in ("next", "current"),
+            f"MPOConfig.policy_states must be 'next' or 'current', got {self.policy_states!r}.",
+        )
+        for name in ("epsilon", "epsilon_mean", "epsilon_stddev", "epsilon_penalty", "init_temperature",
+                     "init_alpha_mean", "init_alpha_stddev", "learning_rate", "dual_learning_rate",
+                     "grad_norm_clip", "policy_init_scale"):
+            _require(getattr(self, name) > 0, f"MPOConfig.{name} must be > 0, got {getattr(self, name)}.")
+        _require(self.policy_min_scale >= 0, f"MPOConfig.policy_min_scale must be >= 0, got {self.policy_min_scale}.")
+        _require(
+            self.target_update_period >= 1,
+            f"MPOConfig.target_update_period must be >= 1, got {self.target_update_period}.",
+        )
+        _require(
+            self.target_update_rate is None or 0 < self.target_update_rate <= 1,
+            f"MPOConfig.target_update_rate must be None or in (0, 1], got {self.target_update_rate}.",
+        )
+
+
+AGENT_HEADS = {"mpo": ScalarHead, "dmpo": CategoricalHead, "mog": MixtureHead}
+
+
+def make_config(agent: str, **overrides) -> MPOConfig:
+    """The default config of `agent` ("mpo", "dmpo" or "mog"), with `overrides` applied."""
+    if agent not in AGENT_HEADS:
+        raise ValueError(f"Unknown agent {agent!r}; choose one of {', '.join(AGENT_HEADS)}.")
+    overrides.setdefault("critic_head", AGENT_HEADS[agent]())
+    return MPOConfig(**overrides)

@@ -1,0 +1,87 @@
+"""The learner as a process uses it: jitted, data-parallel over the local devices.
+
+This is the impure shell around the pure step in `learning.py` and the one place
+with a jit boundary for learning: the state is replicated on every device, each
+batch is split along its leading (batch) axis, and XLA's SPMD partitioner turns
+the batch means in the losses into cross-device averages of the gradients. The
+state argument is donated: the caller must use the returned state.
+"""
+
+from typing import Optional, Sequence, Tuple
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from agents import learning
+from agents.config import MPOConfig
+from agents.types import LearnerState, Transition
+
+
+class Learner:
+    def __init__(
+        self,
+        config: MPOConfig,
+        observation_dim: int,
+        action_dim: int,
+        devices: Optional[Sequence[jax.Device]] = None,
+        jit: bool = True,
+    ):
+        """`jit=False` runs the same step eagerly (for debugging; single device only)."""
+        self.config = config
+        self.observation_dim = observation_dim
+        self.action_dim = action_dim
+        self.networks = learning.Networks(config, action_dim)
+        self.devices = list(devices) if devices is not None else jax.local_devices()
+        self.mesh = Mesh(np.array(self.devices), ("data",))
+        self.replicated = NamedSharding(self.mesh, PartitionSpec())
+        self.batch_sharding = NamedSharding(self.mesh, PartitionSpec("data"))
+        self.stacked_batch_sharding = NamedSharding(self.mesh, PartitionSpec(None, "data"))
+
+        update_step = learning.make_update_step(config, self.networks)
+        multi_step = learning.make_multi_step(update_step)
+        if jit:
+            self._update = jax.jit(
+                update_step,
+                in_shardings=(self.replicated, self.batch_sharding),
+                out_shardings=(self.replicated, self.replicated),
+                donate_argnums=0,
+            )
+            self._update_many = jax.jit(
+                multi_step,
+                in_shardings=(self.replicated, self.stacked_batch_sharding),
+                out_shardings=(self.replicated, self.replicated),
+                donate_argnums=0,
+            )
+        else:
+            if len(self.devices) != 1:
+                raise ValueError("Learner(jit=False) runs on one device; pass devices=[one device].")
+            self._update, self._update_many = update_step, multi_step
+
+    def init(self, key: jax.Array) -> LearnerState:
+        state = learning.init_state(self.config, self.networks, key, self.observation_dim, self.action_dim)
+        return jax.device_put(state, self.replicated)
+
+    def check_batch_size(self, batch_size: int):
+        if batch_size % len(self.devices):
+            raise ValueError(
+                f"Batch size {batch_size} does not split over {len(self.devices)} devices; "
+                f"use a multiple of {len(self.devices)}."
+            )
+
+    def update(self, state: LearnerState, batch: Transition) -> Tuple[LearnerState, dict]:
+        """One SGD step on `batch` [B, ...]."""
+        return self._update(state, batch)
+
+    def update_many(self, state: LearnerState, batches: Transition) -> Tuple[LearnerState, dict]:
+        """k SGD steps on `batches` [k, B, ...] in one call (lax.scan)."""
+        return self._update_many(state, batches)
+
+    @property
+    def update_fn(self):
+        """The jitted single step (for lowering and cost analysis)."""
+        return self._update
+
+    @property
+    def update_many_fn(self):
+        return self._update_many

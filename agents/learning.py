@@ -1,0 +1,195 @@
+"""The MPO learner step: `(state, batch) -> (state, metrics)`, pure.
+
+`make_update_step` builds the step for a config; `agents.learner.Learner` jits it
+(the one jit boundary) and shards it over devices.
+"""
+
+from typing import Callable, Dict, Tuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+
+from agents import mpo_losses
+from agents.config import MPOConfig
+from agents.critic_heads import make_critic_head
+from agents.distributions import gaussian_sample
+from agents.networks import Critic, GaussianPolicy, softplus_inverse
+from agents.types import DualParams, LearnerState, Transition
+
+# Floor of the duals' softplus pre-activations: the multipliers stay >= ~1.5e-8.
+_MIN_DUAL_RAW = -18.0
+_DUAL_EPSILON = 1e-8
+
+Metrics = Dict[str, chex.Array]
+
+
+class Networks:
+    """The two flax modules and the critic head of one config."""
+
+    def __init__(self, config: MPOConfig, action_dim: int):
+        self.head = make_critic_head(config.critic_head)
+        self.policy = GaussianPolicy(
+            action_dim=action_dim,
+            layer_sizes=config.policy_layer_sizes,
+            init_scale=config.policy_init_scale,
+            min_scale=config.policy_min_scale,
+        )
+        self.critic = Critic(output_size=self.head.output_size, layer_sizes=config.critic_layer_sizes)
+
+
+def _optimizer(learning_rate: float, grad_norm_clip: float) -> optax.GradientTransformation:
+    return optax.chain(optax.clip_by_global_norm(grad_norm_clip), optax.adam(learning_rate))
+
+
+def _dual_values(raw: chex.Array) -> chex.Array:
+    return jax.nn.softplus(raw) + _DUAL_EPSILON
+
+
+def init_state(config: MPOConfig, networks: Networks, key: chex.PRNGKey, observation_dim: int, action_dim: int) -> LearnerState:
+    policy_key, critic_key, state_key = jax.random.split(key, 3)
+    observation = jnp.zeros((1, observation_dim), jnp.float32)
+    action = jnp.zeros((1, action_dim), jnp.float32)
+    policy_params = networks.policy.init(policy_key, observation)
+    critic_params = networks.critic.init(critic_key, observation, action)
+    num_objectives = 2 if config.action_penalization else 1
+    dual_params = DualParams(
+        temperature=jnp.full((num_objectives,), softplus_inverse(config.init_temperature), jnp.float32),
+        alpha_mean=jnp.full((action_dim,), softplus_inverse(config.init_alpha_mean), jnp.float32),
+        alpha_stddev=jnp.full((action_dim,), softplus_inverse(config.init_alpha_stddev), jnp.float32),
+    )
+    net_optimizer = _optimizer(config.learning_rate, config.grad_norm_clip)
+    dual_optimizer = _optimizer(config.dual_learning_rate, config.grad_norm_clip)
+    # Targets start equal to the online networks but in their own buffers: the jitted
+    # step donates the state, and one buffer cannot be donated twice.
+    copy = lambda tree: jax.tree_util.tree_map(jnp.copy, tree)  # noqa: E731
+    return LearnerState(
+        policy_params=policy_params,
+        target_policy_params=copy(policy_params),
+        critic_params=critic_params,
+        target_critic_params=copy(critic_params),
+        dual_params=dual_params,
+        policy_opt_state=net_optimizer.init(policy_params),
+        critic_opt_state=net_optimizer.init(critic_params),
+        dual_opt_state=dual_optimizer.init(dual_params),
+        steps=jnp.zeros((), jnp.int32),
+        key=state_key,
+    )
+
+
+def make_update_step(config: MPOConfig, networks: Networks) -> Callable[[LearnerState, Transition], Tuple[LearnerState, Metrics]]:
+    policy, critic, head = networks.policy, networks.critic, networks.head
+    net_optimizer = _optimizer(config.learning_rate, config.grad_norm_clip)
+    dual_optimizer = _optimizer(config.dual_learning_rate, config.grad_norm_clip)
+    epsilons = jnp.array([config.epsilon, config.epsilon_penalty][: 2 if config.action_penalization else 1])
+
+    def policy_loss(policy_params, dual_params: DualParams, states, target_distribution, sampled_actions, q_values):
+        """Policy and dual losses at `states` with N sampled actions [N, B, A] valued q_values [N, B]."""
+        temperatures = _dual_values(dual_params.temperature)
+        objectives = [q_values]
+        if config.action_penalization:
+            objectives.append(mpo_losses.action_penalty(sampled_actions))
+        weights, temperature_loss, kl_q = 0.0, 0.0, []
+        for objective, temperature, epsilon in zip(objectives, temperatures, epsilons):
+            objective = jax.lax.stop_gradient(objective)
+            objective_weights = jax.lax.stop_gradient(mpo_losses.e_step_weights(objective, temperature))
+            weights = weights + objective_weights  # MO-MPO: the M-step fits every objective's q
+            temperature_loss = temperature_loss + mpo_losses.temperature_dual_loss(objective, temperature, epsilon)
+            kl_q.append(mpo_losses.kl_to_uniform(objective_weights))
+
+        online_distribution = policy.apply(policy_params, states)
+        loss_mean, loss_stddev, kl_mean, kl_stddev = mpo_losses.decoupled_m_step(
+            online_distribution, target_distribution, sampled_actions, weights
+        )
+        alpha_mean = _dual_values(dual_params.alpha_mean)
+        alpha_stddev = _dual_values(dual_params.alpha_stddev)
+        kl_loss_mean, alpha_loss_mean = mpo_losses.kl_constraint_losses(kl_mean, alpha_mean, config.epsilon_mean)
+        kl_loss_stddev, alpha_loss_stddev = mpo_losses.kl_constraint_losses(kl_stddev, alpha_stddev, config.epsilon_stddev)
+        loss = (loss_mean + loss_stddev + kl_loss_mean + kl_loss_stddev
+                + alpha_loss_mean + alpha_loss_stddev + temperature_loss)
+        metrics = {
+            "policy_loss": loss_mean + loss_stddev,
+            "temperature": temperatures[0],
+            "kl_q_uniform": kl_q[0],
+            "kl_mean": jnp.mean(kl_mean),
+            "kl_stddev": jnp.mean(kl_stddev),
+            "alpha_mean": jnp.mean(alpha_mean),
+            "alpha_stddev": jnp.mean(alpha_stddev),
+            "policy_stddev": jnp.mean(online_distribution.stddev),
+        }
+        return loss, metrics
+
+    def update_step(state: LearnerState, batch: Transition) -> Tuple[LearnerState, Metrics]:
+        key, next_key, current_key, critic_key = jax.random.split(state.key, 4)
+        num_samples = config.num_samples
+
+        # Bootstrap: the target critic at the next observations, N target-policy actions.
+        next_distribution = policy.apply(state.target_policy_params, batch.next_observation)
+        next_actions = gaussian_sample(next_distribution, next_key, num_samples)  # [N, B, A]
+        tiled_next = jnp.broadcast_to(batch.next_observation, (num_samples,) + batch.next_observation.shape)
+        next_outputs = critic.apply(state.target_critic_params, tiled_next, next_actions)  # [N, B, o]
+
+        def critic_loss(critic_params):
+            online = critic.apply(critic_params, batch.observation, batch.action)  # [B, o]
+            return head.loss(online, next_outputs, batch.reward, batch.discount, critic_key)
+
+        (critic_loss_value, critic_metrics), critic_grads = jax.value_and_grad(critic_loss, has_aux=True)(state.critic_params)
+
+        if config.policy_states == "next":
+            states, target_distribution, sampled_actions = batch.next_observation, next_distribution, next_actions
+            q_values = head.expected_q(next_outputs)  # [N, B]
+        else:
+            states = batch.observation
+            target_distribution = policy.apply(state.target_policy_params, states)
+            sampled_actions = gaussian_sample(target_distribution, current_key, num_samples)
+            tiled = jnp.broadcast_to(states, (num_samples,) + states.shape)
+            q_values = head.expected_q(critic.apply(state.target_critic_params, tiled, sampled_actions))
+
+        (_, policy_metrics), (policy_grads, dual_grads) = jax.value_and_grad(policy_loss, argnums=(0, 1), has_aux=True)(
+            state.policy_params, state.dual_params, states, target_distribution, sampled_actions, q_values
+        )
+
+        critic_updates, critic_opt_state = net_optimizer.update(critic_grads, state.critic_opt_state)
+        critic_params = optax.apply_updates(state.critic_params, critic_updates)
+        policy_updates, policy_opt_state = net_optimizer.update(policy_grads, state.policy_opt_state)
+        policy_params = optax.apply_updates(state.policy_params, policy_updates)
+        dual_updates, dual_opt_state = dual_optimizer.update(dual_grads, state.dual_opt_state)
+        dual_params = jax.tree_util.tree_map(
+            lambda raw: jnp.maximum(raw, _MIN_DUAL_RAW), optax.apply_updates(state.dual_params, dual_updates)
+        )
+
+        steps = state.steps + 1
+        if config.target_update_rate is None:
+            target_policy_params = optax.periodic_update(policy_params, state.target_policy_params, steps, config.target_update_period)
+            target_critic_params = optax.periodic_update(critic_params, state.target_critic_params, steps, config.target_update_period)
+        else:
+            target_policy_params = optax.incremental_update(policy_params, state.target_policy_params, config.target_update_rate)
+            target_critic_params = optax.incremental_update(critic_params, state.target_critic_params, config.target_update_rate)
+
+        new_state = LearnerState(
+            policy_params=policy_params,
+            target_policy_params=target_policy_params,
+            critic_params=critic_params,
+            target_critic_params=target_critic_params,
+            dual_params=dual_params,
+            policy_opt_state=policy_opt_state,
+            critic_opt_state=critic_opt_state,
+            dual_opt_state=dual_opt_state,
+            steps=steps,
+            key=key,
+        )
+        metrics = {"critic_loss": critic_loss_value, **critic_metrics, **policy_metrics}
+        return new_state, metrics
+
+    return update_step
+
+
+def make_multi_step(update_step):
+    """k updates in one call over a stacked batch [k, B, ...]; metrics are the k-step means."""
+
+    def multi_step(state: LearnerState, batches: Transition) -> Tuple[LearnerState, Metrics]:
+        state, metrics = jax.lax.scan(update_step, state, batches)
+        return state, jax.tree_util.tree_map(lambda m: jnp.mean(m, axis=0), metrics)
+
+    return multi_step

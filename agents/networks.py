@@ -1,0 +1,75 @@
+"""Policy and critic networks (flax.linen).
+
+Torsos are Acme's LayerNormMLP: Dense -> LayerNorm -> tanh for the first layer
+(keeps the scale of raw observations in check), then Dense -> ELU for the rest.
+"""
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from agents.distributions import DiagonalGaussian
+
+_uniform_scaling = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+def elu(x: jax.Array) -> jax.Array:
+    """ELU with exp(x) - 1 rather than expm1(x): the same function to ~1e-7, and about
+    3x cheaper on XLA:CPU, where the critic's activations cost as much as a matmul."""
+    return jnp.where(x > 0, x, jnp.exp(jnp.minimum(x, 0.0)) - 1.0)
+
+
+def softplus_inverse(y: float) -> float:
+    """x with softplus(x) = y; log(expm1(y)) written so it does not overflow for large y."""
+    return float(y + np.log(-np.expm1(-y)))
+
+
+class LayerNormMLP(nn.Module):
+    layer_sizes: Sequence[int]
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = nn.Dense(self.layer_sizes[0], kernel_init=_uniform_scaling)(x)
+        x = jnp.tanh(nn.LayerNorm()(x))
+        for size in self.layer_sizes[1:]:
+            x = elu(nn.Dense(size, kernel_init=_uniform_scaling)(x))
+        return x
+
+
+class GaussianPolicy(nn.Module):
+    """Observation [..., O] -> DiagonalGaussian over actions [..., A] (no tanh squashing)."""
+
+    action_dim: int
+    layer_sizes: Sequence[int] = (256, 256, 256)
+    init_scale: float = 0.7
+    min_scale: float = 1e-6
+
+    @nn.compact
+    def __call__(self, observation: jax.Array) -> DiagonalGaussian:
+        features = LayerNormMLP(self.layer_sizes)(observation)
+        # Small initial weights: the first policy is centred on 0 with stddev init_scale.
+        small = nn.initializers.variance_scaling(1e-4, "fan_in", "uniform")
+        mean = nn.Dense(self.action_dim, kernel_init=small, name="mean")(features)
+        raw_scale = nn.Dense(self.action_dim, kernel_init=small, name="scale")(features)
+        stddev = jax.nn.softplus(raw_scale + softplus_inverse(self.init_scale)) + self.min_scale
+        return DiagonalGaussian(mean=mean, stddev=stddev)
+
+
+class Critic(nn.Module):
+    """(observation [..., O], action [..., A]) -> head outputs [..., output_size].
+
+    Actions are clipped to [-1, 1] first: the environment clips them the same way,
+    so the critic values what is actually executed.
+    """
+
+    output_size: int
+    layer_sizes: Sequence[int] = (512, 512, 256)
+
+    @nn.compact
+    def __call__(self, observation: jax.Array, action: jax.Array) -> jax.Array:
+        inputs = jnp.concatenate([observation, jnp.clip(action, -1.0, 1.0)], axis=-1)
+        features = LayerNormMLP(self.layer_sizes)(inputs)
+        return nn.Dense(self.output_size, kernel_init=_uniform_scaling, name="head")(features)

@@ -1,0 +1,151 @@
+"""Learner speed on synthetic batches: SGD steps/s, compile time, memory, FLOP/s.
+
+Needs only agents/ and JAX (no TensorFlow, Reverb or dm_control), so it runs on
+any accelerator image. Every figure is set beside this machine's dense-matmul
+FLOP/s measured in the same run.
+"""
+
+import argparse
+import platform
+import resource
+import statistics
+import time
+
+import jax
+import numpy as np
+
+import agents
+from experiments import results_io
+from experiments.bench import flops
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--agent", default="all", help="mpo, dmpo, mog, or a comma list, or 'all'")
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--obs_dim", type=int, default=24)
+    parser.add_argument("--act_dim", type=int, default=6)
+    parser.add_argument("--steps_per_call", default="1,8", help="one value or a comma list, e.g. 1,8")
+    parser.add_argument("--policy_states", default="next", choices=["next", "current"],
+                        help="'current' adds the second critic pass of Acme's JAX MPO")
+    parser.add_argument("--repeats", type=int, default=15, help="timed calls per setting")
+    parser.add_argument("--min_steps", type=int, default=40, help="at least this many SGD steps timed per setting")
+    parser.add_argument("--out", default=None, help="JSON path (default runs/bench/learner-<time>.json)")
+
+
+def synthetic_batch(rng: np.random.Generator, batch: int, obs_dim: int, act_dim: int, leading=()) -> agents.Transition:
+    shape = tuple(leading) + (batch,)
+    return agents.Transition(
+        observation=rng.normal(size=shape + (obs_dim,)).astype(np.float32),
+        action=rng.uniform(-1, 1, shape + (act_dim,)).astype(np.float32),
+        reward=rng.uniform(0, 1, shape).astype(np.float32),
+        discount=np.full(shape, 0.99**5, np.float32),
+        next_observation=rng.normal(size=shape + (obs_dim,)).astype(np.float32),
+    )
+
+
+def peak_memory_bytes() -> dict:
+    result = {"host_peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+    stats = jax.devices()[0].memory_stats() if jax.default_backend() != "cpu" else None
+    if stats and "peak_bytes_in_use" in stats:
+        result["device_peak_bytes"] = stats["peak_bytes_in_use"]
+    return result
+
+
+def measure(agent: str, args, steps_per_call: int) -> dict:
+    config = agents.make_config(agent, policy_states=args.policy_states)
+    learner = agents.Learner(config, args.obs_dim, args.act_dim)
+    learner.check_batch_size(args.batch)
+    rng = np.random.default_rng(0)
+    state = learner.init(jax.random.PRNGKey(0))
+    if steps_per_call == 1:
+        batch = jax.device_put(synthetic_batch(rng, args.batch, args.obs_dim, args.act_dim), learner.batch_sharding)
+        update, jitted = learner.update, learner.update_fn
+    else:
+        batch = jax.device_put(
+            synthetic_batch(rng, args.batch, args.obs_dim, args.act_dim, leading=(steps_per_call,)),
+            learner.stacked_batch_sharding,
+        )
+        update, jitted = learner.update_many, learner.update_many_fn
+
+    start = time.perf_counter()
+    compiled = jitted.lower(state, batch).compile()
+    compile_seconds = time.perf_counter() - start
+    compiled_flops = flops.xla_flops(compiled)
+    xla_step_flops = compiled_flops / steps_per_call if compiled_flops else None
+    step_flops = flops.matmul_flops(jitted, state, batch) // steps_per_call
+    state, metrics = update(state, batch)  # warm-up call
+    jax.block_until_ready(state)
+
+    calls = max(args.repeats, -(-args.min_steps // steps_per_call))
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        state, metrics = update(state, batch)
+        jax.block_until_ready(state)
+        times.append(time.perf_counter() - start)
+    seconds_per_step = statistics.median(times) / steps_per_call
+    achieved = step_flops / seconds_per_step
+    return {
+        "agent": agent,
+        "critic_head": config.critic_head.name,
+        "steps_per_call": steps_per_call,
+        "sgd_steps_per_s": 1.0 / seconds_per_step,
+        "ms_per_step": 1e3 * seconds_per_step,
+        "compile_s": compile_seconds,
+        "matmul_gflop_per_step": step_flops / 1e9,
+        "xla_cost_analysis_gflop_per_step": xla_step_flops / 1e9 if xla_step_flops else None,
+        "achieved_gflop_per_s": achieved / 1e9,
+        "finite_metrics": bool(all(np.isfinite(float(v)) for v in metrics.values())),
+        **peak_memory_bytes(),
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    names = list(agents.AGENT_HEADS) if args.agent == "all" else args.agent.split(",")
+    for name in names:
+        if name not in agents.AGENT_HEADS:
+            raise SystemExit(f"error: unknown agent {name!r}; choose from {', '.join(agents.AGENT_HEADS)} or 'all'.")
+    steps_per_call = [int(k) for k in args.steps_per_call.split(",")]
+    device = jax.devices()[0]
+    matmul_before = flops.measure_matmul_flops_per_s()
+    print(f"device: {device.device_kind} x{len(jax.devices())} ({jax.default_backend()}), jax {jax.__version__}")
+    print(f"dense matmul (2048^3 fp32): {matmul_before / 1e9:.1f} GFLOP/s (measured again at the end)")
+    print(f"batch {args.batch}, obs {args.obs_dim}, act {args.act_dim}, policy_states={args.policy_states}")
+    header = f"{'agent':6} {'k':>3} {'steps/s':>9} {'ms/step':>8} {'compile s':>9} {'GFLOP/step':>10} {'GFLOP/s':>8}"
+    print(header)
+    results = []
+    for name in names:
+        for k in steps_per_call:
+            r = measure(name, args, k)
+            results.append(r)
+            print(f"{name:6} {k:>3} {r['sgd_steps_per_s']:9.2f} {r['ms_per_step']:8.1f} {r['compile_s']:9.2f} "
+                  f"{r['matmul_gflop_per_step']:10.2f} {r['achieved_gflop_per_s']:8.1f}")
+    # The machine's peak drifts (shared hosts); the higher of two readings makes every
+    # fraction below a conservative one.
+    matmul_after = flops.measure_matmul_flops_per_s()
+    matmul_peak = max(matmul_before, matmul_after)
+    print(f"dense matmul again: {matmul_after / 1e9:.1f} GFLOP/s; fractions use {matmul_peak / 1e9:.1f}")
+    for r in results:
+        r["fraction_of_matmul_peak"] = r["achieved_gflop_per_s"] * 1e9 / matmul_peak
+        print(f"  {r['agent']:6} k={r['steps_per_call']}: {r['fraction_of_matmul_peak']:.0%} of matmul peak")
+    scalar = {r["steps_per_call"]: r["ms_per_step"] for r in results if r["agent"] == "mpo"}
+    for r in results:
+        if r["steps_per_call"] in scalar:
+            r["step_time_over_mpo"] = r["ms_per_step"] / scalar[r["steps_per_call"]]
+    memory = peak_memory_bytes()
+    print("peak memory: " + ", ".join(f"{k} {v / 2**30:.2f} GiB" for k, v in memory.items()))
+    output = {
+        "benchmark": "learner",
+        "device": {"kind": device.device_kind, "platform": jax.default_backend(), "count": len(jax.devices())},
+        "jax_version": jax.__version__,
+        "python": platform.python_version(),
+        "matmul_gflop_per_s": matmul_peak / 1e9,
+        "matmul_gflop_per_s_readings": [matmul_before / 1e9, matmul_after / 1e9],
+        "settings": {k: v for k, v in vars(args).items() if k not in ("out", "benchmark")},
+        "results": results,
+        "peak_memory": memory,
+        "time_utc": results_io.timestamp(),
+    }
+    path = results_io.write_json_exclusive(output, results_io.bench_output_path("learner", args.out))
+    print(f"wrote {path}")
+    return 0
