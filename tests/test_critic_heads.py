@@ -1,0 +1,58 @@
+"""Each critic head's loss against a value computed independently."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+from agents import distributions
+from agents.config import CategoricalHead, MixtureHead, ScalarHead
+from agents.critic_heads import make_critic_head
+
+
+def test_scalar_loss_by_hand():
+    head = make_critic_head(ScalarHead())
+    online = jnp.array([[1.0], [2.0]])  # [B=2, 1]
+    target = jnp.array([[[3.0], [0.0]], [[5.0], [2.0]]])  # [N=2, B=2, 1]: means 4 and 1
+    reward, discount = jnp.array([0.5, 1.0]), jnp.array([0.5, 0.0])
+    loss, _ = head.loss(online, target, reward, discount, jax.random.PRNGKey(0))
+    td_targets = np.array([0.5 + 0.5 * 4.0, 1.0])
+    assert float(loss) == pytest.approx(np.mean(0.5 * (td_targets - [1.0, 2.0]) ** 2))
+
+
+def test_categorical_loss_by_hand():
+    head = make_critic_head(CategoricalHead(num_atoms=3, v_min=0.0, v_max=2.0))
+    target_logits = jnp.log(jnp.array([[[0.5, 0.5, 0.0 + 1e-30]], [[0.5, 0.5, 1e-30]]]))  # [N=2, B=1, K=3]
+    online = jnp.array([[0.0, 1.0, 2.0]])
+    # r = 1, discount = 1: mass at atoms {0, 1} moves to {1, 2}.
+    loss, _ = head.loss(online, target_logits, jnp.array([1.0]), jnp.array([1.0]), jax.random.PRNGKey(0))
+    log_p = np.log(np.exp([0.0, 1.0, 2.0]) / np.exp([0.0, 1.0, 2.0]).sum())
+    assert float(loss) == pytest.approx(-(0.5 * log_p[1] + 0.5 * log_p[2]), rel=1e-5)
+    # Expected Q is the mean over atoms.
+    assert float(head.expected_q(jnp.log(jnp.array([0.25, 0.25, 0.5])))) == pytest.approx(1.25, rel=1e-6)
+
+
+def test_mixture_loss_equals_scipy_negative_log_likelihood():
+    head = make_critic_head(MixtureHead(num_components=2, init_scale=0.5))
+    rng = np.random.default_rng(0)
+    online = jnp.array(rng.normal(size=(3, 6)), jnp.float32)  # [B=3, 3K]
+    target = jnp.array(rng.normal(size=(4, 3, 6)), jnp.float32)  # [N=4, B=3, 3K]
+    reward, discount = jnp.array([0.1, 0.5, -0.2]), jnp.array([0.9, 0.0, 0.5])
+    key = jax.random.PRNGKey(7)
+    loss, _ = head.loss(online, target, reward, discount, key)
+
+    # The same target samples, then the NLL under the online mixture with SciPy.
+    z = np.asarray(distributions.mixture_sample(head.mixture(target), key))  # [N, B]
+    samples = np.asarray(reward) + np.asarray(discount) * z
+    mixture = head.mixture(online)
+    weights = np.asarray(jax.nn.softmax(mixture.logits))
+    means, stddevs = np.asarray(mixture.means), np.asarray(mixture.stddevs)
+    likelihood = (weights * stats.norm.pdf(samples[..., None], means, stddevs)).sum(-1)
+    assert float(loss) == pytest.approx(-np.log(likelihood).mean(), rel=1e-5)
+
+
+def test_mixture_initial_scale():
+    head = make_critic_head(MixtureHead(num_components=5, init_scale=1e-3))
+    mixture = head.mixture(jnp.zeros((15,)))
+    np.testing.assert_allclose(mixture.stddevs, 1e-3 + 1e-6, rtol=1e-4)

@@ -1,0 +1,241 @@
+"""The MPO learner end to end: learning a known optimum, determinism, sharding, targets, duals."""
+
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import agents
+
+BEST_ACTION = np.array([0.4, -0.3], np.float32)
+SMALL = dict(policy_layer_sizes=(64, 64), critic_layer_sizes=(64, 64))
+
+
+def bandit_batches(rng, k, batch_size):
+    """One-step task: one fixed observation, reward 1 - |a - a*|², episode ends (discount 0)."""
+    actions = rng.uniform(-1, 1, (k, batch_size, 2)).astype(np.float32)
+    observations = np.ones((k, batch_size, 3), np.float32)
+    rewards = (1.0 - np.sum((actions - BEST_ACTION) ** 2, axis=-1)).astype(np.float32)
+    return agents.Transition(
+        observation=observations, action=actions, reward=rewards,
+        discount=np.zeros((k, batch_size), np.float32), next_observation=observations,
+    )
+
+
+def random_batch(rng, batch_size=32, obs_dim=5, act_dim=2, leading=()):
+    shape = tuple(leading) + (batch_size,)
+    return agents.Transition(
+        observation=rng.normal(size=shape + (obs_dim,)).astype(np.float32),
+        action=rng.uniform(-1, 1, shape + (act_dim,)).astype(np.float32),
+        reward=rng.uniform(0, 1, shape).astype(np.float32),
+        discount=np.full(shape, 0.95, np.float32),
+        next_observation=rng.normal(size=shape + (obs_dim,)).astype(np.float32),
+    )
+
+
+@pytest.mark.parametrize("agent", ["mpo", "dmpo", "mog"])
+def test_each_agent_finds_the_best_action_and_its_value(agent):
+    head = {"dmpo": {"critic_head": agents.CategoricalHead(num_atoms=51, v_min=-8.0, v_max=2.0)}}.get(agent, {})
+    # Defaults are Acme's, tuned for 1e6-step runs; this task is 2,000 steps, so the duals
+    # start small and the stddev may shrink (with Acme's α_stddev = 1000 it stays at 0.7, and
+    # with clipped actions the best mean for a wide Gaussian is not the best action).
+    config = agents.make_config(
+        agent, learning_rate=1e-3, target_update_period=20, init_temperature=1.0,
+        epsilon_stddev=1e-3, init_alpha_stddev=1.0, **SMALL, **head,
+    )
+    learner = agents.Learner(config, observation_dim=3, action_dim=2)
+    state = learner.init(jax.random.PRNGKey(0))
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        state, metrics = learner.update_many(state, bandit_batches(rng, 100, 128))
+    observation = jnp.ones((1, 3), jnp.float32)
+    mean = np.asarray(learner.networks.policy.apply(state.policy_params, observation).mean[0])
+    np.testing.assert_allclose(mean, BEST_ACTION, atol=0.1)
+    outputs = learner.networks.critic.apply(state.critic_params, observation, jnp.asarray(BEST_ACTION[None]))
+    assert float(learner.networks.head.expected_q(outputs)[0]) == pytest.approx(1.0, rel=0.05)
+    assert int(state.steps) == 2000
+
+
+def run_steps(config, seed, batches, jit=True):
+    learner = agents.Learner(config, observation_dim=5, action_dim=2, devices=jax.devices()[:1], jit=jit)
+    state = learner.init(jax.random.PRNGKey(seed))
+    for batch in batches:
+        state, metrics = learner.update(state, batch)
+    return state, metrics
+
+
+def leaves(state):
+    return [np.asarray(x) for x in jax.tree_util.tree_leaves(state)]
+
+
+@pytest.mark.parametrize("agent", ["mpo", "dmpo", "mog"])
+def test_same_seed_same_result_other_seed_other_result(agent):
+    config = agents.make_config(agent, **SMALL)
+    rng = np.random.default_rng(0)
+    batches = [random_batch(rng) for _ in range(3)]
+    first, second, other = run_steps(config, 1, batches)[0], run_steps(config, 1, batches)[0], run_steps(config, 2, batches)[0]
+    for a, b in zip(leaves(first), leaves(second)):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(leaves(first.policy_params)[0], leaves(other.policy_params)[0])
+
+
+def test_jit_changes_nothing():
+    config = agents.make_config("mog", **SMALL)
+    rng = np.random.default_rng(0)
+    batches = [random_batch(rng) for _ in range(2)]
+    jitted, metrics = run_steps(config, 0, batches, jit=True)
+    eager, eager_metrics = run_steps(config, 0, batches, jit=False)
+    for a, b in zip(leaves(jitted), leaves(eager)):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6)
+    for name in metrics:
+        np.testing.assert_allclose(metrics[name], eager_metrics[name], rtol=2e-4, atol=1e-6)
+
+
+def test_update_many_equals_repeated_update():
+    config = agents.make_config("dmpo", **SMALL)
+    stacked = random_batch(np.random.default_rng(0), leading=(4,))
+    one_at_a_time, _ = run_steps(config, 0, [jax.tree_util.tree_map(lambda x, i=i: x[i], stacked) for i in range(4)])
+    learner = agents.Learner(config, observation_dim=5, action_dim=2, devices=jax.devices()[:1])
+    scanned, _ = learner.update_many(learner.init(jax.random.PRNGKey(0)), stacked)
+    for a, b in zip(leaves(one_at_a_time), leaves(scanned)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_step_compiles_once(caplog):
+    config = agents.make_config("mpo", **SMALL)
+    learner = agents.Learner(config, observation_dim=5, action_dim=2)
+    state = learner.init(jax.random.PRNGKey(0))
+    rng = np.random.default_rng(0)
+    with jax.log_compiles(True), caplog.at_level(logging.WARNING, logger="jax"):
+        for _ in range(5):
+            state, _ = learner.update(state, random_batch(rng))
+    compiles = [r for r in caplog.records if "Compiling update_step" in r.getMessage()]
+    assert len(compiles) == 1
+
+
+def test_periodic_target_update():
+    config = agents.make_config("mpo", target_update_period=3, **SMALL)
+    learner = agents.Learner(config, observation_dim=5, action_dim=2)
+    state = learner.init(jax.random.PRNGKey(0))
+    initial_target = leaves(state.target_critic_params)
+    rng = np.random.default_rng(0)
+    for step in range(1, 4):
+        state, _ = learner.update(state, random_batch(rng))
+        if step < 3:  # unchanged until the period is reached
+            for a, b in zip(leaves(state.target_critic_params), initial_target):
+                np.testing.assert_array_equal(a, b)
+    for a, b in zip(leaves(state.target_critic_params), leaves(state.critic_params)):
+        np.testing.assert_array_equal(a, b)  # copied at step 3
+
+
+def test_polyak_target_update():
+    config = agents.make_config("mpo", target_update_rate=0.1, **SMALL)
+    learner = agents.Learner(config, observation_dim=5, action_dim=2)
+    state = learner.init(jax.random.PRNGKey(0))
+    before = leaves(state.target_policy_params)
+    state, _ = learner.update(state, random_batch(np.random.default_rng(0)))
+    for new_target, old_target, online in zip(leaves(state.target_policy_params), before, leaves(state.policy_params)):
+        np.testing.assert_allclose(new_target, 0.9 * old_target + 0.1 * online, rtol=1e-5, atol=1e-7)
+
+
+def test_duals_stay_positive_and_floored():
+    config = agents.make_config("mpo", **SMALL)
+    learner = agents.Learner(config, observation_dim=5, action_dim=2)
+    state = learner.init(jax.random.PRNGKey(0))
+    crushed = state.dual_params.replace(temperature=jnp.full_like(state.dual_params.temperature, -100.0))
+    state = state.replace(dual_params=crushed)
+    state, metrics = learner.update(state, random_batch(np.random.default_rng(0)))
+    assert float(state.dual_params.temperature.min()) >= -18.0
+    assert float(metrics["temperature"]) > 0.0
+    assert all(np.isfinite(float(v)) for v in metrics.values())
+
+
+TWO_DEVICE_SCRIPT = textwrap.dedent(
+    """
+    import jax, numpy as np, agents
+    from tests.test_learner import random_batch, leaves, SMALL
+    assert jax.device_count() == 2, jax.devices()
+    for agent in ["mpo", "dmpo", "mog"]:
+        config = agents.make_config(agent, **SMALL)
+        batches = [random_batch(np.random.default_rng(0), batch_size=64) for _ in range(2)]
+        results = []
+        for devices in (jax.devices()[:1], jax.devices()):
+            learner = agents.Learner(config, observation_dim=5, action_dim=2, devices=devices)
+            state = learner.init(jax.random.PRNGKey(0))
+            for batch in batches:
+                state, metrics = learner.update(state, batch)
+            device_set = jax.tree_util.tree_leaves(state)[0].sharding.device_set
+            assert len(device_set) == len(devices), (device_set, devices)
+            results.append((leaves(state), {k: float(v) for k, v in metrics.items()}))
+        (one, m1), (two, m2) = results
+        for a, b in zip(one, two):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+        for k in m1:
+            np.testing.assert_allclose(m1[k], m2[k], rtol=1e-4, atol=1e-6)
+        print(agent, "matches")
+    """
+)
+
+
+def test_two_device_step_matches_one_device():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run(
+        [sys.executable, "-c", TWO_DEVICE_SCRIPT], cwd=root, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("matches") == 3
+
+
+def test_batch_must_split_over_devices():
+    learner = agents.Learner(agents.make_config("mpo", **SMALL), observation_dim=5, action_dim=2)
+    learner.check_batch_size(len(learner.devices) * 8)
+    if len(learner.devices) > 1:
+        with pytest.raises(ValueError, match="multiple of"):
+            learner.check_batch_size(len(learner.devices) * 8 + 1)
+
+
+def test_policy_functions():
+    config = agents.make_config("mpo", **SMALL)
+    learner = agents.Learner(config, observation_dim=5, action_dim=2)
+    params = learner.init(jax.random.PRNGKey(0)).policy_params
+    select_action, greedy_action = agents.make_policy_fns(learner.networks.policy)
+    observation = np.linspace(-1, 1, 5).astype(np.float32)
+    action = select_action(params, observation, jax.random.PRNGKey(1))
+    assert action.shape == (2,) and action.dtype == jnp.float32
+    np.testing.assert_array_equal(action, select_action(params, observation, jax.random.PRNGKey(1)))
+    assert not np.array_equal(action, select_action(params, observation, jax.random.PRNGKey(2)))
+    greedy = greedy_action(params, observation)
+    np.testing.assert_array_equal(greedy, learner.networks.policy.apply(params, jnp.asarray(observation)).mean)
+    # Samples spread around the greedy action with the policy's initial stddev (0.7).
+    samples = np.stack([select_action(params, observation, k) for k in jax.random.split(jax.random.PRNGKey(3), 2000)])
+    np.testing.assert_allclose(samples.mean(0), greedy, atol=0.06)
+    np.testing.assert_allclose(samples.std(0), 0.7, rtol=0.08)
+
+
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        (dict(num_samples=1), "num_samples"),
+        (dict(policy_states="both"), "policy_states"),
+        (dict(target_update_rate=1.5), "target_update_rate"),
+        (dict(critic_layer_sizes=()), "critic_layer_sizes"),
+        (dict(epsilon=0.0), "epsilon"),
+    ],
+)
+def test_invalid_config_names_the_field(overrides, field):
+    with pytest.raises(ValueError, match=f"MPOConfig.{field}"):
+        agents.make_config("mpo", **overrides)
+
+
+def test_unknown_agent_and_bad_heads():
+    with pytest.raises(ValueError, match="mpo, dmpo, mog"):
+        agents.make_config("sac")
+    with pytest.raises(ValueError, match="v_min < v_max"):
+        agents.CategoricalHead(v_min=1.0, v_max=-1.0)
