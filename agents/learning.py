@@ -40,7 +40,9 @@ class Networks:
 
 
 def _optimizer(learning_rate: float, grad_norm_clip: float) -> optax.GradientTransformation:
-    return optax.chain(optax.clip_by_global_norm(grad_norm_clip), optax.adam(learning_rate))
+    # Flattened: one vector op per optimizer stage instead of one per parameter leaf,
+    # which on XLA:CPU saves ~100 small kernels a step.
+    return optax.flatten(optax.chain(optax.clip_by_global_norm(grad_norm_clip), optax.adam(learning_rate)))
 
 
 def _dual_values(raw: chex.Array) -> chex.Array:
