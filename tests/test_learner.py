@@ -177,8 +177,8 @@ TWO_DEVICE_SCRIPT = textwrap.dedent(
         (one, m1), (two, m2) = results
         for a, b in zip(one, two):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
-        for k in m1:
-            np.testing.assert_allclose(m1[k], m2[k], rtol=1e-4, atol=1e-6)
+        for k in m1:  # metrics near zero differ by float reassociation of the cross-device sums
+            np.testing.assert_allclose(m1[k], m2[k], rtol=1e-4, atol=1e-5)
         print(agent, "matches")
     """
 )
