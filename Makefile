@@ -28,6 +28,7 @@ run: setup
 
 bench: setup
 	$(PY) -m experiments.bench env --env=walker:walk
+	$(PY) -m experiments.bench learner
 
 clean-venv:
 	rm -rf $(VENV)
