@@ -27,8 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps_per_call", default="1,8", help="one value or a comma list, e.g. 1,8")
     parser.add_argument("--policy_states", default="next", choices=["next", "current"],
                         help="'current' adds the second critic pass of Acme's JAX MPO")
-    parser.add_argument("--repeats", type=int, default=15, help="timed calls per setting")
-    parser.add_argument("--min_steps", type=int, default=40, help="at least this many SGD steps timed per setting")
+    parser.add_argument("--rounds", type=int, default=5, help="round-robin rounds over all settings")
+    parser.add_argument("--min_steps", type=int, default=80, help="SGD steps timed per setting, over all rounds")
     parser.add_argument("--out", default=None, help="JSON path (default runs/bench/learner-<time>.json)")
 
 
@@ -51,53 +51,57 @@ def peak_memory_bytes() -> dict:
     return result
 
 
-def measure(agent: str, args, steps_per_call: int) -> dict:
-    config = agents.make_config(agent, policy_states=args.policy_states)
-    learner = agents.Learner(config, args.obs_dim, args.act_dim)
-    learner.check_batch_size(args.batch)
-    rng = np.random.default_rng(0)
-    state = learner.init(jax.random.PRNGKey(0))
-    if steps_per_call == 1:
-        batch = jax.device_put(synthetic_batch(rng, args.batch, args.obs_dim, args.act_dim), learner.batch_sharding)
-        update, jitted = learner.update, learner.update_fn
-    else:
-        batch = jax.device_put(
-            synthetic_batch(rng, args.batch, args.obs_dim, args.act_dim, leading=(steps_per_call,)),
-            learner.stacked_batch_sharding,
-        )
-        update, jitted = learner.update_many, learner.update_many_fn
+class Setting:
+    """One (agent, steps per call) configuration, compiled and ready to time."""
 
-    start = time.perf_counter()
-    compiled = jitted.lower(state, batch).compile()
-    compile_seconds = time.perf_counter() - start
-    compiled_flops = flops.xla_flops(compiled)
-    xla_step_flops = compiled_flops / steps_per_call if compiled_flops else None
-    step_flops = flops.matmul_flops(jitted, state, batch) // steps_per_call
-    state, metrics = update(state, batch)  # warm-up call
-    jax.block_until_ready(state)
+    def __init__(self, agent: str, args, steps_per_call: int):
+        self.agent, self.steps_per_call = agent, steps_per_call
+        self.config = agents.make_config(agent, policy_states=args.policy_states)
+        learner = agents.Learner(self.config, args.obs_dim, args.act_dim)
+        learner.check_batch_size(args.batch)
+        rng = np.random.default_rng(0)
+        self.state = learner.init(jax.random.PRNGKey(0))
+        if steps_per_call == 1:
+            batch = synthetic_batch(rng, args.batch, args.obs_dim, args.act_dim)
+            self.batch = jax.device_put(batch, learner.batch_sharding)
+            self.update, jitted = learner.update, learner.update_fn
+        else:
+            batch = synthetic_batch(rng, args.batch, args.obs_dim, args.act_dim, leading=(steps_per_call,))
+            self.batch = jax.device_put(batch, learner.stacked_batch_sharding)
+            self.update, jitted = learner.update_many, learner.update_many_fn
 
-    calls = max(args.repeats, -(-args.min_steps // steps_per_call))
-    times = []
-    for _ in range(calls):
         start = time.perf_counter()
-        state, metrics = update(state, batch)
-        jax.block_until_ready(state)
-        times.append(time.perf_counter() - start)
-    seconds_per_step = statistics.median(times) / steps_per_call
-    achieved = step_flops / seconds_per_step
-    return {
-        "agent": agent,
-        "critic_head": config.critic_head.name,
-        "steps_per_call": steps_per_call,
-        "sgd_steps_per_s": 1.0 / seconds_per_step,
-        "ms_per_step": 1e3 * seconds_per_step,
-        "compile_s": compile_seconds,
-        "matmul_gflop_per_step": step_flops / 1e9,
-        "xla_cost_analysis_gflop_per_step": xla_step_flops / 1e9 if xla_step_flops else None,
-        "achieved_gflop_per_s": achieved / 1e9,
-        "finite_metrics": bool(all(np.isfinite(float(v)) for v in metrics.values())),
-        **peak_memory_bytes(),
-    }
+        compiled = jitted.lower(self.state, self.batch).compile()
+        self.compile_seconds = time.perf_counter() - start
+        compiled_flops = flops.xla_flops(compiled)
+        self.xla_step_flops = compiled_flops / steps_per_call if compiled_flops else None
+        self.step_flops = flops.matmul_flops(jitted, self.state, self.batch) // steps_per_call
+        self.time_calls(1)  # warm-up
+        self.call_seconds = []
+
+    def time_calls(self, calls: int) -> None:
+        for _ in range(calls):
+            start = time.perf_counter()
+            self.state, self.metrics = self.update(self.state, self.batch)
+            jax.block_until_ready(self.state)
+            if hasattr(self, "call_seconds"):
+                self.call_seconds.append(time.perf_counter() - start)
+
+    def result(self) -> dict:
+        seconds_per_step = statistics.median(self.call_seconds) / self.steps_per_call
+        return {
+            "agent": self.agent,
+            "critic_head": self.config.critic_head.name,
+            "steps_per_call": self.steps_per_call,
+            "sgd_steps_per_s": 1.0 / seconds_per_step,
+            "ms_per_step": 1e3 * seconds_per_step,
+            "timed_calls": len(self.call_seconds),
+            "compile_s": self.compile_seconds,
+            "matmul_gflop_per_step": self.step_flops / 1e9,
+            "xla_cost_analysis_gflop_per_step": self.xla_step_flops / 1e9 if self.xla_step_flops else None,
+            "achieved_gflop_per_s": self.step_flops / seconds_per_step / 1e9,
+            "finite_metrics": bool(all(np.isfinite(float(v)) for v in self.metrics.values())),
+        }
 
 
 def run(args: argparse.Namespace) -> int:
@@ -111,15 +115,17 @@ def run(args: argparse.Namespace) -> int:
     print(f"device: {device.device_kind} x{len(jax.devices())} ({jax.default_backend()}), jax {jax.__version__}")
     print(f"dense matmul (2048^3 fp32): {matmul_before / 1e9:.1f} GFLOP/s (measured again at the end)")
     print(f"batch {args.batch}, obs {args.obs_dim}, act {args.act_dim}, policy_states={args.policy_states}")
-    header = f"{'agent':6} {'k':>3} {'steps/s':>9} {'ms/step':>8} {'compile s':>9} {'GFLOP/step':>10} {'GFLOP/s':>8}"
-    print(header)
-    results = []
-    for name in names:
-        for k in steps_per_call:
-            r = measure(name, args, k)
-            results.append(r)
-            print(f"{name:6} {k:>3} {r['sgd_steps_per_s']:9.2f} {r['ms_per_step']:8.1f} {r['compile_s']:9.2f} "
-                  f"{r['matmul_gflop_per_step']:10.2f} {r['achieved_gflop_per_s']:8.1f}")
+    settings = [Setting(name, args, k) for name in names for k in steps_per_call]
+    # Round-robin: every setting is timed in every round, so machine drift over the run
+    # falls on all of them alike and the ratios between agents hold.
+    for _ in range(args.rounds):
+        for setting in settings:
+            setting.time_calls(max(1, -(-args.min_steps // (setting.steps_per_call * args.rounds))))
+    results = [setting.result() for setting in settings]
+    print(f"{'agent':6} {'k':>3} {'steps/s':>9} {'ms/step':>8} {'compile s':>9} {'GFLOP/step':>10} {'GFLOP/s':>8}")
+    for r in results:
+        print(f"{r['agent']:6} {r['steps_per_call']:>3} {r['sgd_steps_per_s']:9.2f} {r['ms_per_step']:8.1f} "
+              f"{r['compile_s']:9.2f} {r['matmul_gflop_per_step']:10.2f} {r['achieved_gflop_per_s']:8.1f}")
     # The machine's peak drifts (shared hosts); the higher of two readings makes every
     # fraction below a conservative one.
     matmul_after = flops.measure_matmul_flops_per_s()
