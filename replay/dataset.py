@@ -1,0 +1,118 @@
+"""From the Reverb table to learner batches on the learner's devices.
+
+    dataset = make_dataset(server_address, config)            # tf.data, batches of n-step transitions
+    batches = DevicePrefetcher(transitions(dataset, config), sharding, size=config.prefetch_batches)
+    batch = next(batches)                                      # agents.Transition, already on the devices
+"""
+
+import queue
+import threading
+from typing import Iterator, Optional
+
+import jax
+import numpy as np
+import reverb
+
+import agents
+from replay.config import ReplayConfig
+from replay.tables import ONLINE_TABLE
+
+
+def make_dataset(server_address: str, config: ReplayConfig, table: str = ONLINE_TABLE, batch_size: Optional[int] = None):
+    """Batches of n-step transitions sampled from `table` (a tf.data.Dataset of ReplaySample)."""
+    batch_size = batch_size or config.batch_size
+    dataset = reverb.TrajectoryDataset.from_table_signature(
+        server_address=server_address, table=table, max_in_flight_samples_per_worker=2 * batch_size
+    )
+    return dataset.batch(batch_size, drop_remainder=True).prefetch(2)
+
+
+def to_transition(sample: reverb.ReplaySample, discount: float) -> agents.Transition:
+    """A ReplaySample of Acme n-step transitions as the learner's batch (numpy, float32).
+
+    Acme stores D = γ^(k-1) d_t ... d_(t+k-1) for a k-step transition (k = n except at
+    episode ends); the bootstrap factor the learner needs is γ^k d_t ... = γ·D.
+    """
+    data = sample.data
+    return agents.Transition(
+        observation=np.asarray(data.observation, np.float32),
+        action=np.asarray(data.action, np.float32),
+        reward=np.asarray(data.reward, np.float32),
+        discount=np.asarray(discount * data.discount, np.float32),
+        next_observation=np.asarray(data.next_observation, np.float32),
+    )
+
+
+def transitions(dataset, config: ReplayConfig) -> Iterator[agents.Transition]:
+    for sample in dataset.as_numpy_iterator():
+        yield to_transition(sample, config.discount)
+
+
+class DevicePrefetcher:
+    """Keeps `size` batches already transferred to the learner's devices.
+
+    A background thread pulls host batches and starts their transfer, so the
+    learner's update never waits for sampling or host-to-device copies while the
+    table has data. `close()` stops the thread; iteration ends when the source does.
+    """
+
+    _END = object()
+
+    def __init__(self, source: Iterator[agents.Transition], sharding: jax.sharding.Sharding, size: int = 2):
+        self._source = source
+        self._sharding = sharding
+        self._queue: "queue.Queue" = queue.Queue(maxsize=size)
+        self._stop = threading.Event()
+        self._error: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._fill, name="device-prefetch", daemon=True)
+        self._thread.start()
+
+    def _fill(self):
+        try:
+            for batch in self._source:
+                on_device = jax.device_put(batch, self._sharding)
+                while not self._stop.is_set():
+                    try:
+                        self._queue.put(on_device, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if self._stop.is_set():
+                    return
+        except BaseException as error:  # handed to the consumer, not lost in a thread
+            self._error = error
+        finally:
+            self._put_end()
+
+    def _put_end(self):
+        while not self._stop.is_set():
+            try:
+                self._queue.put(self._END, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> agents.Transition:
+        return self._unwrap(self._queue.get())
+
+    def next(self, timeout: Optional[float] = None) -> Optional[agents.Transition]:
+        """The next batch, or None if none arrived within `timeout` seconds."""
+        try:
+            return self._unwrap(self._queue.get(timeout=timeout))
+        except queue.Empty:
+            return None
+
+    def _unwrap(self, item):
+        if item is self._END:
+            self._queue.put(self._END)  # the slot just freed: later calls end too
+            if self._error is not None:
+                raise self._error
+            raise StopIteration
+        return item
+
+    def close(self):
+        self._stop.set()
+        self._thread.join(timeout=5.0)

@@ -1,0 +1,40 @@
+"""The Reverb table that holds actors' n-step transitions."""
+
+import reverb
+from acme import specs
+from acme.adders import reverb as acme_adders
+
+from replay.config import ReplayConfig
+
+ONLINE_TABLE = "online"
+
+
+def make_online_table(config: ReplayConfig, environment_spec: specs.EnvironmentSpec, name: str = ONLINE_TABLE) -> reverb.Table:
+    """Uniform sampling, FIFO removal, a sample-to-insert rate limiter, a typed signature."""
+    tolerance = config.samples_per_insert_tolerance_rate * config.samples_per_insert
+    # Reverb refuses an error_buffer below max(1, samples_per_insert): one insert's worth
+    # of slack. Acme's min_size * tolerance is far above that except for tiny test tables.
+    error_buffer = max(config.min_size_to_sample * tolerance, 2.0 * max(1.0, config.samples_per_insert))
+    return reverb.Table(
+        name=name,
+        sampler=reverb.selectors.Uniform(),
+        remover=reverb.selectors.Fifo(),
+        max_size=config.max_size,
+        rate_limiter=reverb.rate_limiters.SampleToInsertRatio(
+            min_size_to_sample=config.min_size_to_sample,
+            samples_per_insert=config.samples_per_insert,
+            error_buffer=error_buffer,
+        ),
+        signature=acme_adders.NStepTransitionAdder.signature(environment_spec),
+    )
+
+
+def make_adder(client: reverb.Client, config: ReplayConfig, table: str = ONLINE_TABLE) -> acme_adders.NStepTransitionAdder:
+    """Acme's n-step transition adder writing into `table`.
+
+    It stores the n-step return and D = γ^(n-1) d_t ... d_(t+n-1); the learner's
+    bootstrap factor is γ·D (see `replay.dataset.to_transition`).
+    """
+    return acme_adders.NStepTransitionAdder(
+        client=client, n_step=config.n_step, discount=config.discount, priority_fns={table: None}
+    )

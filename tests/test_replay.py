@@ -1,0 +1,118 @@
+"""Replay on a real Reverb server: what actors insert is what the learner gets, in numbers."""
+
+import jax
+import numpy as np
+import pytest
+import reverb
+
+import environments
+import replay
+from replay import ReplayConfig
+
+GAMMA, N_STEP, EPISODE = 0.9, 3, 12
+
+
+@pytest.fixture
+def episode_in_replay():
+    """One 12-step cartpole episode written by Acme's n-step adder into a live table."""
+    env = environments.make_environment(
+        environments.EnvironmentConfig("cartpole:swingup", seed=3, max_episode_steps=EPISODE)
+    )
+    # A rate limiter with ample slack both ways: the episode is inserted before any
+    # sampling, which Acme's ratio of 32 would (rightly) block after a few inserts.
+    config = ReplayConfig(
+        min_size_to_sample=1, samples_per_insert=1.0, samples_per_insert_tolerance_rate=1000.0,
+        batch_size=8, n_step=N_STEP, discount=GAMMA, max_size=1000,
+    )
+    server = reverb.Server(tables=[replay.make_online_table(config, env.environment_spec)], port=None)
+    address = f"localhost:{server.port}"
+    client = reverb.Client(address)
+    adder = replay.make_adder(client, config)
+    rng = np.random.default_rng(0)
+    timestep = env.reset()
+    timesteps, actions = [timestep], []
+    adder.add_first(timestep)
+    while not timestep.last():
+        action = rng.uniform(-1, 1, (1,)).astype(np.float32)
+        timestep = env.step(action)
+        adder.add(action, timestep)
+        timesteps.append(timestep)
+        actions.append(action)
+    adder.reset()
+    yield config, address, client, timesteps, actions
+    server.stop()
+
+
+def expected_item(timesteps, actions, t, k):
+    """The k-step transition starting at s_t, worked out from the recorded episode."""
+    rewards = [float(timesteps[t + 1 + i].reward) for i in range(k)]
+    discounted_return = sum(GAMMA**i * r for i, r in enumerate(rewards))
+    # Episodes end by truncation here (discount 1), so the bootstrap factor is γ^k.
+    return actions[t], discounted_return, GAMMA**k, timesteps[t + k].observation
+
+
+def test_table_holds_one_transition_per_step_plus_the_short_starts(episode_in_replay):
+    _, _, client, _, _ = episode_in_replay
+    # Acme's adder writes one transition per step, and at an episode's start also the
+    # shorter s_0 -> s_1, ..., s_0 -> s_(n-1): T + n - 1 items.
+    assert client.server_info()[replay.ONLINE_TABLE].current_size == EPISODE + N_STEP - 1
+
+
+def test_sampled_batches_are_the_n_step_transitions(episode_in_replay):
+    config, address, _, timesteps, actions = episode_in_replay
+    observations = [ts.observation for ts in timesteps]
+    batches = replay.transitions(replay.make_dataset(address, config), config)
+    seen = set()
+    for _ in range(30):
+        batch = next(batches)
+        assert batch.observation.shape == (8, 5) and batch.action.shape == (8, 1)
+        assert batch.reward.shape == (8,) and batch.discount.dtype == np.float32
+        for i in range(8):
+            t = next(j for j, o in enumerate(observations) if np.array_equal(o, batch.observation[i]))
+            k = next(j for j, o in enumerate(observations) if np.array_equal(o, batch.next_observation[i])) - t
+            # n steps, fewer only at the episode's end (and for the extra starts from s_0).
+            assert k == min(N_STEP, EPISODE - t) or (t == 0 and 1 <= k < N_STEP)
+            action, discounted_return, bootstrap, next_observation = expected_item(timesteps, actions, t, k)
+            np.testing.assert_array_equal(batch.action[i], action)
+            assert batch.reward[i] == pytest.approx(discounted_return, rel=1e-5)
+            assert batch.discount[i] == pytest.approx(bootstrap, rel=1e-6)
+            np.testing.assert_array_equal(batch.next_observation[i], next_observation)
+            seen.add((t, k))
+    # Uniform sampling: 240 draws from 14 items miss one with probability ~3e-7;
+    # so every item, the shorter ones at both ends of the episode included, is seen.
+    assert len(seen) == EPISODE + N_STEP - 1
+
+
+def test_device_prefetcher_delivers_batches_on_device(episode_in_replay):
+    config, address, _, _, _ = episode_in_replay
+    sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    prefetcher = replay.DevicePrefetcher(replay.transitions(replay.make_dataset(address, config), config), sharding, size=2)
+    batch = prefetcher.next(timeout=30.0)
+    assert batch is not None and isinstance(batch.observation, jax.Array)
+    assert batch.observation.shape == (8, 5)
+    prefetcher.close()
+
+
+def test_sampling_waits_for_min_size():
+    env = environments.make_environment(environments.EnvironmentConfig("cartpole:swingup", max_episode_steps=5))
+    config = ReplayConfig(min_size_to_sample=50, samples_per_insert_tolerance_rate=1000.0, batch_size=4, n_step=2, max_size=1000)
+    server = reverb.Server(tables=[replay.make_online_table(config, env.environment_spec)], port=None)
+    address = f"localhost:{server.port}"
+    adder = replay.make_adder(reverb.Client(address), config)
+    timestep = env.reset()
+    adder.add_first(timestep)
+    while not timestep.last():
+        timestep = env.step(np.zeros(1, np.float32))
+        adder.add(np.zeros(1, np.float32), timestep)
+    sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    prefetcher = replay.DevicePrefetcher(replay.transitions(replay.make_dataset(address, config), config), sharding)
+    assert prefetcher.next(timeout=2.0) is None  # 5 items < 50: the rate limiter holds the learner
+    prefetcher.close()
+    server.stop()
+
+
+def test_invalid_replay_config_names_the_field():
+    with pytest.raises(ValueError, match="ReplayConfig.min_size_to_sample"):
+        ReplayConfig(min_size_to_sample=0)
+    with pytest.raises(ValueError, match="ReplayConfig.discount"):
+        ReplayConfig(discount=1.5)
