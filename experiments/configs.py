@@ -1,0 +1,90 @@
+"""Experiment configs: per-agent defaults, presets, and `section.field=value` overrides."""
+
+import dataclasses
+import typing
+from typing import Dict, Sequence
+
+import agents
+import environments
+from launch.config import ExperimentConfig
+from replay.config import ReplayConfig
+
+# Shrinks every size so that a whole program runs in seconds (tests, smoke runs).
+PRESETS: Dict[str, Dict[str, Dict[str, object]]] = {
+    "default": {},
+    "debug": {
+        "learner": {"policy_layer_sizes": (32, 32), "critic_layer_sizes": (32, 32), "num_samples": 8},
+        "replay": {"min_size_to_sample": 100, "batch_size": 32, "samples_per_insert": 8.0},
+        "experiment": {"actor_update_period": 200},
+    },
+}
+SECTIONS = ("learner", "replay", "environment", "experiment")
+
+
+def _section_fields(section: str):
+    cls = {"learner": agents.MPOConfig, "replay": ReplayConfig, "environment": environments.EnvironmentConfig,
+           "experiment": ExperimentConfig}[section]
+    hints = typing.get_type_hints(cls)
+    return {field.name: hints[field.name] for field in dataclasses.fields(cls)}
+
+
+def _parse_value(text: str, annotation, name: str):
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Union and type(None) in args:  # Optional[X]
+        if text.lower() == "none":
+            return None
+        annotation = next(a for a in args if a is not type(None))
+        origin = typing.get_origin(annotation)
+    try:
+        if annotation is bool:
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError
+            return text.lower() in ("true", "1")
+        if origin is tuple:
+            return tuple(int(part) for part in text.split(",") if part)
+        if annotation in (int, float, str):
+            return annotation(text)
+    except ValueError:
+        raise ValueError(f"--set {name}={text}: not a valid {getattr(annotation, '__name__', annotation)}.") from None
+    raise ValueError(f"--set {name}: this field cannot be set from the command line.")
+
+
+def parse_overrides(assignments: Sequence[str]) -> Dict[str, Dict[str, object]]:
+    """["learner.learning_rate=3e-4", ...] -> {"learner": {"learning_rate": 3e-4}, ...}."""
+    overrides: Dict[str, Dict[str, object]] = {section: {} for section in SECTIONS}
+    for assignment in assignments:
+        name, separator, text = assignment.partition("=")
+        section, dot, field = name.partition(".")
+        if not separator or not dot:
+            raise ValueError(f"--set {assignment!r}: expected section.field=value, e.g. learner.learning_rate=3e-4.")
+        if section not in SECTIONS:
+            raise ValueError(f"--set {assignment!r}: unknown section {section!r}; sections: {', '.join(SECTIONS)}.")
+        fields = _section_fields(section)
+        if field not in fields:
+            raise ValueError(f"--set {assignment!r}: {section} has no field {field!r}; fields: {', '.join(sorted(fields))}.")
+        overrides[section][field] = _parse_value(text, fields[field], name)
+    return overrides
+
+
+def make_experiment_config(
+    agent: str, task: str, run_dir: str, seed: int = 0, num_actors: int = 4, max_env_steps: int = 1_000_000,
+    preset: str = "default", overrides: Sequence[str] = (),
+) -> ExperimentConfig:
+    """The resolved config; every value is validated here, before anything is launched."""
+    if preset not in PRESETS:
+        raise ValueError(f"Unknown preset {preset!r}; choose one of {', '.join(PRESETS)}.")
+    merged = {section: dict(PRESETS[preset].get(section, {})) for section in SECTIONS}
+    for section, values in parse_overrides(overrides).items():
+        merged[section].update(values)
+    environment = environments.EnvironmentConfig(task, seed=seed, **merged["environment"])
+    experiment = dict(num_actors=num_actors, max_env_steps=max_env_steps, seed=seed)
+    experiment.update(merged["experiment"])
+    return ExperimentConfig(
+        agent=agent,
+        environment=environment,
+        run_dir=run_dir,
+        learner=agents.make_config(agent, **merged["learner"]),
+        replay=ReplayConfig(**merged["replay"]),
+        **experiment,
+    )

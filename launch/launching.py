@@ -1,0 +1,27 @@
+"""Launching a program on this machine, as threads (local_mt) or processes (local_mp)."""
+
+import os
+
+import launchpad as lp
+from launchpad.launch.run_locally import launch_local_output_to_files
+from launchpad.nodes.python import local_multi_processing
+
+LAUNCH_TYPES = ("local_mt", "local_mp")
+
+# Actors and the step limiter never touch an accelerator: N actors must not open N
+# GPU contexts. TensorFlow (CPU build) never sees a GPU either way.
+_CPU_ONLY = {"JAX_PLATFORMS": "cpu", "CUDA_VISIBLE_DEVICES": ""}
+_CPU_GROUPS = ("actor", "limiter", "counter", "replay")
+
+
+def launch(program: lp.Program, launch_type: str, run_dir: str):
+    """Starts `program` and returns Launchpad's worker manager (call .wait() on it)."""
+    if launch_type not in LAUNCH_TYPES:
+        raise ValueError(f"Unknown launch type {launch_type!r}; choose one of {', '.join(LAUNCH_TYPES)}.")
+    # Node outputs (local_mp) go into the run directory, not /tmp/launchpad_out. Launchpad
+    # reads LAUNCHPAD_LOGGING_DIR once at import, so its module setting is the one to change.
+    launch_local_output_to_files._LOGGING_DIR = os.path.join(os.path.abspath(run_dir), "logs")  # pylint: disable=protected-access
+    if launch_type == "local_mt":
+        return lp.launch(program, launch_type="local_mt", serialize_py_nodes=False)
+    resources = {group: local_multi_processing.PythonProcess(env=dict(_CPU_ONLY)) for group in _CPU_GROUPS if group in program.groups}
+    return lp.launch(program, launch_type="local_mp", terminal="output_to_files", local_resources=resources)

@@ -1,0 +1,115 @@
+"""The distributed program launched for real, as a user launches it: python -m experiments.train."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def train_command(run_dir, *extra):
+    return [sys.executable, "-m", "experiments.train", "--preset=debug", "--agent=mpo", "--env=cartpole:swingup",
+            "--num_actors=2", f"--run_dir={run_dir}", *extra]
+
+
+def new_orphans(before):
+    """Launchpad node processes started by the test that outlived their launcher."""
+    orphans = []
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        if process.info["pid"] in before:
+            continue
+        cmdline = " ".join(process.info["cmdline"] or [])
+        if "launchpad" in cmdline or "experiments.train" in cmdline:
+            orphans.append(cmdline[:200])
+    return orphans
+
+
+def read(run_dir, name):
+    with open(os.path.join(run_dir, name)) as file:
+        return json.load(file)
+
+
+@pytest.mark.parametrize("launch_type", ["local_mt", "local_mp"])
+def test_program_runs_learns_and_stops_cleanly(tmp_path, launch_type):
+    run_dir = str(tmp_path / "run")
+    before = set(psutil.pids())
+    result = subprocess.run(
+        train_command(run_dir, "--max_env_steps=2000", f"--launch_type={launch_type}"),
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "did not terminate in time" not in output and "Traceback" not in output
+
+    counts = read(run_dir, "counts.json")
+    assert counts["actor_steps"] >= 2000 and counts["actor_episodes"] >= 1
+    learner = read(run_dir, "learner.json")
+    assert learner["learner_steps"] > 0  # replay filled past min size, the learner sampled
+    assert all(v == v for v in learner["metrics"].values())  # no NaN
+    for actor_id in range(2):
+        actor = read(run_dir, f"actor_{actor_id}.json")
+        assert actor["actor_steps"] > 0
+        # Actors started from version 0 and later pulled parameters the learner had updated.
+        assert actor["param_versions_seen"][0] == 0 and max(actor["param_versions_seen"]) > 0
+    config = read(run_dir, "config.json")
+    assert config["agent"] == "mpo" and config["environment"]["task"] == "cartpole:swingup"
+    if launch_type == "local_mp":
+        assert os.path.isdir(os.path.join(run_dir, "logs", "actor"))  # node logs stay in the run
+    time.sleep(1.0)
+    assert new_orphans(before) == []
+
+
+def test_sigterm_to_the_launcher_stops_everything(tmp_path):
+    run_dir = str(tmp_path / "run")
+    before = set(psutil.pids())
+    launcher = subprocess.Popen(
+        train_command(run_dir, "--max_env_steps=100000000", "--launch_type=local_mp"),
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    # Wait until actors are running (their log files exist and have output), then SIGTERM.
+    actor_log = os.path.join(run_dir, "logs", "actor", "0")
+    deadline = time.time() + 120
+    while time.time() < deadline and not (os.path.exists(actor_log) and os.path.getsize(actor_log) > 0):
+        time.sleep(0.5)
+    time.sleep(8.0)  # let the learner start updating
+    launcher.send_signal(signal.SIGTERM)
+    output, _ = launcher.communicate(timeout=90)  # a hang fails here
+    assert launcher.returncode == 0, output[-3000:]
+    assert "did not terminate in time" not in output
+    for actor_id in range(2):  # written by each actor on its way out
+        assert read(run_dir, f"actor_{actor_id}.json")["actor_steps"] > 0
+    time.sleep(1.0)
+    assert new_orphans(before) == []
+
+
+@pytest.mark.parametrize(
+    "flag, message",
+    [
+        ("--agent=sac", "mpo, dmpo, mog"),
+        ("--env=walker:fly", "Valid names"),
+        ("--set=learner.learning_rat=1e-3", "fields: "),
+        ("--set=learner.learning_rate=fast", "not a valid float"),
+        ("--set=replay.discount=2.0", "ReplayConfig.discount"),
+        ("--num_actors=0", "ExperimentConfig.num_actors"),
+    ],
+)
+def test_invalid_flags_stop_before_anything_starts(tmp_path, flag, message):
+    run_dir = tmp_path / "run"
+    result = subprocess.run(train_command(str(run_dir), flag), cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and message in result.stderr
+    assert not run_dir.exists()
+
+
+def test_an_existing_run_is_never_overwritten(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text("earlier run")
+    result = subprocess.run(train_command(str(run_dir)), cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "never overwritten" in result.stderr
+    assert (run_dir / "config.json").read_text() == "earlier run"
