@@ -12,6 +12,7 @@ any accelerator image with a recent JAX.
 from agents.acting import make_policy_fns
 from agents.config import AGENT_HEADS, CategoricalHead, MixtureHead, MPOConfig, ScalarHead, make_config
 from agents.learner import Learner
+from agents.learning import Networks
 from agents.types import DualParams, LearnerState, Transition
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "LearnerState",
     "MPOConfig",
     "MixtureHead",
+    "Networks",
     "ScalarHead",
     "Transition",
     "make_config",

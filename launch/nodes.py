@@ -132,10 +132,10 @@ class ActorNode:
 
     def _act(self, stop: threading.Event):
         config = self._config
-        learner = StoppableClient(self._learner_handle, stop, call_timeout_s=10.0)
+        learner = StoppableClient(self._learner_handle, stop)
         counter = counting.Counter(StoppableClient(self._counter_handle, stop), prefix="actor", time_delta=0.5)
         env = environments.make_environment(config.actor_environment(self._actor_id))
-        policy = agents.Learner(config.learner, env.observation_spec().shape[0], env.action_spec().shape[0]).networks.policy
+        policy = agents.Networks(config.learner, env.action_spec().shape[0]).policy
         select_action, _ = agents.make_policy_fns(policy)
         adder = replay.make_adder(self._replay_client, config.replay)
         key = jax.random.PRNGKey(config.actor_environment(self._actor_id).seed)

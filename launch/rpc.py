@@ -1,9 +1,11 @@
 """Courier calls that cannot outlive the program.
 
 A Courier call to a node that has already exited waits forever. Every call between
-nodes goes through `StoppableClient`: it uses a call timeout, retries while the
-program runs (the other node may still be starting or busy), and raises
-`ProgramStopped` once the program is stopping.
+nodes goes through `StoppableClient`: it uses a short call timeout, retries while
+the program runs (the other node may still be starting or busy), and raises
+`ProgramStopped` once the program is stopping. The timeout must stay well under
+Launchpad's termination notice (10 s), or a node caught in a call at the stop is
+killed instead of returning.
 """
 
 import threading
@@ -27,7 +29,7 @@ def _status_code(error: Exception):
 
 
 class StoppableClient:
-    def __init__(self, client, stop: threading.Event, call_timeout_s: float = 5.0):
+    def __init__(self, client, stop: threading.Event, call_timeout_s: float = 1.0):
         """`client` is a dereferenced Courier handle; only its address is used."""
         self._client = courier.Client(client.address, call_timeout=call_timeout_s)
         self._stop = stop
