@@ -15,7 +15,7 @@ PRESETS: Dict[str, Dict[str, Dict[str, object]]] = {
     "debug": {
         "learner": {"policy_layer_sizes": (32, 32), "critic_layer_sizes": (32, 32), "num_samples": 8},
         "replay": {"min_size_to_sample": 100, "batch_size": 32, "samples_per_insert": 8.0},
-        "experiment": {"actor_update_period": 200},
+        "experiment": {"actor_update_period": 200, "eval_every_learner_steps": 50, "eval_episodes": 1},
     },
 }
 SECTIONS = ("learner", "replay", "environment", "experiment")

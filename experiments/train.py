@@ -13,6 +13,7 @@ import json
 import os
 import pathlib
 import sys
+import time
 
 from absl import app, flags
 
@@ -58,13 +59,18 @@ def main(argv) -> int:
         json.dump(dataclasses.asdict(config), file, indent=2, sort_keys=True)
 
     # Launchpad and the program are imported only for a valid launch.
-    from launch import launching
+    from launch import launching, summary
     from launch.program import make_program
 
     print(f"Run directory: {run_dir}")
+    start = time.time()
     manager = launching.launch(make_program(config), _LAUNCH_TYPE.value, run_dir)
     manager.wait()
-    print(f"Finished. Outputs in {run_dir}")
+    result = summary.write_summary(run_dir, time.time() - start)
+    final = result["final_eval_return"]
+    print(f"Finished: {result['env_steps']} env steps, {result['learner_steps']} learner steps in "
+          f"{result['wall_time_s']:.0f} s; final eval return {'n/a' if final is None else f'{final:.1f}'}. "
+          f"Outputs in {run_dir}")
     return 0
 
 

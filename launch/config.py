@@ -23,13 +23,21 @@ class ExperimentConfig:
     actor_update_period: int = 1000
     # The learner makes a fresh copy of its policy parameters for actors every this many updates.
     learner_publish_period: int = 10
+    # The evaluator runs the greedy policy for eval_episodes episodes every this many learner steps.
+    eval_every_learner_steps: int = 1000
+    eval_episodes: int = 5
 
     def __post_init__(self):
-        for name, minimum in (("num_actors", 1), ("max_env_steps", 1), ("actor_update_period", 1), ("learner_publish_period", 1)):
+        for name, minimum in (("num_actors", 1), ("max_env_steps", 1), ("actor_update_period", 1),
+                              ("learner_publish_period", 1), ("eval_every_learner_steps", 1), ("eval_episodes", 1)):
             if getattr(self, name) < minimum:
                 raise ValueError(f"ExperimentConfig.{name} must be >= {minimum}, got {getattr(self, name)!r}.")
         if self.seed < 0:
             raise ValueError(f"ExperimentConfig.seed must be >= 0, got {self.seed!r}.")
+
+    def evaluator_environment(self) -> EnvironmentConfig:
+        """A seed no actor uses."""
+        return dataclasses.replace(self.environment, seed=self.seed * 10_000 + 9_999)
 
     def actor_environment(self, actor_id: int) -> EnvironmentConfig:
         """Each actor's own seed, derived from the experiment's."""

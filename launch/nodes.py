@@ -4,9 +4,11 @@ Each node builds its own objects in its own process from the plain config it is
 given, and returns from `run()` when the program stops, so shutdown is clean.
 """
 
+import csv
 import json
 import os
 import threading
+import time
 from typing import Tuple
 
 import jax
@@ -173,6 +175,61 @@ class ActorNode:
             write_json(config, f"actor_{self._actor_id}.json", {
                 "actor_steps": steps, "episode_returns": episode_returns, "param_versions_seen": self.versions_seen,
             })
+
+
+class EvaluatorNode:
+    """Runs the greedy policy every `eval_every_learner_steps` learner steps; one CSV row each time.
+
+    evaluator.csv: learner_step, env_steps, mean_return, std_return, episodes, wall_time_s.
+    """
+
+    FIELDS = ("learner_step", "env_steps", "mean_return", "std_return", "episodes", "wall_time_s")
+
+    def __init__(self, config: ExperimentConfig, learner, counter):
+        self._config = config
+        self._learner_handle = learner
+        self._counter_handle = counter
+
+    def run(self):
+        stop = lp.stop_event()
+        run_off_main_thread(lambda: self._evaluate_periodically(stop), name="evaluator")
+
+    def _evaluate_periodically(self, stop: threading.Event):
+        config = self._config
+        learner = StoppableClient(self._learner_handle, stop)
+        counter = StoppableClient(self._counter_handle, stop)
+        env = environments.make_environment(config.evaluator_environment())
+        _, greedy_action = agents.make_policy_fns(agents.Networks(config.learner, env.action_spec().shape[0]).policy)
+        start = time.time()
+        path = os.path.join(config.run_dir, "evaluator.csv")
+        next_eval = 0
+        try:
+            with open(path, "w", newline="") as file:
+                writer = csv.writer(file)
+                writer.writerow(self.FIELDS)
+                file.flush()
+                while not stop.wait(0.5):
+                    version, params = learner.get_policy_params()
+                    if version < next_eval:
+                        continue
+                    returns = []
+                    for _ in range(config.eval_episodes):
+                        timestep, episode_return = env.reset(), 0.0
+                        while not timestep.last() and not stop.is_set():
+                            timestep = env.step(np.asarray(greedy_action(params, timestep.observation)))
+                            episode_return += float(timestep.reward)
+                        if not timestep.last():
+                            return  # stopped mid-episode: no partial row
+                        returns.append(episode_return)
+                    env_steps = counter.get_counts().get("actor_steps", 0)
+                    writer.writerow([version, env_steps, float(np.mean(returns)), float(np.std(returns)),
+                                     len(returns), round(time.time() - start, 3)])
+                    file.flush()
+                    next_eval = version + config.eval_every_learner_steps
+        except ProgramStopped:
+            pass
+        finally:
+            env.close()
 
 
 class StepLimiter:

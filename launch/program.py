@@ -39,6 +39,8 @@ def make_program(config: ExperimentConfig) -> lp.Program:
     with program.group("actor"):
         for actor_id in range(config.num_actors):
             program.add_node(lp.CourierNode(nodes.ActorNode, config, actor_id, replay_handle, learner, counter))
+    with program.group("evaluator"):
+        program.add_node(lp.CourierNode(nodes.EvaluatorNode, config, learner, counter))
     with program.group("limiter"):
         program.add_node(lp.CourierNode(nodes.StepLimiter, config, counter))
     return program

@@ -1,5 +1,6 @@
 """The distributed program launched for real, as a user launches it: python -m experiments.train."""
 
+import csv
 import json
 import os
 import signal
@@ -59,6 +60,15 @@ def test_program_runs_learns_and_stops_cleanly(tmp_path, launch_type):
         assert actor["param_versions_seen"][0] == 0 and max(actor["param_versions_seen"]) > 0
     config = read(run_dir, "config.json")
     assert config["agent"] == "mpo" and config["environment"]["task"] == "cartpole:swingup"
+    # The evaluator ran the greedy policy on full episodes (returns of cartpole lie in [0, 1000]).
+    with open(os.path.join(run_dir, "evaluator.csv")) as file:
+        rows = list(csv.DictReader(file))
+    assert len(rows) >= 1 and all(0.0 <= float(r["mean_return"]) <= 1000.0 for r in rows)
+    assert [int(r["learner_step"]) for r in rows] == sorted(int(r["learner_step"]) for r in rows)
+    summary = read(run_dir, "summary.json")
+    assert summary["env_steps"] == sum(read(run_dir, f"actor_{i}.json")["actor_steps"] for i in range(2))
+    assert summary["learner_steps"] == learner["learner_steps"] and summary["reached_max_env_steps"]
+    assert summary["evaluations"] == len(rows) and summary["final_eval_return"] == float(rows[-1]["mean_return"])
     if launch_type == "local_mp":
         assert os.path.isdir(os.path.join(run_dir, "logs", "actor"))  # node logs stay in the run
     time.sleep(1.0)
@@ -84,6 +94,8 @@ def test_sigterm_to_the_launcher_stops_everything(tmp_path):
     assert "did not terminate in time" not in output
     for actor_id in range(2):  # written by each actor on its way out
         assert read(run_dir, f"actor_{actor_id}.json")["actor_steps"] > 0
+    summary = read(run_dir, "summary.json")  # written after a SIGTERM too
+    assert summary["env_steps"] > 0 and not summary["reached_max_env_steps"]
     time.sleep(1.0)
     assert new_orphans(before) == []
 
