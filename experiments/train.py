@@ -13,6 +13,7 @@ import json
 import os
 import pathlib
 import sys
+import threading
 import time
 
 from absl import app, flags
@@ -42,6 +43,19 @@ def prepare_run_dir(run_dir: str) -> None:
     path.mkdir(parents=True, exist_ok=True)
 
 
+def print_evaluations(run_dir: str, done: threading.Event) -> None:
+    """Prints each evaluation as the evaluator writes it, until `done`."""
+    from launch import summary
+
+    printed = 0
+    while not done.wait(1.0):
+        rows = summary.evaluations(run_dir)
+        for row in rows[printed:]:
+            print(f"eval: learner step {int(row['learner_step']):>7}  env steps {int(row['env_steps']):>8}  "
+                  f"return {row['mean_return']:8.1f} ± {row['std_return']:.1f}  ({row['wall_time_s']:.0f} s)", flush=True)
+        printed = len(rows)
+
+
 def main(argv) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -65,7 +79,12 @@ def main(argv) -> int:
     print(f"Run directory: {run_dir}")
     start = time.time()
     manager = launching.launch(make_program(config), _LAUNCH_TYPE.value, run_dir)
+    done = threading.Event()
+    printer = threading.Thread(target=print_evaluations, args=(run_dir, done), daemon=True)
+    printer.start()
     manager.wait()
+    done.set()
+    printer.join()
     result = summary.write_summary(run_dir, time.time() - start)
     final = result["final_eval_return"]
     print(f"Finished: {result['env_steps']} env steps, {result['learner_steps']} learner steps in "

@@ -16,12 +16,21 @@ def _read_json(path: str) -> Optional[dict]:
 
 
 def evaluations(run_dir: str) -> list:
-    """evaluator.csv rows as dicts of floats (empty if there were none)."""
+    """Complete evaluator.csv rows as dicts of floats (empty if there are none yet).
+
+    The file may be read while the evaluator writes it: a partial last row is left out.
+    """
+    rows = []
     try:
         with open(os.path.join(run_dir, "evaluator.csv"), newline="") as file:
-            return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(file)]
+            for row in csv.DictReader(file):
+                try:
+                    rows.append({k: float(v) for k, v in row.items()})
+                except (TypeError, ValueError):  # a row still being written
+                    break
     except FileNotFoundError:
-        return []
+        pass
+    return rows
 
 
 def write_summary(run_dir: str, wall_time_s: float) -> dict:

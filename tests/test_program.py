@@ -125,3 +125,16 @@ def test_an_existing_run_is_never_overwritten(tmp_path):
     result = subprocess.run(train_command(str(run_dir)), cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "never overwritten" in result.stderr
     assert (run_dir / "config.json").read_text() == "earlier run"
+
+
+def test_evaluations_skip_a_row_still_being_written(tmp_path):
+    from launch import summary
+
+    (tmp_path / "evaluator.csv").write_text(
+        "learner_step,env_steps,mean_return,std_return,episodes,wall_time_s\n"
+        "0,0,1.5,0.5,5,3.0\n"
+        "1000,8000,2"  # the evaluator is mid-write
+    )
+    assert summary.evaluations(str(tmp_path)) == [
+        {"learner_step": 0.0, "env_steps": 0.0, "mean_return": 1.5, "std_return": 0.5, "episodes": 5.0, "wall_time_s": 3.0}
+    ]
