@@ -76,16 +76,16 @@ class Setting:
         compiled_flops = flops.xla_flops(compiled)
         self.xla_step_flops = compiled_flops / steps_per_call if compiled_flops else None
         self.step_flops = flops.matmul_flops(jitted, self.state, self.batch) // steps_per_call
-        self.time_calls(1)  # warm-up
         self.call_seconds = []
+        self.time_calls(1)
+        self.call_seconds.clear()  # the warm-up call is not a measurement
 
     def time_calls(self, calls: int) -> None:
         for _ in range(calls):
             start = time.perf_counter()
             self.state, self.metrics = self.update(self.state, self.batch)
             jax.block_until_ready(self.state)
-            if hasattr(self, "call_seconds"):
-                self.call_seconds.append(time.perf_counter() - start)
+            self.call_seconds.append(time.perf_counter() - start)
 
     def result(self) -> dict:
         seconds_per_step = statistics.median(self.call_seconds) / self.steps_per_call
