@@ -138,3 +138,30 @@ def test_evaluations_skip_a_row_still_being_written(tmp_path):
     assert summary.evaluations(str(tmp_path)) == [
         {"learner_step": 0.0, "env_steps": 0.0, "mean_return": 1.5, "std_return": 0.5, "episodes": 5.0, "wall_time_s": 3.0}
     ]
+
+
+def test_the_program_learns_cartpole_to_three_times_random(tmp_path):
+    """A real program, default sizes, learns cartpole:swingup well past a random policy.
+
+    The rate limiter fixes learner updates per env step, so how much is learned by a
+    step budget does not depend on the machine's speed, only how long it takes.
+    """
+    from experiments import rollout
+    import environments
+
+    random_returns, _, _ = rollout.random_rollout(
+        environments.EnvironmentConfig("cartpole:swingup", seed=123), episodes=20, seed=123
+    )
+    random_mean = sum(random_returns) / len(random_returns)
+
+    run_dir = str(tmp_path / "run")
+    result = subprocess.run(
+        [sys.executable, "-m", "experiments.train", "--agent=mog", "--env=cartpole:swingup", "--num_actors=2",
+         "--max_env_steps=40000", "--set=experiment.eval_every_learner_steps=500", f"--run_dir={run_dir}",
+         "--launch_type=local_mp"],
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    summary = read(run_dir, "summary.json")
+    assert summary["evaluations"] >= 8
+    assert summary["final_eval_return"] >= 3.0 * random_mean, (summary, random_mean)
