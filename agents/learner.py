@@ -40,14 +40,17 @@ class Learner:
 
         update_step = learning.make_update_step(config, self.networks)
         multi_step = learning.make_multi_step(update_step)
+        # update(state, batch [B, ...]) -> (state, metrics): one SGD step.
+        # update_many(state, batches [k, B, ...]) -> (state, metrics): k steps in one call (lax.scan).
+        # Both are the jitted functions themselves, so they can be lowered for cost analysis.
         if jit:
-            self._update = jax.jit(
+            self.update = jax.jit(
                 update_step,
                 in_shardings=(self.replicated, self.batch_sharding),
                 out_shardings=(self.replicated, self.replicated),
                 donate_argnums=0,
             )
-            self._update_many = jax.jit(
+            self.update_many = jax.jit(
                 multi_step,
                 in_shardings=(self.replicated, self.stacked_batch_sharding),
                 out_shardings=(self.replicated, self.replicated),
@@ -56,7 +59,7 @@ class Learner:
         else:
             if len(self.devices) != 1:
                 raise ValueError("Learner(jit=False) runs on one device; pass devices=[one device].")
-            self._update, self._update_many = update_step, multi_step
+            self.update, self.update_many = update_step, multi_step
 
     def init(self, key: jax.Array) -> LearnerState:
         state = learning.init_state(self.config, self.networks, key, self.observation_dim, self.action_dim)
@@ -68,20 +71,3 @@ class Learner:
                 f"Batch size {batch_size} does not split over {len(self.devices)} devices; "
                 f"use a multiple of {len(self.devices)}."
             )
-
-    def update(self, state: LearnerState, batch: Transition) -> Tuple[LearnerState, dict]:
-        """One SGD step on `batch` [B, ...]."""
-        return self._update(state, batch)
-
-    def update_many(self, state: LearnerState, batches: Transition) -> Tuple[LearnerState, dict]:
-        """k SGD steps on `batches` [k, B, ...] in one call (lax.scan)."""
-        return self._update_many(state, batches)
-
-    @property
-    def update_fn(self):
-        """The jitted single step (for lowering and cost analysis)."""
-        return self._update
-
-    @property
-    def update_many_fn(self):
-        return self._update_many

@@ -92,13 +92,16 @@ def make_update_step(config: MPOConfig, networks: Networks) -> Callable[[Learner
         objectives = [q_values]
         if config.action_penalization:
             objectives.append(mpo_losses.action_penalty(sampled_actions))
-        weights, temperature_loss, kl_q = 0.0, 0.0, []
-        for objective, temperature, epsilon in zip(objectives, temperatures, epsilons):
-            objective = jax.lax.stop_gradient(objective)
-            objective_weights = jax.lax.stop_gradient(mpo_losses.e_step_weights(objective, temperature))
-            weights = weights + objective_weights  # MO-MPO: the M-step fits every objective's q
-            temperature_loss = temperature_loss + mpo_losses.temperature_dual_loss(objective, temperature, epsilon)
-            kl_q.append(mpo_losses.kl_to_uniform(objective_weights))
+        objectives = [jax.lax.stop_gradient(objective) for objective in objectives]
+        objective_weights = [
+            jax.lax.stop_gradient(mpo_losses.e_step_weights(objective, temperature))
+            for objective, temperature in zip(objectives, temperatures)
+        ]
+        weights = sum(objective_weights)  # MO-MPO: the M-step fits every objective's q
+        temperature_loss = sum(
+            mpo_losses.temperature_dual_loss(objective, temperature, epsilon)
+            for objective, temperature, epsilon in zip(objectives, temperatures, epsilons)
+        )
 
         online_distribution = policy.apply(policy_params, states)
         loss_mean, loss_stddev, kl_mean, kl_stddev = mpo_losses.decoupled_m_step(
@@ -113,7 +116,7 @@ def make_update_step(config: MPOConfig, networks: Networks) -> Callable[[Learner
         metrics = {
             "policy_loss": loss_mean + loss_stddev,
             "temperature": temperatures[0],
-            "kl_q_uniform": kl_q[0],
+            "kl_q_uniform": mpo_losses.kl_to_uniform(objective_weights[0]),
             "kl_mean": jnp.mean(kl_mean),
             "kl_stddev": jnp.mean(kl_stddev),
             "alpha_mean": jnp.mean(alpha_mean),

@@ -19,6 +19,14 @@ PRESETS: Dict[str, Dict[str, Dict[str, object]]] = {
     },
 }
 SECTIONS = ("learner", "replay", "environment", "experiment")
+# Fields that have their own flag (or are whole sections) and so cannot be `--set`.
+_SET_ELSEWHERE = {
+    "experiment": {"agent": "--agent", "environment": "--set environment.*", "learner": "--set learner.*",
+                   "replay": "--set replay.*", "run_dir": "--run_dir", "seed": "--seed",
+                   "num_actors": "--num_actors", "max_env_steps": "--max_env_steps"},
+    "environment": {"task": "--env", "seed": "--seed"},
+    "learner": {"critic_head": "--agent"},
+}
 
 
 def _section_fields(section: str):
@@ -61,6 +69,8 @@ def parse_overrides(assignments: Sequence[str]) -> Dict[str, Dict[str, object]]:
         if section not in SECTIONS:
             raise ValueError(f"--set {assignment!r}: unknown section {section!r}; sections: {', '.join(SECTIONS)}.")
         fields = _section_fields(section)
+        if field in _SET_ELSEWHERE.get(section, {}):
+            raise ValueError(f"--set {assignment!r}: {section}.{field} is set with {_SET_ELSEWHERE[section][field]}.")
         if field not in fields:
             raise ValueError(f"--set {assignment!r}: {section} has no field {field!r}; fields: {', '.join(sorted(fields))}.")
         overrides[section][field] = _parse_value(text, fields[field], name)

@@ -53,7 +53,8 @@ class DevicePrefetcher:
 
     A background thread pulls host batches and starts their transfer, so the
     learner's update never waits for sampling or host-to-device copies while the
-    table has data. `close()` stops the thread; iteration ends when the source does.
+    table has data. `close()` stops the thread. `next()` raises StopIteration once
+    the source is exhausted, and re-raises an error the source raised.
     """
 
     _END = object()
@@ -91,12 +92,6 @@ class DevicePrefetcher:
                 return
             except queue.Full:
                 continue
-
-    def __iter__(self):
-        return self
-
-    def __next__(self) -> agents.Transition:
-        return self._unwrap(self._queue.get())
 
     def next(self, timeout: Optional[float] = None) -> Optional[agents.Transition]:
         """The next batch, or None if none arrived within `timeout` seconds."""

@@ -109,6 +109,8 @@ def test_sigterm_to_the_launcher_stops_everything(tmp_path):
         ("--set=learner.learning_rate=fast", "not a valid float"),
         ("--set=replay.discount=2.0", "ReplayConfig.discount"),
         ("--num_actors=0", "ExperimentConfig.num_actors"),
+        ("--set=environment.seed=3", "is set with --seed"),
+        ("--set=experiment.agent=mog", "is set with --agent"),
     ],
 )
 def test_invalid_flags_stop_before_anything_starts(tmp_path, flag, message):

@@ -64,18 +64,18 @@ class Setting:
         if steps_per_call == 1:
             batch = synthetic_batch(rng, args.batch, args.obs_dim, args.act_dim)
             self.batch = jax.device_put(batch, learner.batch_sharding)
-            self.update, jitted = learner.update, learner.update_fn
+            self.update = learner.update
         else:
             batch = synthetic_batch(rng, args.batch, args.obs_dim, args.act_dim, leading=(steps_per_call,))
             self.batch = jax.device_put(batch, learner.stacked_batch_sharding)
-            self.update, jitted = learner.update_many, learner.update_many_fn
+            self.update = learner.update_many
 
         start = time.perf_counter()
-        compiled = jitted.lower(self.state, self.batch).compile()
+        compiled = self.update.lower(self.state, self.batch).compile()
         self.compile_seconds = time.perf_counter() - start
         compiled_flops = flops.xla_flops(compiled)
         self.xla_step_flops = compiled_flops / steps_per_call if compiled_flops else None
-        self.step_flops = flops.matmul_flops(jitted, self.state, self.batch) // steps_per_call
+        self.step_flops = flops.matmul_flops(self.update, self.state, self.batch) // steps_per_call
         self.call_seconds = []
         self.time_calls(1)
         self.call_seconds.clear()  # the warm-up call is not a measurement
