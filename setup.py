@@ -30,6 +30,7 @@ setuptools.setup(
         "dm-control",
         "mujoco",
         "dm-env",
+        "matplotlib",
     ],
     extras_require={
         "test": ["pytest", "pytest-timeout"],

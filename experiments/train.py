@@ -43,19 +43,6 @@ def prepare_run_dir(run_dir: str) -> None:
     path.mkdir(parents=True, exist_ok=True)
 
 
-def print_evaluations(run_dir: str, done: threading.Event) -> None:
-    """Prints each evaluation as the evaluator writes it, until `done`."""
-    from launch import summary
-
-    printed = 0
-    while not done.wait(1.0):
-        rows = summary.evaluations(run_dir)
-        for row in rows[printed:]:
-            print(f"eval: learner step {int(row['learner_step']):>7}  env steps {int(row['env_steps']):>8}  "
-                  f"return {row['mean_return']:8.1f} ± {row['std_return']:.1f}  ({row['wall_time_s']:.0f} s)", flush=True)
-        printed = len(rows)
-
-
 def main(argv) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -73,6 +60,7 @@ def main(argv) -> int:
         json.dump(dataclasses.asdict(config), file, indent=2, sort_keys=True)
 
     # Launchpad and the program are imported only for a valid launch.
+    from experiments import plotting, progress
     from launch import launching, summary
     from launch.program import make_program
 
@@ -80,12 +68,17 @@ def main(argv) -> int:
     start = time.time()
     manager = launching.launch(make_program(config), _LAUNCH_TYPE.value, run_dir)
     done = threading.Event()
-    printer = threading.Thread(target=print_evaluations, args=(run_dir, done), daemon=True)
+    printer = threading.Thread(target=progress.show_progress, args=(run_dir, done), daemon=True)
     printer.start()
     manager.wait()
     done.set()
     printer.join()
     result = summary.write_summary(run_dir, time.time() - start)
+    rows = summary.evaluations(run_dir)
+    plotting.plot_learning_curves(
+        {config.agent: ([row["env_steps"] for row in rows], [row["mean_return"] for row in rows])},
+        os.path.join(run_dir, "learning_curve.png"), title=f"{config.agent} on {config.environment.task}, seed {config.seed}",
+    )
     final = result["final_eval_return"]
     print(f"Finished: {result['env_steps']} env steps, {result['learner_steps']} learner steps in "
           f"{result['wall_time_s']:.0f} s; final eval return {'n/a' if final is None else f'{final:.1f}'}. "

@@ -26,12 +26,16 @@ class ExperimentConfig:
     # The evaluator runs the greedy policy for eval_episodes episodes every this many learner steps.
     eval_every_learner_steps: int = 1000
     eval_episodes: int = 5
+    # Learner and progress metrics get a row at most this often (actors: one per episode).
+    log_every_s: float = 1.0
 
     def __post_init__(self):
         for name, minimum in (("num_actors", 1), ("max_env_steps", 1), ("actor_update_period", 1),
                               ("learner_publish_period", 1), ("eval_every_learner_steps", 1), ("eval_episodes", 1)):
             if getattr(self, name) < minimum:
                 raise ValueError(f"ExperimentConfig.{name} must be >= {minimum}, got {getattr(self, name)!r}.")
+        if not self.log_every_s > 0:
+            raise ValueError(f"ExperimentConfig.log_every_s must be > 0, got {self.log_every_s!r}.")
         if self.seed < 0:
             raise ValueError(f"ExperimentConfig.seed must be >= 0, got {self.seed!r}.")
 

@@ -1,10 +1,9 @@
-"""The program's nodes: learner, actors and a step limiter (replay and counter are stock).
+"""The program's nodes: learner, actors, evaluator and a monitor (replay and counter are stock).
 
 Each node builds its own objects in its own process from the plain config it is
 given, and returns from `run()` when the program stops, so shutdown is clean.
 """
 
-import csv
 import json
 import os
 import threading
@@ -20,7 +19,13 @@ import agents
 import environments
 import replay
 from launch.config import ExperimentConfig
+from launch.metrics import MetricsWriter
 from launch.rpc import ProgramStopped, StoppableClient
+
+PROGRESS_FILE = "progress.json"
+# Actors add their steps to the shared counter this often: often enough for the step
+# limit and the progress line, rarely enough to cost nothing (an increment is ~3 us).
+_COUNT_EVERY_STEPS = 100
 
 
 def reverb_address(client) -> str:
@@ -94,7 +99,8 @@ class LearnerNode:
             replay.transitions(dataset, self._config.replay), self._learner.batch_sharding,
             size=self._config.replay.prefetch_batches,
         )
-        steps = 0
+        log = MetricsWriter(self._config.run_dir, "learner", step_key="learner_step")
+        steps, logged_steps, logged_time = 0, 0, time.time()
         try:
             while not stop.is_set():
                 batch = batches.next(timeout=0.5)  # None while the rate limiter holds sampling
@@ -104,16 +110,34 @@ class LearnerNode:
                 steps += 1
                 if steps % self._config.learner_publish_period == 0:
                     # A host copy: the device state is donated to the next update.
-                    params = jax.device_get(self._state.policy_params)
+                    params, metrics = jax.device_get((self._state.policy_params, metrics))
                     with self._lock:
                         self._published = (steps, params)
                     self.metrics = {k: float(v) for k, v in metrics.items()}
+                    now = time.time()
+                    if now - logged_time >= self._config.log_every_s:
+                        rate = (steps - logged_steps) / (now - logged_time)
+                        log.write({"learner_step": steps, "learner_steps_per_s": rate, **self.metrics}, now)
+                        logged_steps, logged_time = steps, now
                 counter.increment(steps=1)
         except ProgramStopped:
             pass
         finally:
             batches.close()
+            log.close()
             write_json(self._config, "learner.json", {"learner_steps": steps, "published_version": self._published[0], "metrics": self.metrics})
+
+
+class PolicyServer:
+    """Serves the initial policy parameters as a learner would, and never trains."""
+
+    def __init__(self, config: ExperimentConfig):
+        spec = environment_spec(config)
+        learner = agents.Learner(config.learner, spec.observations.shape[0], spec.actions.shape[0])
+        self._published = (0, jax.device_get(learner.init(jax.random.PRNGKey(config.seed)).policy_params))
+
+    def get_policy_params(self) -> Tuple[int, dict]:
+        return self._published
 
 
 class ActorNode:
@@ -148,13 +172,14 @@ class ActorNode:
         # An insert blocked by the rate limiter (the learner has stopped sampling) would
         # never see the stop event: closing the writer on stop makes it return with an error.
         lp.register_stop_handler(adder.close)
+        log = MetricsWriter(config.run_dir, f"actor_{self._actor_id}", step_key="actor_steps")
         try:
             version, params = learner.get_policy_params()
             self.versions_seen.append(version)
             while not stop.is_set():
                 timestep = env.reset()
                 adder.add_first(timestep)
-                episode_steps, episode_return = 0, 0.0
+                episode_steps, episode_return, episode_start = 0, 0.0, time.time()
                 while not timestep.last() and not stop.is_set():
                     action_key[1] = steps
                     action = np.asarray(select_action(params, timestep.observation, action_key))
@@ -162,30 +187,35 @@ class ActorNode:
                     adder.add(action, timestep)
                     steps += 1
                     episode_steps += 1
+                    if episode_steps % _COUNT_EVERY_STEPS == 0:
+                        counter.increment(steps=_COUNT_EVERY_STEPS)
                     episode_return += float(timestep.reward)
                     if steps % config.actor_update_period == 0:
                         version, params = learner.get_policy_params()
                         self.versions_seen.append(version)
-                counter.increment(steps=episode_steps, episodes=int(timestep.last()))
+                counter.increment(steps=episode_steps % _COUNT_EVERY_STEPS, episodes=int(timestep.last()))
                 if timestep.last():
                     episode_returns.append(episode_return)
+                    now = time.time()
+                    log.write({"actor_steps": steps, "episode": len(episode_returns), "episode_return": episode_return,
+                               "episode_length": episode_steps, "steps_per_s": episode_steps / (now - episode_start),
+                               "param_version": version}, now)
         except Exception:  # a closed writer or an abandoned call: expected only once stopping
             if not stop.is_set():
                 raise
         finally:
             env.close()
+            log.close()
             write_json(config, f"actor_{self._actor_id}.json", {
                 "actor_steps": steps, "episode_returns": episode_returns, "param_versions_seen": self.versions_seen,
             })
 
 
 class EvaluatorNode:
-    """Runs the greedy policy every `eval_every_learner_steps` learner steps; one CSV row each time.
+    """Runs the greedy policy every `eval_every_learner_steps` learner steps; one metrics row each time.
 
-    evaluator.csv: learner_step, env_steps, mean_return, std_return, episodes, wall_time_s.
+    metrics/evaluator.csv: env_steps, learner_step, mean_return, std_return, episodes, wall_time_s.
     """
-
-    FIELDS = ("learner_step", "env_steps", "mean_return", "std_return", "episodes", "wall_time_s")
 
     def __init__(self, config: ExperimentConfig, learner, counter):
         self._config = config
@@ -203,55 +233,87 @@ class EvaluatorNode:
         env = environments.make_environment(config.evaluator_environment())
         _, greedy_action = agents.make_policy_fns(agents.Networks(config.learner, env.action_spec().shape[0]).policy)
         start = time.time()
-        path = os.path.join(config.run_dir, "evaluator.csv")
+        log = MetricsWriter(config.run_dir, "evaluator", step_key="env_steps")
         next_eval = 0
         try:
-            with open(path, "w", newline="") as file:
-                writer = csv.writer(file)
-                writer.writerow(self.FIELDS)
-                file.flush()
-                while not stop.wait(0.5):
-                    version, params = learner.get_policy_params()
-                    if version < next_eval:
-                        continue
-                    returns = []
-                    for _ in range(config.eval_episodes):
-                        timestep, episode_return = env.reset(), 0.0
-                        while not timestep.last() and not stop.is_set():
-                            timestep = env.step(np.asarray(greedy_action(params, timestep.observation)))
-                            episode_return += float(timestep.reward)
-                        if not timestep.last():
-                            return  # stopped mid-episode: no partial row
-                        returns.append(episode_return)
-                    env_steps = counter.get_counts().get("actor_steps", 0)
-                    writer.writerow([version, env_steps, float(np.mean(returns)), float(np.std(returns)),
-                                     len(returns), round(time.time() - start, 3)])
-                    file.flush()
-                    next_eval = version + config.eval_every_learner_steps
+            while not stop.wait(0.5):
+                version, params = learner.get_policy_params()
+                if version < next_eval:
+                    continue
+                returns = []
+                for _ in range(config.eval_episodes):
+                    timestep, episode_return = env.reset(), 0.0
+                    while not timestep.last() and not stop.is_set():
+                        timestep = env.step(np.asarray(greedy_action(params, timestep.observation)))
+                        episode_return += float(timestep.reward)
+                    if not timestep.last():
+                        return  # stopped mid-episode: no partial row
+                    returns.append(episode_return)
+                env_steps = int(counter.get_counts().get("actor_steps", 0))
+                now = time.time()
+                log.write({"env_steps": env_steps, "learner_step": version, "mean_return": float(np.mean(returns)),
+                           "std_return": float(np.std(returns)), "episodes": len(returns),
+                           "wall_time_s": now - start}, now)
+                next_eval = version + config.eval_every_learner_steps
         except ProgramStopped:
             pass
         finally:
             env.close()
+            log.close()
 
 
-class StepLimiter:
-    """Stops the program once actors have taken `max_env_steps` steps in total."""
+class Monitor:
+    """Watches the program's totals: reports progress, and stops the program at `max_env_steps`.
 
-    def __init__(self, config: ExperimentConfig, counter, poll_seconds: float = 0.5):
+    Every poll it rewrites run_dir/progress.json (what the launcher's progress line shows);
+    every `log_every_s` it adds a row to metrics/progress.csv.
+    """
+
+    def __init__(self, config: ExperimentConfig, counter, replay_client, poll_seconds: float = 0.25):
         self._config = config
         self._counter = counter
-        self._max_env_steps = config.max_env_steps
+        self._replay_client = replay_client
         self._poll_seconds = poll_seconds
+
+    def _replay_size(self) -> int:
+        try:
+            info = self._replay_client.server_info(timeout=1)
+        except Exception:  # the server is going away with the program: leave the figure out
+            return -1
+        return int(sum(table.current_size for table in info.values()))
 
     def run(self):
         stop = lp.stop_event()
+        config = self._config
         counter = StoppableClient(self._counter, stop)
-        while not stop.wait(self._poll_seconds):
-            try:
+        log = MetricsWriter(config.run_dir, "progress", step_key="env_steps")
+        start = last_time = time.time()
+        last_env, last_learner, logged_time = 0, 0, start
+        env_rate = learner_rate = 0.0
+        try:
+            while not stop.wait(self._poll_seconds):
                 counts = counter.get_counts()
-            except ProgramStopped:
-                return
-            if counts.get("actor_steps", 0) >= self._max_env_steps:
-                write_json(self._config, "counts.json", counts)
-                lp.stop()
-                return
+                env_steps, learner_steps = int(counts.get("actor_steps", 0)), int(counts.get("learner_steps", 0))
+                now = time.time()
+                # Rates over the last ~2 s: smooth enough to read, recent enough to follow changes.
+                mix = min(1.0, (now - last_time) / 2.0)
+                env_rate += mix * ((env_steps - last_env) / (now - last_time) - env_rate)
+                learner_rate += mix * ((learner_steps - last_learner) / (now - last_time) - learner_rate)
+                last_env, last_learner, last_time = env_steps, learner_steps, now
+                progress = {
+                    "env_steps": env_steps, "learner_steps": learner_steps, "episodes": int(counts.get("actor_episodes", 0)),
+                    "env_steps_per_s": env_rate, "learner_steps_per_s": learner_rate,
+                    "replay_size": self._replay_size(), "elapsed_s": now - start, "max_env_steps": config.max_env_steps,
+                }
+                write_json(config, PROGRESS_FILE, progress)
+                if now - logged_time >= config.log_every_s:
+                    log.write({k: v for k, v in progress.items() if k != "max_env_steps"}, now)
+                    logged_time = now
+                if env_steps >= config.max_env_steps:
+                    write_json(config, "counts.json", counts)
+                    lp.stop()
+                    return
+        except ProgramStopped:
+            return
+        finally:
+            log.close()

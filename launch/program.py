@@ -23,9 +23,8 @@ def _replay_checkpointer(run_dir: str):
     return reverb.checkpointers.DefaultCheckpointer(os.path.join(run_dir, "replay_checkpoint"))
 
 
-def make_program(config: ExperimentConfig) -> lp.Program:
+def _add_replay_and_counter(program: lp.Program, config: ExperimentConfig):
     spec = nodes.environment_spec(config)
-    program = lp.Program("relay")
     with program.group("replay"):
         # Reverb's default checkpointer would make a directory under /tmp; a run writes only in its own.
         replay_handle = program.add_node(lp.ReverbNode(
@@ -34,13 +33,35 @@ def make_program(config: ExperimentConfig) -> lp.Program:
         ))
     with program.group("counter"):
         counter = program.add_node(lp.CourierNode(counting.Counter))
-    with program.group("learner"):
-        learner = program.add_node(lp.CourierNode(nodes.LearnerNode, config, replay_handle, counter))
+    return replay_handle, counter
+
+
+def _add_actors_and_monitor(program: lp.Program, config: ExperimentConfig, replay_handle, learner, counter):
     with program.group("actor"):
         for actor_id in range(config.num_actors):
             program.add_node(lp.CourierNode(nodes.ActorNode, config, actor_id, replay_handle, learner, counter))
+    with program.group("monitor"):
+        program.add_node(lp.CourierNode(nodes.Monitor, config, counter, replay_handle))
+
+
+def make_program(config: ExperimentConfig) -> lp.Program:
+    """Replay, counter, learner, actors, evaluator and monitor: a training run."""
+    program = lp.Program("relay")
+    replay_handle, counter = _add_replay_and_counter(program, config)
+    with program.group("learner"):
+        learner = program.add_node(lp.CourierNode(nodes.LearnerNode, config, replay_handle, counter))
+    _add_actors_and_monitor(program, config, replay_handle, learner, counter)
     with program.group("evaluator"):
         program.add_node(lp.CourierNode(nodes.EvaluatorNode, config, learner, counter))
-    with program.group("limiter"):
-        program.add_node(lp.CourierNode(nodes.StepLimiter, config, counter))
+    return program
+
+
+def make_acting_program(config: ExperimentConfig) -> lp.Program:
+    """The training program's actors, replay, counter and monitor, with a policy server in the
+    learner's place that hands out the initial parameters and never trains (actor benchmarks)."""
+    program = lp.Program("relay-acting")
+    replay_handle, counter = _add_replay_and_counter(program, config)
+    with program.group("learner"):
+        policy_server = program.add_node(lp.CourierNode(nodes.PolicyServer, config))
+    _add_actors_and_monitor(program, config, replay_handle, policy_server, counter)
     return program

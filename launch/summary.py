@@ -1,10 +1,11 @@
 """summary.json: what a finished (or stopped) run did, assembled from what its nodes wrote."""
 
-import csv
 import glob
 import json
 import os
 from typing import Optional
+
+from launch import metrics
 
 
 def _read_json(path: str) -> Optional[dict]:
@@ -16,21 +17,8 @@ def _read_json(path: str) -> Optional[dict]:
 
 
 def evaluations(run_dir: str) -> list:
-    """Complete evaluator.csv rows as dicts of floats (empty if there are none yet).
-
-    The file may be read while the evaluator writes it: a partial last row is left out.
-    """
-    rows = []
-    try:
-        with open(os.path.join(run_dir, "evaluator.csv"), newline="") as file:
-            for row in csv.DictReader(file):
-                try:
-                    rows.append({k: float(v) for k, v in row.items()})
-                except (TypeError, ValueError):  # a row still being written
-                    break
-    except FileNotFoundError:
-        pass
-    return rows
+    """The evaluator's complete rows so far (env_steps, learner_step, mean_return, ...) as dicts of floats."""
+    return metrics.read_rows(metrics.csv_path(run_dir, "evaluator"))
 
 
 def write_summary(run_dir: str, wall_time_s: float) -> dict:

@@ -1,6 +1,7 @@
 """Replay settings, as a frozen dataclass that validates itself."""
 
 import dataclasses
+from typing import Optional
 
 
 @dataclasses.dataclass(frozen=True)
@@ -12,8 +13,9 @@ class ReplayConfig:
     # No batch is sampled before the table holds this many items.
     min_size_to_sample: int = 1_000
     # Times each inserted item is sampled on average: with batch 256, one SGD step per 8
-    # inserts. The rate limiter blocks whichever side gets ahead of this ratio.
-    samples_per_insert: float = 32.0
+    # inserts. The rate limiter blocks whichever side gets ahead of this ratio. None: no
+    # ratio, actors run free once min size is reached (benchmarks, pure data collection).
+    samples_per_insert: Optional[float] = 32.0
     # Slack of the rate limiter, as a fraction of samples_per_insert (Acme's default).
     samples_per_insert_tolerance_rate: float = 0.1
     batch_size: int = 256
@@ -27,7 +29,7 @@ class ReplayConfig:
         checks = [
             (self.max_size >= 1, "max_size must be >= 1"),
             (1 <= self.min_size_to_sample <= self.max_size, "min_size_to_sample must be in [1, max_size]"),
-            (self.samples_per_insert > 0, "samples_per_insert must be > 0"),
+            (self.samples_per_insert is None or self.samples_per_insert > 0, "samples_per_insert must be > 0 or None"),
             (self.samples_per_insert_tolerance_rate > 0, "samples_per_insert_tolerance_rate must be > 0"),
             (self.batch_size >= 1, "batch_size must be >= 1"),
             (self.n_step >= 1, "n_step must be >= 1"),

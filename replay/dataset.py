@@ -110,4 +110,6 @@ class DevicePrefetcher:
 
     def close(self):
         self._stop.set()
-        self._thread.join(timeout=5.0)
+        # The thread may be blocked in a sample the rate limiter holds (actors stopped
+        # inserting); it is a daemon and must not hold up the node's exit.
+        self._thread.join(timeout=1.0)

@@ -36,6 +36,41 @@ def read(run_dir, name):
         return json.load(file)
 
 
+def csv_rows(run_dir, node):
+    with open(os.path.join(run_dir, "metrics", f"{node}.csv")) as file:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(file)]
+
+
+def tensorboard_scalars(run_dir, node, tag):
+    from tensorboard.backend.event_processing import event_accumulator
+
+    events = event_accumulator.EventAccumulator(os.path.join(run_dir, "tensorboard", node))
+    events.Reload()
+    return [(event.step, event.value) for event in events.Scalars(tag)]
+
+
+def assert_metrics_complete(run_dir, learner_steps, evaluator_rows):
+    """Every node left CSV rows and the same numbers as TensorBoard scalars."""
+    learner = csv_rows(run_dir, "learner")
+    assert learner and all(0 < row["learner_step"] <= learner_steps for row in learner)
+    assert all(row["critic_loss"] == row["critic_loss"] and row["learner_steps_per_s"] > 0 for row in learner)
+    assert tensorboard_scalars(run_dir, "learner", "critic_loss") == pytest.approx(
+        [(int(row["learner_step"]), row["critic_loss"]) for row in learner], rel=1e-5)
+    for actor_id in range(2):
+        episodes = csv_rows(run_dir, f"actor_{actor_id}")
+        actor = read(run_dir, f"actor_{actor_id}.json")
+        # One row per finished episode, with the same returns the actor reported.
+        assert [row["episode_return"] for row in episodes] == pytest.approx(actor["episode_returns"], rel=1e-6)
+        assert all(row["episode_length"] == 1000 and row["steps_per_s"] > 0 for row in episodes)
+    assert tensorboard_scalars(run_dir, "evaluator", "mean_return") == pytest.approx(
+        [(int(row["env_steps"]), float(row["mean_return"])) for row in evaluator_rows], rel=1e-5)
+    progress = csv_rows(run_dir, "progress")
+    assert progress and [row["env_steps"] for row in progress] == sorted(row["env_steps"] for row in progress)
+    assert max(row["replay_size"] for row in progress) > 0
+    final = read(run_dir, "progress.json")
+    assert final["env_steps"] >= final["max_env_steps"] and final["learner_steps"] > 0
+
+
 @pytest.mark.parametrize("launch_type", ["local_mt", "local_mp"])
 def test_program_runs_learns_and_stops_cleanly(tmp_path, launch_type):
     run_dir = str(tmp_path / "run")
@@ -61,10 +96,13 @@ def test_program_runs_learns_and_stops_cleanly(tmp_path, launch_type):
     config = read(run_dir, "config.json")
     assert config["agent"] == "mpo" and config["environment"]["task"] == "cartpole:swingup"
     # The evaluator ran the greedy policy on full episodes (returns of cartpole lie in [0, 1000]).
-    with open(os.path.join(run_dir, "evaluator.csv")) as file:
+    with open(os.path.join(run_dir, "metrics", "evaluator.csv")) as file:
         rows = list(csv.DictReader(file))
     assert len(rows) >= 1 and all(0.0 <= float(r["mean_return"]) <= 1000.0 for r in rows)
     assert [int(r["learner_step"]) for r in rows] == sorted(int(r["learner_step"]) for r in rows)
+    assert_metrics_complete(run_dir, learner["learner_steps"], rows)
+    with open(os.path.join(run_dir, "learning_curve.png"), "rb") as file:
+        assert file.read(8) == b"\x89PNG\r\n\x1a\n"
     summary = read(run_dir, "summary.json")
     assert summary["env_steps"] == sum(read(run_dir, f"actor_{i}.json")["actor_steps"] for i in range(2))
     assert summary["learner_steps"] == learner["learner_steps"] and summary["reached_max_env_steps"]
@@ -132,7 +170,8 @@ def test_an_existing_run_is_never_overwritten(tmp_path):
 def test_evaluations_skip_a_row_still_being_written(tmp_path):
     from launch import summary
 
-    (tmp_path / "evaluator.csv").write_text(
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "evaluator.csv").write_text(
         "learner_step,env_steps,mean_return,std_return,episodes,wall_time_s\n"
         "0,0,1.5,0.5,5,3.0\n"
         "1000,8000,2"  # the evaluator is mid-write

@@ -116,3 +116,27 @@ def test_invalid_replay_config_names_the_field():
         ReplayConfig(min_size_to_sample=0)
     with pytest.raises(ValueError, match="ReplayConfig.discount"):
         ReplayConfig(discount=1.5)
+
+
+def test_without_a_ratio_actors_insert_freely_and_sampling_waits_for_min_size():
+    """samples_per_insert=None (benchmarks, data collection): no sample-to-insert ratio."""
+    env = environments.make_environment(environments.EnvironmentConfig("cartpole:swingup", seed=0, max_episode_steps=400))
+    config = ReplayConfig(min_size_to_sample=300, samples_per_insert=None, batch_size=8, n_step=1, max_size=10_000)
+    server = reverb.Server(tables=[replay.make_online_table(config, env.environment_spec)], port=None)
+    client = reverb.Client(f"localhost:{server.port}")
+    adder = replay.make_adder(client, config)
+    timestep = env.reset()
+    adder.add_first(timestep)
+    for step in range(400):
+        if step == 200:  # below min size: no batch yet
+            dataset = replay.make_dataset(f"localhost:{server.port}", config)
+            prefetcher = replay.DevicePrefetcher(replay.transitions(dataset, config), jax.devices()[0], size=1)
+            assert prefetcher.next(timeout=1.0) is None
+        timestep = env.step(np.zeros((1,), np.float32))
+        adder.add(np.zeros((1,), np.float32), timestep)
+    adder.close()
+    # 400 inserts, never a sample: a ratio limiter would have blocked after its error buffer.
+    assert client.server_info()[replay.ONLINE_TABLE].current_size == 400
+    assert prefetcher.next(timeout=10.0).observation.shape == (8, 5)
+    prefetcher.close()
+    server.stop()

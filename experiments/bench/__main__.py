@@ -1,4 +1,4 @@
-"""python -m experiments.bench {env,learner} [flags]  (--help after a name for its flags)."""
+"""python -m experiments.bench {env,learner,actor,scaling,datapath,learning} [flags]  (--help after a name for its flags)."""
 
 import argparse
 import importlib
@@ -9,6 +9,10 @@ import sys
 BENCHMARKS = {
     "env": ("experiments.bench.env_bench", "raw dm_control vs Relay's environment, steps/s"),
     "learner": ("experiments.bench.learner_bench", "learner SGD steps/s, compile time, memory, FLOP/s"),
+    "actor": ("experiments.bench.actor_bench", "one actor in the program vs raw dm_control, steps/s"),
+    "scaling": ("experiments.bench.scaling_bench", "total env steps/s with 1, 2, 4 actors"),
+    "datapath": ("experiments.bench.datapath_bench", "learner SGD steps/s fed from Reverb vs synthetic batches"),
+    "learning": ("experiments.bench.learning_bench", "agents trained for a step budget: curves CSV + PNG"),
 }
 
 

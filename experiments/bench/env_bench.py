@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="JSON path (default runs/bench/env-<task>-<time>.json)")
 
 
-def _time_block(env, actions: np.ndarray) -> float:
+def time_block(env, actions: np.ndarray) -> float:
     step = env.step
     start = time.perf_counter()
     for action in actions:
@@ -45,16 +45,16 @@ def measure(task: str, seed: int, steps_per_block: int, blocks: int) -> dict:
 
     relay_env.reset()
     raw_env.reset()
-    _time_block(raw_env, raw_actions[:200])  # warm caches on both sides
-    _time_block(relay_env, relay_actions[:200])
+    time_block(raw_env, raw_actions[:200])  # warm caches on both sides
+    time_block(relay_env, relay_actions[:200])
     raw_rates, relay_rates, ratios = [], [], []
     for block in range(blocks):
         if block % 2 == 0:
-            raw_seconds = _time_block(raw_env, raw_actions)
-            relay_seconds = _time_block(relay_env, relay_actions)
+            raw_seconds = time_block(raw_env, raw_actions)
+            relay_seconds = time_block(relay_env, relay_actions)
         else:
-            relay_seconds = _time_block(relay_env, relay_actions)
-            raw_seconds = _time_block(raw_env, raw_actions)
+            relay_seconds = time_block(relay_env, relay_actions)
+            raw_seconds = time_block(raw_env, raw_actions)
         raw_rates.append(steps_per_block / raw_seconds)
         relay_rates.append(steps_per_block / relay_seconds)
         ratios.append(raw_seconds / relay_seconds)

@@ -1,0 +1,100 @@
+"""Learning benchmark: each agent trained on a task for a step budget, curves to CSV + PNG.
+
+    python -m experiments.bench learning --agents=mpo,dmpo,mog --env=cartpole:swingup \\
+        --max_env_steps=100000 --seeds=0 --out_dir=experiments/results/learning-cartpole_swingup
+
+Each (agent, seed) is a full `python -m experiments.train` run, one after another (its
+run directory goes under runs/bench/). The out directory gets curves.csv (every
+evaluation of every run), learning_curves.png and summary.json; it must be new.
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+
+from experiments import plotting, results_io
+
+# Returns at 100k env steps reported with Acme (10 seeds), for the figure.
+PUBLISHED_100K = {"cartpole:swingup": {"MPO 763": 763.0, "DMPO 669": 669.0}}
+CSV_FIELDS = ("agent", "seed", "env_steps", "learner_step", "mean_return", "std_return")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--agents", default="mpo,dmpo,mog", help="comma list of mpo, dmpo, mog")
+    parser.add_argument("--env", default="cartpole:swingup", help="task, 'domain:task'")
+    parser.add_argument("--max_env_steps", type=int, default=100_000)
+    parser.add_argument("--seeds", default="0", help="comma list of seeds")
+    parser.add_argument("--num_actors", type=int, default=2)
+    parser.add_argument("--eval_every_learner_steps", type=int, default=500)
+    parser.add_argument("--set", action="append", default=[], help="config override for every run, as train's --set")
+    parser.add_argument("--out_dir", default=None, help="new directory for the results (default runs/bench/learning-<task>-<time>)")
+
+
+def _curve(run_dir: str) -> list:
+    from launch import summary
+
+    return summary.evaluations(run_dir)
+
+
+def run(args: argparse.Namespace) -> int:
+    agents = [a for a in args.agents.split(",") if a]
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    stamp = results_io.timestamp()
+    task_name = args.env.replace(":", "_")
+    out_dir = pathlib.Path(args.out_dir or results_io.DEFAULT_BENCH_DIR / f"learning-{task_name}-{stamp}")
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise SystemExit(f"error: {out_dir} is not empty and is never overwritten; pass another --out_dir.")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runs_root = results_io.DEFAULT_BENCH_DIR / f"learning-{task_name}-{stamp}-runs"
+
+    rows, summaries = [], []
+    for agent in agents:
+        for seed in seeds:
+            run_dir = runs_root / f"{agent}-s{seed}"
+            command = [sys.executable, "-m", "experiments.train", f"--agent={agent}", f"--env={args.env}",
+                       f"--num_actors={args.num_actors}", f"--max_env_steps={args.max_env_steps}", f"--seed={seed}",
+                       f"--run_dir={run_dir}",
+                       f"--set=experiment.eval_every_learner_steps={args.eval_every_learner_steps}"]
+            command += [f"--set={assignment}" for assignment in args.set]
+            print("$", " ".join(command[1:]), flush=True)
+            with open(out_dir / f"train-{agent}-s{seed}.log", "w") as log:
+                code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT)
+            if code != 0:
+                raise SystemExit(f"error: the {agent} seed {seed} run exited with {code}; see {log.name}.")
+            curve = _curve(str(run_dir))
+            rows += [{"agent": agent, "seed": seed, **{k: row[k] for k in CSV_FIELDS[2:]}} for row in curve]
+            with open(run_dir / "summary.json") as file:
+                run_summary = json.load(file)
+            summaries.append({"agent": agent, "seed": seed, "run_dir": str(run_dir), **run_summary})
+            print(f"  {agent} seed {seed}: final eval {run_summary['final_eval_return']:.1f} at "
+                  f"{int(curve[-1]['env_steps']) if curve else 0} env steps, best {run_summary['best_eval_return']:.1f}, "
+                  f"{run_summary['wall_time_s']:.0f} s", flush=True)
+
+    with open(out_dir / "curves.csv", "w") as file:
+        file.write(",".join(CSV_FIELDS) + "\n")
+        for row in rows:
+            file.write(",".join(str(int(row[k])) if k in ("seed", "env_steps", "learner_step") else
+                                (row[k] if k == "agent" else f"{row[k]:.2f}") for k in CSV_FIELDS) + "\n")
+    curves = {}
+    for agent in agents:
+        for seed in seeds:
+            seed_rows = [row for row in rows if row["agent"] == agent and row["seed"] == seed]
+            label = agent if len(seeds) == 1 else f"{agent} s{seed}"
+            curves[label] = ([row["env_steps"] for row in seed_rows], [row["mean_return"] for row in seed_rows])
+    plotting.plot_learning_curves(curves, str(out_dir / "learning_curves.png"),
+                                  title=f"{args.env}, {args.max_env_steps:,} env steps, {args.num_actors} actors",
+                                  reference=PUBLISHED_100K.get(args.env, {}))
+    final = {agent: statistics.mean(s["final_eval_return"] for s in summaries if s["agent"] == agent) for agent in agents}
+    result = {"command": " ".join(["python -m experiments.bench learning"] + sys.argv[2:]),
+              "task": args.env, "max_env_steps": args.max_env_steps, "seeds": seeds,
+              "mean_final_eval_return": final, "runs": summaries}
+    with open(out_dir / "summary.json", "w") as file:
+        json.dump(result, file, indent=2, sort_keys=True)
+    for agent in agents:
+        print(f"{agent}: mean final eval return {final[agent]:.1f} over seeds {seeds}")
+    print(f"wrote {out_dir}/curves.csv, learning_curves.png, summary.json")
+    return 0

@@ -1,0 +1,30 @@
+"""Learning-curve figures (PNG): evaluation return against environment steps."""
+
+from typing import Mapping, Sequence, Tuple
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never a display
+import matplotlib.pyplot as plt  # noqa: E402
+
+Curve = Tuple[Sequence[float], Sequence[float]]  # (env steps, mean eval return)
+
+
+def plot_learning_curves(curves: Mapping[str, Curve], path: str, title: str, reference: Mapping[str, float] = ()) -> None:
+    """One line per label; `reference` draws labelled horizontal lines (published figures, baselines)."""
+    figure, axes = plt.subplots(figsize=(6.4, 4.0), dpi=100)
+    for label, (env_steps, returns) in curves.items():
+        axes.plot(env_steps, returns, marker="o", markersize=2.5, linewidth=1.5, label=label)
+    for label, value in dict(reference).items():
+        axes.axhline(value, linestyle="--", linewidth=1.0, color="grey")
+        axes.annotate(label, (0.0, value), xycoords=("axes fraction", "data"), fontsize=8, color="grey",
+                      xytext=(3, 3), textcoords="offset points")
+    axes.set_xlabel("environment steps")
+    axes.set_ylabel("evaluation return (greedy policy)")
+    axes.set_title(title)
+    axes.grid(True, alpha=0.3)
+    if curves:
+        axes.legend(loc="best", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)

@@ -1,0 +1,79 @@
+"""The launcher's live progress line, read from what the program's monitor writes.
+
+On a terminal one line is redrawn a few times a second; otherwise (a log file, CI)
+a plain line is printed every `plain_every_s` seconds. Evaluations are printed as
+lines of their own as they land, in both cases.
+"""
+
+import json
+import os
+import sys
+import threading
+import time
+from typing import Optional, TextIO
+
+from launch import summary
+from launch.nodes import PROGRESS_FILE
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+def format_progress(progress: dict, latest_eval: Optional[dict]) -> str:
+    """'env 12,345/60,000 (185/s) | learner 1,540 (23.1/s) | replay 12,345 | eval 148.2 @ 11,000 | 1:05, ETA 4:30'."""
+    env_steps, total = progress["env_steps"], progress["max_env_steps"]
+    env_rate = progress["env_steps_per_s"]
+    parts = [
+        f"env {env_steps:,}/{total:,} ({env_rate:,.0f}/s)",
+        f"learner {progress['learner_steps']:,} ({progress['learner_steps_per_s']:,.1f}/s)",
+        f"replay {progress['replay_size']:,}" if progress["replay_size"] >= 0 else "replay ?",
+        f"eval {latest_eval['mean_return']:.1f} @ {int(latest_eval['env_steps']):,}" if latest_eval else "eval -",
+    ]
+    eta = f"ETA {_clock((total - env_steps) / env_rate)}" if env_rate > 0 and env_steps < total else "ETA -"
+    parts.append(f"{_clock(progress['elapsed_s'])}, {eta}")
+    return " | ".join(parts)
+
+
+def format_evaluation(row: dict) -> str:
+    return (f"eval: learner step {int(row['learner_step']):>7}  env steps {int(row['env_steps']):>8}  "
+            f"return {row['mean_return']:8.1f} ± {row['std_return']:.1f}  ({row['wall_time_s']:.0f} s)")
+
+
+def _read_progress(run_dir: str) -> Optional[dict]:
+    try:
+        with open(os.path.join(run_dir, PROGRESS_FILE)) as file:
+            return json.load(file)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def show_progress(run_dir: str, done: threading.Event, stream: TextIO = sys.stdout,
+                  interactive: Optional[bool] = None, refresh_s: float = 0.25, plain_every_s: float = 10.0) -> None:
+    """Shows the run's progress on `stream` until `done` is set."""
+    interactive = stream.isatty() if interactive is None else interactive
+    printed_evals, last_plain, line_shown = 0, time.time(), False
+    while True:
+        finished = done.wait(refresh_s)
+        rows = summary.evaluations(run_dir)
+        progress = _read_progress(run_dir)
+        if interactive and line_shown and (len(rows) > printed_evals or finished):
+            stream.write("\r\033[K")  # clear the progress line so an evaluation line can take its place
+            line_shown = False
+        for row in rows[printed_evals:]:
+            stream.write(format_evaluation(row) + "\n")
+        printed_evals = len(rows)
+        if finished:
+            stream.flush()
+            return
+        if progress is not None:
+            line = format_progress(progress, rows[-1] if rows else None)
+            if interactive:
+                stream.write("\r\033[K" + line)
+                line_shown = True
+            elif time.time() - last_plain >= plain_every_s:
+                stream.write(line + "\n")
+                last_plain = time.time()
+        stream.flush()

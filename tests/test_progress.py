@@ -1,0 +1,92 @@
+"""The launcher's progress line and the metrics files it reads."""
+
+import io
+import json
+import threading
+import time
+
+import pytest
+
+from experiments import progress
+from launch import metrics
+
+PROGRESS = {"env_steps": 12345, "max_env_steps": 60000, "env_steps_per_s": 185.2, "learner_steps": 1540,
+            "learner_steps_per_s": 23.14, "replay_size": 12000, "episodes": 12, "elapsed_s": 65.4}
+
+
+def test_progress_line_shows_rates_replay_eval_and_eta():
+    latest_eval = {"mean_return": 148.25, "env_steps": 11000.0}
+    # ETA: (60000 - 12345) / 185.2 = 257.3 s = 4:17.
+    assert progress.format_progress(PROGRESS, latest_eval) == (
+        "env 12,345/60,000 (185/s) | learner 1,540 (23.1/s) | replay 12,000 | eval 148.2 @ 11,000 | 1:05, ETA 4:17")
+
+
+def test_progress_line_before_any_rate_or_evaluation():
+    start = dict(PROGRESS, env_steps=0, env_steps_per_s=0.0, learner_steps=0, learner_steps_per_s=0.0,
+                 replay_size=-1, elapsed_s=3700.0)
+    assert progress.format_progress(start, None) == (
+        "env 0/60,000 (0/s) | learner 0 (0.0/s) | replay ? | eval - | 1:01:40, ETA -")
+
+
+def _write_run(run_dir, evaluations):
+    (run_dir / "progress.json").write_text(json.dumps(PROGRESS))
+    writer = metrics.MetricsWriter(str(run_dir), "evaluator", step_key="env_steps")
+    for env_steps, mean_return in evaluations:
+        writer.write({"env_steps": env_steps, "learner_step": env_steps // 8, "mean_return": mean_return,
+                      "std_return": 1.0, "episodes": 5, "wall_time_s": 2.0}, time.time())
+    writer.close()
+
+
+@pytest.mark.parametrize("interactive", [False, True])
+def test_show_progress_prints_each_evaluation_once_and_the_progress_line(tmp_path, interactive):
+    _write_run(tmp_path, [(0, 0.5), (8000, 42.0)])
+    stream, done = io.StringIO(), threading.Event()
+    shower = threading.Thread(target=progress.show_progress, args=(str(tmp_path), done, stream, interactive),
+                              kwargs={"refresh_s": 0.05, "plain_every_s": 0.0})
+    shower.start()
+    time.sleep(0.5)
+    done.set()
+    shower.join(timeout=5)
+    text = stream.getvalue()
+    assert text.count("return      0.5 ± 1.0") == 1 and text.count("return     42.0 ± 1.0") == 1
+    line = progress.format_progress(PROGRESS, {"mean_return": 42.0, "env_steps": 8000})
+    assert line in text
+    if interactive:
+        assert "\r\033[K" + line in text and text.endswith("\r\033[K")  # redrawn in place, cleared at the end
+    else:
+        assert "\r" not in text and (line + "\n") in text
+
+
+def test_metrics_rows_are_kept_when_a_writer_reopens_and_a_partial_row_is_skipped(tmp_path):
+    first = metrics.MetricsWriter(str(tmp_path), "learner", step_key="learner_step")
+    first.write({"learner_step": 10, "critic_loss": 0.5}, time.time())
+    first.close()
+    second = metrics.MetricsWriter(str(tmp_path), "learner", step_key="learner_step")
+    second.write({"learner_step": 20, "critic_loss": 0.25}, time.time())
+    second.close()
+    path = metrics.csv_path(str(tmp_path), "learner")
+    with open(path, "a") as file:
+        file.write("30,0.1")  # a row cut off mid-write
+    assert metrics.read_rows(path) == [{"learner_step": 10.0, "critic_loss": 0.5},
+                                       {"learner_step": 20.0, "critic_loss": 0.25}]
+    with open(path) as file:
+        assert file.read().count("learner_step") == 1  # one header
+
+
+def test_metrics_writer_refuses_a_column_it_did_not_start_with(tmp_path):
+    writer = metrics.MetricsWriter(str(tmp_path), "actor_0", step_key="actor_steps")
+    writer.write({"actor_steps": 1000, "episode_return": 3.0}, time.time())
+    with pytest.raises(ValueError, match="new_column"):
+        writer.write({"actor_steps": 2000, "new_column": 1.0}, time.time())
+    writer.close()
+
+
+def test_metrics_writer_refuses_to_append_rows_of_other_columns(tmp_path):
+    first = metrics.MetricsWriter(str(tmp_path), "learner", step_key="learner_step")
+    first.write({"learner_step": 10, "critic_loss": 0.5}, time.time())
+    first.close()
+    second = metrics.MetricsWriter(str(tmp_path), "learner", step_key="learner_step")
+    with pytest.raises(ValueError, match="has columns"):
+        second.write({"learner_step": 20, "policy_loss": 0.25}, time.time())
+    second.close()
+    assert metrics.read_rows(metrics.csv_path(str(tmp_path), "learner")) == [{"learner_step": 10.0, "critic_loss": 0.5}]
