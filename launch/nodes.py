@@ -96,7 +96,7 @@ class LearnerNode:
         counter = counting.Counter(StoppableClient(self._counter_handle, stop), prefix="learner", time_delta=0.5)
         dataset = replay.make_dataset(reverb_address(self._replay_client), self._config.replay)
         batches = replay.DevicePrefetcher(
-            replay.transitions(dataset, self._config.replay), self._learner.batch_sharding,
+            replay.transitions(dataset), self._learner.batch_sharding,
             size=self._config.replay.prefetch_batches,
         )
         log = MetricsWriter(self._config.run_dir, "learner", step_key="learner_step")
@@ -163,7 +163,7 @@ class ActorNode:
         env = environments.make_environment(config.actor_environment(self._actor_id))
         policy = agents.Networks(config.learner, env.action_spec().shape[0]).policy
         select_action, _ = agents.make_policy_fns(policy)
-        adder = replay.make_adder(self._replay_client, config.replay)
+        writer = replay.make_writer(self._replay_client, config.replay, replay.ONLINE_TABLE)
         # One raw threefry key per step, [seed, step], built on the host: a jax.random.split
         # per step would be a second device dispatch, ~40 us of a ~100 us physics step.
         action_key = np.array([config.actor_environment(self._actor_id).seed, 0], np.uint32)
@@ -171,20 +171,20 @@ class ActorNode:
         episode_returns = []
         # An insert blocked by the rate limiter (the learner has stopped sampling) would
         # never see the stop event: closing the writer on stop makes it return with an error.
-        lp.register_stop_handler(adder.close)
+        lp.register_stop_handler(writer.close)
         log = MetricsWriter(config.run_dir, f"actor_{self._actor_id}", step_key="actor_steps")
         try:
             version, params = learner.get_policy_params()
             self.versions_seen.append(version)
             while not stop.is_set():
                 timestep = env.reset()
-                adder.add_first(timestep)
+                writer.add_first(timestep)
                 episode_steps, episode_return, episode_start = 0, 0.0, time.time()
                 while not timestep.last() and not stop.is_set():
                     action_key[1] = steps
                     action = np.asarray(select_action(params, timestep.observation, action_key))
                     timestep = env.step(action)
-                    adder.add(action, timestep)
+                    writer.add(action, timestep)
                     steps += 1
                     episode_steps += 1
                     if episode_steps % _COUNT_EVERY_STEPS == 0:

@@ -1,7 +1,7 @@
 """From the Reverb table to learner batches on the learner's devices.
 
     dataset = make_dataset(server_address, config)            # tf.data, batches of n-step transitions
-    batches = DevicePrefetcher(transitions(dataset, config), sharding, size=config.prefetch_batches)
+    batches = DevicePrefetcher(transitions(dataset), sharding, size=config.prefetch_batches)
     batch = next(batches)                                      # agents.Transition, already on the devices
 """
 
@@ -16,6 +16,7 @@ import reverb
 import agents
 from replay.config import ReplayConfig
 from replay.tables import ONLINE_TABLE
+from replay.writer import FIELDS
 
 
 def make_dataset(server_address: str, config: ReplayConfig, table: str = ONLINE_TABLE, batch_size: Optional[int] = None):
@@ -27,25 +28,14 @@ def make_dataset(server_address: str, config: ReplayConfig, table: str = ONLINE_
     return dataset.batch(batch_size, drop_remainder=True).prefetch(2)
 
 
-def to_transition(sample: reverb.ReplaySample, discount: float) -> agents.Transition:
-    """A ReplaySample of Acme n-step transitions as the learner's batch (numpy, float32).
-
-    Acme stores D = γ^(k-1) d_t ... d_(t+k-1) for a k-step transition (k = n except at
-    episode ends); the bootstrap factor the learner needs is γ^k d_t ... = γ·D.
-    """
-    data = sample.data
-    return agents.Transition(
-        observation=np.asarray(data.observation, np.float32),
-        action=np.asarray(data.action, np.float32),
-        reward=np.asarray(data.reward, np.float32),
-        discount=np.asarray(discount * data.discount, np.float32),
-        next_observation=np.asarray(data.next_observation, np.float32),
-    )
+def to_transition(sample: reverb.ReplaySample) -> agents.Transition:
+    """A batched ReplaySample of `replay.writer` items as the learner's batch (numpy, float32)."""
+    return agents.Transition(**{field: np.asarray(sample.data[field], np.float32) for field in FIELDS})
 
 
-def transitions(dataset, config: ReplayConfig) -> Iterator[agents.Transition]:
+def transitions(dataset) -> Iterator[agents.Transition]:
     for sample in dataset.as_numpy_iterator():
-        yield to_transition(sample, config.discount)
+        yield to_transition(sample)
 
 
 class DevicePrefetcher:

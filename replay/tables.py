@@ -2,9 +2,9 @@
 
 import reverb
 from acme import specs
-from acme.adders import reverb as acme_adders
 
 from replay.config import ReplayConfig
+from replay.writer import transition_signature
 
 ONLINE_TABLE = "online"
 
@@ -31,34 +31,5 @@ def make_online_table(config: ReplayConfig, environment_spec: specs.EnvironmentS
         remover=reverb.selectors.Fifo(),
         max_size=config.max_size,
         rate_limiter=_rate_limiter(config),
-        signature=acme_adders.NStepTransitionAdder.signature(environment_spec),
-    )
-
-
-class NStepAdder(acme_adders.NStepTransitionAdder):
-    """Acme's n-step transition adder, plus a `close()` that may be called from another thread.
-
-    An insert blocked by the table's rate limiter never returns on its own once the
-    learner stops sampling; closing the writer makes it raise, so the actor can exit.
-    """
-
-    _closed = False
-
-    def close(self) -> None:
-        self._closed = True
-        self._writer.close()
-
-    def __del__(self):
-        if not self._closed:  # Acme's __del__ flushes, which a closed writer refuses
-            super().__del__()
-
-
-def make_adder(client: reverb.Client, config: ReplayConfig, table: str = ONLINE_TABLE) -> NStepAdder:
-    """Acme's n-step transition adder writing into `table`.
-
-    It stores the n-step return and D = γ^(n-1) d_t ... d_(t+n-1); the learner's
-    bootstrap factor is γ·D (see `replay.dataset.to_transition`).
-    """
-    return NStepAdder(
-        client=client, n_step=config.n_step, discount=config.discount, priority_fns={table: None}
+        signature=transition_signature(environment_spec),
     )

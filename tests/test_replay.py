@@ -1,9 +1,12 @@
 """Replay on a real Reverb server: what actors insert is what the learner gets, in numbers."""
 
+import dm_env
 import jax
 import numpy as np
 import pytest
 import reverb
+
+from acme import specs
 
 import environments
 import replay
@@ -14,7 +17,7 @@ GAMMA, N_STEP, EPISODE = 0.9, 3, 12
 
 @pytest.fixture
 def episode_in_replay():
-    """One 12-step cartpole episode written by Acme's n-step adder into a live table."""
+    """One 12-step cartpole episode written by the actors' n-step writer into a live table."""
     env = environments.make_environment(
         environments.EnvironmentConfig("cartpole:swingup", seed=3, max_episode_steps=EPISODE)
     )
@@ -27,18 +30,19 @@ def episode_in_replay():
     server = reverb.Server(tables=[replay.make_online_table(config, env.environment_spec)], port=None)
     address = f"localhost:{server.port}"
     client = reverb.Client(address)
-    adder = replay.make_adder(client, config)
+    writer = replay.make_writer(client, config, replay.ONLINE_TABLE)
     rng = np.random.default_rng(0)
     timestep = env.reset()
     timesteps, actions = [timestep], []
-    adder.add_first(timestep)
+    writer.add_first(timestep)
     while not timestep.last():
         action = rng.uniform(-1, 1, (1,)).astype(np.float32)
         timestep = env.step(action)
-        adder.add(action, timestep)
+        writer.add(action, timestep)
         timesteps.append(timestep)
         actions.append(action)
-    adder.reset()
+    writer.flush()
+    writer.close()
     yield config, address, client, timesteps, actions
     server.stop()
 
@@ -51,17 +55,15 @@ def expected_item(timesteps, actions, t, k):
     return actions[t], discounted_return, GAMMA**k, timesteps[t + k].observation
 
 
-def test_table_holds_one_transition_per_step_plus_the_short_starts(episode_in_replay):
+def test_table_holds_one_transition_per_step(episode_in_replay):
     _, _, client, _, _ = episode_in_replay
-    # Acme's adder writes one transition per step, and at an episode's start also the
-    # shorter s_0 -> s_1, ..., s_0 -> s_(n-1): T + n - 1 items.
-    assert client.server_info()[replay.ONLINE_TABLE].current_size == EPISODE + N_STEP - 1
+    assert client.server_info()[replay.ONLINE_TABLE].current_size == EPISODE
 
 
 def test_sampled_batches_are_the_n_step_transitions(episode_in_replay):
     config, address, _, timesteps, actions = episode_in_replay
     observations = [ts.observation for ts in timesteps]
-    batches = replay.transitions(replay.make_dataset(address, config), config)
+    batches = replay.transitions(replay.make_dataset(address, config))
     seen = set()
     for _ in range(30):
         batch = next(batches)
@@ -70,23 +72,23 @@ def test_sampled_batches_are_the_n_step_transitions(episode_in_replay):
         for i in range(8):
             t = next(j for j, o in enumerate(observations) if np.array_equal(o, batch.observation[i]))
             k = next(j for j, o in enumerate(observations) if np.array_equal(o, batch.next_observation[i])) - t
-            # n steps, fewer only at the episode's end (and for the extra starts from s_0).
-            assert k == min(N_STEP, EPISODE - t) or (t == 0 and 1 <= k < N_STEP)
+            # n steps, fewer only at the episode's end.
+            assert k == min(N_STEP, EPISODE - t)
             action, discounted_return, bootstrap, next_observation = expected_item(timesteps, actions, t, k)
             np.testing.assert_array_equal(batch.action[i], action)
             assert batch.reward[i] == pytest.approx(discounted_return, rel=1e-5)
             assert batch.discount[i] == pytest.approx(bootstrap, rel=1e-6)
             np.testing.assert_array_equal(batch.next_observation[i], next_observation)
             seen.add((t, k))
-    # Uniform sampling: 240 draws from 14 items miss one with probability ~3e-7;
-    # so every item, the shorter ones at both ends of the episode included, is seen.
-    assert len(seen) == EPISODE + N_STEP - 1
+    # Uniform sampling: 240 draws from 12 items miss one with probability ~5e-5;
+    # so every item, the shorter ones at the episode's end included, is seen.
+    assert len(seen) == EPISODE
 
 
 def test_device_prefetcher_delivers_batches_on_device(episode_in_replay):
     config, address, _, _, _ = episode_in_replay
     sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    prefetcher = replay.DevicePrefetcher(replay.transitions(replay.make_dataset(address, config), config), sharding, size=2)
+    prefetcher = replay.DevicePrefetcher(replay.transitions(replay.make_dataset(address, config)), sharding, size=2)
     batch = prefetcher.next(timeout=30.0)
     assert batch is not None and isinstance(batch.observation, jax.Array)
     assert batch.observation.shape == (8, 5)
@@ -98,14 +100,14 @@ def test_sampling_waits_for_min_size():
     config = ReplayConfig(min_size_to_sample=50, samples_per_insert_tolerance_rate=1000.0, batch_size=4, n_step=2, max_size=1000)
     server = reverb.Server(tables=[replay.make_online_table(config, env.environment_spec)], port=None)
     address = f"localhost:{server.port}"
-    adder = replay.make_adder(reverb.Client(address), config)
+    writer = replay.make_writer(reverb.Client(address), config, replay.ONLINE_TABLE)
     timestep = env.reset()
-    adder.add_first(timestep)
+    writer.add_first(timestep)
     while not timestep.last():
         timestep = env.step(np.zeros(1, np.float32))
-        adder.add(np.zeros(1, np.float32), timestep)
+        writer.add(np.zeros(1, np.float32), timestep)
     sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    prefetcher = replay.DevicePrefetcher(replay.transitions(replay.make_dataset(address, config), config), sharding)
+    prefetcher = replay.DevicePrefetcher(replay.transitions(replay.make_dataset(address, config)), sharding)
     assert prefetcher.next(timeout=2.0) is None  # 5 items < 50: the rate limiter holds the learner
     prefetcher.close()
     server.stop()
@@ -124,19 +126,52 @@ def test_without_a_ratio_actors_insert_freely_and_sampling_waits_for_min_size():
     config = ReplayConfig(min_size_to_sample=300, samples_per_insert=None, batch_size=8, n_step=1, max_size=10_000)
     server = reverb.Server(tables=[replay.make_online_table(config, env.environment_spec)], port=None)
     client = reverb.Client(f"localhost:{server.port}")
-    adder = replay.make_adder(client, config)
+    writer = replay.make_writer(client, config, replay.ONLINE_TABLE)
     timestep = env.reset()
-    adder.add_first(timestep)
+    writer.add_first(timestep)
     for step in range(400):
         if step == 200:  # below min size: no batch yet
             dataset = replay.make_dataset(f"localhost:{server.port}", config)
-            prefetcher = replay.DevicePrefetcher(replay.transitions(dataset, config), jax.devices()[0], size=1)
+            prefetcher = replay.DevicePrefetcher(replay.transitions(dataset), jax.devices()[0], size=1)
             assert prefetcher.next(timeout=1.0) is None
         timestep = env.step(np.zeros((1,), np.float32))
-        adder.add(np.zeros((1,), np.float32), timestep)
-    adder.close()
+        writer.add(np.zeros((1,), np.float32), timestep)
+    writer.flush()
+    writer.close()
     # 400 inserts, never a sample: a ratio limiter would have blocked after its error buffer.
     assert client.server_info()[replay.ONLINE_TABLE].current_size == 400
     assert prefetcher.next(timeout=10.0).observation.shape == (8, 5)
     prefetcher.close()
+    server.stop()
+
+
+def test_n_step_return_and_bootstrap_stop_at_a_terminal_step():
+    """Rewards 1, 2, 3, 4, the last step terminal (discount 0); n = 2, γ = 0.5, worked by hand."""
+    spec = specs.EnvironmentSpec(
+        observations=specs.Array((1,), np.float32), actions=specs.BoundedArray((1,), np.float32, -1.0, 1.0),
+        rewards=specs.Array((), np.float32), discounts=specs.BoundedArray((), np.float32, 0.0, 1.0))
+    config = ReplayConfig(min_size_to_sample=1, samples_per_insert=None, batch_size=4, n_step=2, discount=0.5)
+    server = reverb.Server(tables=[replay.make_online_table(config, spec)], port=None)
+    client = reverb.Client(f"localhost:{server.port}")
+    writer = replay.make_writer(client, config, replay.ONLINE_TABLE)
+    observation = lambda t: np.array([10.0 * t], np.float32)  # noqa: E731
+    writer.add_first(dm_env.restart(observation(0)))
+    for t, reward in enumerate([1.0, 2.0, 3.0]):
+        writer.add(np.array([t], np.float32), dm_env.transition(np.float32(reward), observation(t + 1)))
+    writer.add(np.array([3], np.float32), dm_env.termination(np.float32(4.0), observation(4)))
+    writer.flush()
+    writer.close()
+    items = {}
+    batches = replay.transitions(replay.make_dataset(f"localhost:{server.port}", config))
+    for _ in range(50):  # 200 uniform draws of 4 items: each is seen
+        batch = next(batches)
+        for action, reward, discount, next_observation in zip(batch.action, batch.reward, batch.discount,
+                                                              batch.next_observation):
+            items[int(action[0])] = (float(reward), float(discount), float(next_observation[0]))
+    assert items == {
+        0: (1 + 0.5 * 2, 0.25, 20.0),      # r0 + γ r1, γ^2, s2
+        1: (2 + 0.5 * 3, 0.25, 30.0),
+        2: (3 + 0.5 * 4, 0.0, 40.0),       # the bootstrap dies with the terminal step
+        3: (4.0, 0.0, 40.0),               # one step left: k = 1
+    }
     server.stop()

@@ -1,7 +1,7 @@
 """The learner fed from Reverb vs on synthetic batches: SGD steps/s, same learner, same process.
 
 A Reverb server in this process holds n-step transitions that a random policy
-collected on the task (through Relay's environment and Acme's n-step adder). The
+collected on the task (through Relay's environment and n-step writer). The
 Reverb side runs the learner node's pipeline: tf.data sampling, conversion to
 `agents.Transition`, `replay.DevicePrefetcher`. The synthetic side updates on one
 batch already on the device. Timing alternates blocks of the two; figures are
@@ -35,17 +35,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def fill_table(server: reverb.Server, task: str, episodes: int, config: replay.ReplayConfig) -> environments.RelayEnvironment:
     env = environments.make_environment(environments.EnvironmentConfig(task, seed=0))
     client = reverb.Client(f"localhost:{server.port}")
-    adder = replay.make_adder(client, config)
+    writer = replay.make_writer(client, config, replay.ONLINE_TABLE)
     rng = np.random.default_rng(0)
     action_shape = env.action_spec().shape
     for _ in range(episodes):
         timestep = env.reset()
-        adder.add_first(timestep)
+        writer.add_first(timestep)
         while not timestep.last():
             action = rng.uniform(-1, 1, action_shape).astype(np.float32)
             timestep = env.step(action)
-            adder.add(action, timestep)
-    adder.close()
+            writer.add(action, timestep)
+    writer.flush()
+    writer.close()
     return env
 
 
@@ -69,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     learner.check_batch_size(config.batch_size)
     state = learner.init(jax.random.PRNGKey(0))
     dataset = replay.make_dataset(f"localhost:{server.port}", config)
-    prefetcher = replay.DevicePrefetcher(replay.transitions(dataset, config), learner.batch_sharding,
+    prefetcher = replay.DevicePrefetcher(replay.transitions(dataset), learner.batch_sharding,
                                          size=config.prefetch_batches)
     from_reverb = lambda: prefetcher.next(timeout=60.0)  # noqa: E731
     fixed = from_reverb()

@@ -1,0 +1,112 @@
+"""The actors' side of replay: n-step transitions written into a Reverb table, one item per step.
+
+For each step t of an episode of T steps, with k = min(n, T - t), one item:
+
+    observation       s_t
+    action            a_t                         (as the policy sampled it)
+    reward            Σ_{i<k} γ^i r_{t+i}
+    discount          γ^k Π_{i<k} d_{t+i}         (the learner's bootstrap factor, used as is)
+    next_observation  s_{t+k}
+
+An item goes out as soon as its k steps are known: n - 1 steps late mid-episode, and
+the last ones at the episode's end. The table's signature is `transition_signature`.
+"""
+
+import collections
+import dm_env
+import numpy as np
+import reverb
+import tensorflow as tf
+from acme import specs
+from reverb import pybind
+
+FIELDS = ("observation", "action", "reward", "discount", "next_observation")
+_GET_SIGNATURE_TIMEOUT_MS = 10_000
+
+
+def transition_signature(spec: specs.EnvironmentSpec) -> dict:
+    """The structure (and dtypes, shapes) of one item: a dict with the FIELDS."""
+    observation = tf.TensorSpec(spec.observations.shape, tf.float32)
+    return {
+        "observation": observation,
+        "action": tf.TensorSpec(spec.actions.shape, tf.float32),
+        "reward": tf.TensorSpec((), tf.float32),
+        "discount": tf.TensorSpec((), tf.float32),
+        "next_observation": observation,
+    }
+
+
+class NStepWriter:
+    """Writes an actor's n-step transitions; `add_first` / `add` as an Acme adder.
+
+    It talks to Reverb's C++ trajectory writer directly: the Python TrajectoryWriter
+    costs about three times as much per item (it flattens and checks structures on
+    every call), and an actor writes every step. Each item is its own one-step chunk,
+    so a sample transfers only its own data.
+    """
+
+    def __init__(self, client: reverb.Client, table: str, n_step: int, discount: float, max_in_flight_items: int = 32):
+        if n_step < 1:
+            raise ValueError(f"n_step must be >= 1, got {n_step}.")
+        self._table = table
+        self._n_step = n_step
+        self._discount = discount
+        self._max_in_flight_items = max_in_flight_items
+        self._writer = client._client.NewTrajectoryWriter(  # pylint: disable=protected-access
+            pybind.ConstantChunkerOptions(max_chunk_length=1, num_keep_alive_refs=1), _GET_SIGNATURE_TIMEOUT_MS)
+        self._pending = collections.deque()  # (observation, action, reward, discount) of steps not yet written
+        self._observation = None
+        self._unflushed = 0
+        self._closed = False
+
+    def add_first(self, timestep: dm_env.TimeStep) -> None:
+        if self._pending:
+            raise ValueError("add_first was called before the previous episode's last step was added.")
+        self._observation = np.asarray(timestep.observation, np.float32)
+
+    def add(self, action: np.ndarray, next_timestep: dm_env.TimeStep) -> None:
+        if self._observation is None:
+            raise ValueError("add was called before add_first: the episode's first observation is missing.")
+        self._pending.append((self._observation, np.asarray(action, np.float32),
+                              float(next_timestep.reward), float(next_timestep.discount)))
+        self._observation = np.asarray(next_timestep.observation, np.float32)
+        if next_timestep.last():
+            while self._pending:
+                self._write_oldest()
+            self._observation = None
+        elif len(self._pending) == self._n_step:
+            self._write_oldest()
+
+    def _write_oldest(self) -> None:
+        """Writes the transition from the oldest pending step to the newest observation."""
+        n_step_return, bootstrap = 0.0, 1.0
+        for _, _, reward, discount in self._pending:
+            n_step_return += bootstrap * reward
+            bootstrap *= self._discount * discount
+        observation, action, _, _ = self._pending.popleft()
+        # Columns in the order the table's (dict) signature flattens to: its sorted keys.
+        refs = self._writer.Append([action, np.float32(bootstrap), self._observation, observation,
+                                    np.float32(n_step_return)])
+        self._writer.CreateItem(self._table, 1.0, [[ref] for ref in refs], [True] * len(refs))
+        self._unflushed += 1
+        if self._unflushed >= self._max_in_flight_items:
+            # Bounds the items in flight; this is where the table's rate limiter holds the actor.
+            self._writer.Flush(self._max_in_flight_items, -1)
+            self._unflushed = 0
+
+    def flush(self, timeout_ms: int = -1) -> None:
+        """Waits until every item written so far is in the table (-1: no timeout)."""
+        self._writer.Flush(0, timeout_ms)
+
+    def close(self) -> None:
+        """Stops writing, without waiting for items in flight (`flush` first to keep them).
+
+        May be called from another thread: it unblocks a flush the rate limiter holds."""
+        if not self._closed:
+            self._closed = True
+            self._writer.Close()
+
+
+def make_writer(client: reverb.Client, config, table: str) -> NStepWriter:
+    """The writer for `table` with the n and γ of a ReplayConfig."""
+    return NStepWriter(client, table, n_step=config.n_step, discount=config.discount)
