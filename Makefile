@@ -30,6 +30,9 @@ run: setup
 bench: setup
 	$(PY) -m experiments.bench env --env=walker:walk
 	$(PY) -m experiments.bench learner
+	$(PY) -m experiments.bench actor --env=walker:walk
+	$(PY) -m experiments.bench datapath --agent=mog
+	$(PY) -m experiments.bench scaling --env=walker:walk --num_actors=1,2,4
 
 clean-venv:
 	rm -rf $(VENV)

@@ -18,20 +18,21 @@ PRESETS: Dict[str, Dict[str, Dict[str, object]]] = {
         "experiment": {"actor_update_period": 200, "eval_every_learner_steps": 50, "eval_episodes": 1},
     },
 }
-SECTIONS = ("learner", "replay", "environment", "experiment")
+SECTIONS = ("learner", "head", "replay", "environment", "experiment")
 # Fields that have their own flag (or are whole sections) and so cannot be `--set`.
 _SET_ELSEWHERE = {
     "experiment": {"agent": "--agent", "environment": "--set environment.*", "learner": "--set learner.*",
                    "replay": "--set replay.*", "run_dir": "--run_dir", "seed": "--seed",
                    "num_actors": "--num_actors", "max_env_steps": "--max_env_steps"},
     "environment": {"task": "--env", "seed": "--seed"},
-    "learner": {"critic_head": "--agent"},
+    "learner": {"critic_head": "--agent (and --set head.*)"},
 }
 
 
-def _section_fields(section: str):
-    cls = {"learner": agents.MPOConfig, "replay": ReplayConfig, "environment": environments.EnvironmentConfig,
-           "experiment": ExperimentConfig}[section]
+def _section_fields(section: str, agent: str):
+    # "head" is the critic head of the chosen agent: CategoricalHead for dmpo, MixtureHead for mog.
+    cls = {"learner": agents.MPOConfig, "head": agents.AGENT_HEADS.get(agent, agents.ScalarHead),
+           "replay": ReplayConfig, "environment": environments.EnvironmentConfig, "experiment": ExperimentConfig}[section]
     hints = typing.get_type_hints(cls)
     return {field.name: hints[field.name] for field in dataclasses.fields(cls)}
 
@@ -58,7 +59,7 @@ def _parse_value(text: str, annotation, name: str):
     raise ValueError(f"--set {name}: this field cannot be set from the command line.")
 
 
-def parse_overrides(assignments: Sequence[str]) -> Dict[str, Dict[str, object]]:
+def parse_overrides(assignments: Sequence[str], agent: str = "mpo") -> Dict[str, Dict[str, object]]:
     """["learner.learning_rate=3e-4", ...] -> {"learner": {"learning_rate": 3e-4}, ...}."""
     overrides: Dict[str, Dict[str, object]] = {section: {} for section in SECTIONS}
     for assignment in assignments:
@@ -68,7 +69,7 @@ def parse_overrides(assignments: Sequence[str]) -> Dict[str, Dict[str, object]]:
             raise ValueError(f"--set {assignment!r}: expected section.field=value, e.g. learner.learning_rate=3e-4.")
         if section not in SECTIONS:
             raise ValueError(f"--set {assignment!r}: unknown section {section!r}; sections: {', '.join(SECTIONS)}.")
-        fields = _section_fields(section)
+        fields = {k: v for k, v in _section_fields(section, agent).items() if k != "name"}
         if field in _SET_ELSEWHERE.get(section, {}):
             raise ValueError(f"--set {assignment!r}: {section}.{field} is set with {_SET_ELSEWHERE[section][field]}.")
         if field not in fields:
@@ -85,7 +86,9 @@ def make_experiment_config(
     if preset not in PRESETS:
         raise ValueError(f"Unknown preset {preset!r}; choose one of {', '.join(PRESETS)}.")
     merged = {section: dict(PRESETS[preset].get(section, {})) for section in SECTIONS}
-    for section, values in parse_overrides(overrides).items():
+    if agent not in agents.AGENT_HEADS:
+        raise ValueError(f"Unknown agent {agent!r}; choose one of {', '.join(agents.AGENT_HEADS)}.")
+    for section, values in parse_overrides(overrides, agent).items():
         merged[section].update(values)
     environment = environments.EnvironmentConfig(task, seed=seed, **merged["environment"])
     experiment = dict(num_actors=num_actors, max_env_steps=max_env_steps, seed=seed)
@@ -94,7 +97,7 @@ def make_experiment_config(
         agent=agent,
         environment=environment,
         run_dir=run_dir,
-        learner=agents.make_config(agent, **merged["learner"]),
+        learner=agents.make_config(agent, critic_head=agents.AGENT_HEADS[agent](**merged["head"]), **merged["learner"]),
         replay=ReplayConfig(**merged["replay"]),
         **experiment,
     )

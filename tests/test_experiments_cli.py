@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+import agents
 import environments
 from experiments.bench import __main__ as bench
 from experiments import rollout
@@ -50,3 +51,22 @@ def test_bench_is_runnable_as_a_module(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert json.loads((tmp_path / "b.json").read_text())["task"] == "pendulum:swingup"
+
+
+def test_the_critic_head_is_set_with_the_head_section():
+    from experiments import configs
+
+    config = configs.make_experiment_config(
+        agent="dmpo", task="cartpole:swingup", run_dir="/tmp/unused",
+        overrides=["head.num_atoms=101", "head.v_max=200", "learner.num_samples=10"])
+    assert config.learner.critic_head == agents.CategoricalHead(num_atoms=101, v_min=-150.0, v_max=200.0)
+    assert config.learner.num_samples == 10
+    mixture = configs.make_experiment_config(agent="mog", task="cartpole:swingup", run_dir="/tmp/unused",
+                                             overrides=["head.num_components=3"])
+    assert mixture.learner.critic_head == agents.MixtureHead(num_components=3)
+    with pytest.raises(ValueError, match="head has no field 'num_atoms'; fields: init_scale, num_components"):
+        configs.make_experiment_config(agent="mog", task="cartpole:swingup", run_dir="/tmp/unused",
+                                       overrides=["head.num_atoms=101"])
+    with pytest.raises(ValueError, match="CategoricalHead needs v_min < v_max"):
+        configs.make_experiment_config(agent="dmpo", task="cartpole:swingup", run_dir="/tmp/unused",
+                                       overrides=["head.v_min=300"])
