@@ -119,7 +119,8 @@ def test_program_runs_learns_and_stops_cleanly(tmp_path, launch_type):
     assert new_orphans(before) == []
 
 
-def test_sigterm_to_the_launcher_stops_everything(tmp_path):
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])  # SIGINT: Ctrl-C
+def test_a_signal_to_the_launcher_stops_everything_within_15_s(tmp_path, stop_signal):
     run_dir = str(tmp_path / "run")
     before = set(psutil.pids())
     launcher = subprocess.Popen(
@@ -132,13 +133,13 @@ def test_sigterm_to_the_launcher_stops_everything(tmp_path):
     while time.time() < deadline and not (os.path.exists(actor_log) and os.path.getsize(actor_log) > 0):
         time.sleep(0.5)
     time.sleep(8.0)  # let the learner start updating
-    launcher.send_signal(signal.SIGTERM)
-    output, _ = launcher.communicate(timeout=90)  # a hang fails here
+    launcher.send_signal(stop_signal)
+    output, _ = launcher.communicate(timeout=15)  # a hang, or a shutdown slower than promised, fails here
     assert launcher.returncode == 0, output[-3000:]
     assert "did not terminate in time" not in output
     for actor_id in range(2):  # written by each actor on its way out
         assert read(run_dir, f"actor_{actor_id}.json")["actor_steps"] > 0
-    summary = read(run_dir, "summary.json")  # written after a SIGTERM too
+    summary = read(run_dir, "summary.json")  # written after a signal too
     assert summary["env_steps"] > 0 and not summary["reached_max_env_steps"]
     time.sleep(1.0)
     assert new_orphans(before) == []
