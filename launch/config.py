@@ -26,6 +26,8 @@ class ExperimentConfig:
     # The evaluator runs the greedy policy for eval_episodes episodes every this many learner steps.
     eval_every_learner_steps: int = 1000
     eval_episodes: int = 5
+    # Actors write every step they take to run_dir/experience (replay.experience), for later runs.
+    record_experience: bool = True
     # Learner and progress metrics get a row at most this often (actors: one per episode).
     log_every_s: float = 1.0
 

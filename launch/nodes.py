@@ -164,6 +164,12 @@ class ActorNode:
         policy = agents.Networks(config.learner, env.action_spec().shape[0]).policy
         select_action, _ = agents.make_policy_fns(policy)
         writer = replay.make_writer(self._replay_client, config.replay, replay.ONLINE_TABLE)
+        # Steps go to the online table, and to disk for later runs (RaE) unless turned off.
+        sinks = [writer]
+        if config.record_experience:
+            replay.experience.write_spec(config.run_dir, config.environment.task, env.environment_spec)
+            recorder = replay.experience.ExperienceRecorder(config.run_dir, self._actor_id)
+            sinks.append(recorder)
         # One raw threefry key per step, [seed, step], built on the host: a jax.random.split
         # per step would be a second device dispatch, ~40 us of a ~100 us physics step.
         action_key = np.array([config.actor_environment(self._actor_id).seed, 0], np.uint32)
@@ -178,13 +184,15 @@ class ActorNode:
             self.versions_seen.append(version)
             while not stop.is_set():
                 timestep = env.reset()
-                writer.add_first(timestep)
+                for sink in sinks:
+                    sink.add_first(timestep)
                 episode_steps, episode_return, episode_start = 0, 0.0, time.time()
                 while not timestep.last() and not stop.is_set():
                     action_key[1] = steps
                     action = np.asarray(select_action(params, timestep.observation, action_key))
                     timestep = env.step(action)
-                    writer.add(action, timestep)
+                    for sink in sinks:
+                        sink.add(action, timestep)
                     steps += 1
                     episode_steps += 1
                     if episode_steps % _COUNT_EVERY_STEPS == 0:
@@ -206,6 +214,8 @@ class ActorNode:
         finally:
             env.close()
             log.close()
+            if config.record_experience:
+                recorder.close()
             write_json(config, f"actor_{self._actor_id}.json", {
                 "actor_steps": steps, "episode_returns": episode_returns, "param_versions_seen": self.versions_seen,
             })

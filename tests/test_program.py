@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import psutil
 import pytest
 
@@ -82,7 +83,7 @@ def test_program_runs_learns_and_stops_cleanly(tmp_path, launch_type):
     run_dir = str(tmp_path / "run")
     before = set(psutil.pids())
     result = subprocess.run(
-        train_command(run_dir, "--max_env_steps=2000", f"--launch_type={launch_type}"),
+        train_command(run_dir, "--max_env_steps=4000", f"--launch_type={launch_type}"),
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
     output = result.stdout + result.stderr
@@ -90,13 +91,13 @@ def test_program_runs_learns_and_stops_cleanly(tmp_path, launch_type):
     assert "did not terminate in time" not in output and "Traceback" not in output
 
     counts = read(run_dir, "counts.json")
-    assert counts["actor_steps"] >= 2000 and counts["actor_episodes"] >= 1
+    assert counts["actor_steps"] >= 4000
     learner = read(run_dir, "learner.json")
     assert learner["learner_steps"] > 0  # replay filled past min size, the learner sampled
     assert all(v == v for v in learner["metrics"].values())  # no NaN
     for actor_id in range(2):
         actor = read(run_dir, f"actor_{actor_id}.json")
-        assert actor["actor_steps"] > 0
+        assert actor["actor_steps"] > 1000 and len(actor["episode_returns"]) >= 1
         # Actors started from version 0 and later pulled parameters the learner had updated.
         assert actor["param_versions_seen"][0] == 0 and max(actor["param_versions_seen"]) > 0
     config = read(run_dir, "config.json")
@@ -115,8 +116,45 @@ def test_program_runs_learns_and_stops_cleanly(tmp_path, launch_type):
     assert summary["evaluations"] == len(rows) and summary["final_eval_return"] == float(rows[-1]["mean_return"])
     if launch_type == "local_mp":
         assert os.path.isdir(os.path.join(run_dir, "logs", "actor"))  # node logs stay in the run
+    assert_experience_recorded(run_dir)
     time.sleep(1.0)
     assert new_orphans(before) == []
+
+
+def assert_experience_recorded(run_dir):
+    """Every step each actor took is on disk, and the finished episodes' returns match."""
+    from replay import experience
+
+    assert experience.read_spec(run_dir)["observation_shape"] == [5]
+    for actor_id in range(2):
+        actor = read(run_dir, f"actor_{actor_id}.json")
+        episodes = list(experience.read_episodes(os.path.join(run_dir, "experience", f"actor_{actor_id}")))
+        assert sum(int(np.sum(e["step_type"] != 2)) for e in episodes) == actor["actor_steps"]
+        finished = [float(np.sum(e["reward"])) for e in episodes if e["step_type"][-1] == 2]
+        assert finished == pytest.approx(actor["episode_returns"], rel=1e-4)
+
+
+def test_a_killed_run_leaves_its_recorded_experience_readable(tmp_path):
+    from replay import experience
+
+    run_dir = str(tmp_path / "run")
+    launcher = subprocess.Popen(
+        train_command(run_dir, "--max_env_steps=100000000", "--launch_type=local_mp"),
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    actor_dir = os.path.join(run_dir, "experience", "actor_0")
+    deadline = time.time() + 120
+    while time.time() < deadline and not (os.path.isdir(actor_dir) and len(os.listdir(actor_dir)) >= 2):
+        time.sleep(0.5)
+    os.killpg(launcher.pid, signal.SIGKILL)  # the launcher and every node, no chance to flush
+    launcher.wait(timeout=30)
+    for process in psutil.process_iter(["pid", "cmdline"]):  # nodes that left the group, if any
+        if run_dir in " ".join(process.info["cmdline"] or []):
+            process.kill()
+    assert experience.read_spec(run_dir)["task"] == "cartpole:swingup"
+    episodes = list(experience.read_episodes(actor_dir))
+    assert sum(len(e["step_type"]) for e in episodes) >= 2
+    assert all(e["step_type"][0] == 0 and np.all(np.isfinite(e["observation"])) for e in episodes)
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])  # SIGINT: Ctrl-C

@@ -1,0 +1,178 @@
+"""Every run's raw experience on disk, written as the actors go; read back by later runs (RaE).
+
+Format "relay-experience", version 1. Independent of Reverb: plain NumPy files.
+
+    RUN_DIR/experience/
+        spec.json                      format, version, task, shapes and dtypes, action bounds
+        actor_<i>/<chunk:08d>.npz      one actor's steps, chunk after chunk, in order
+
+A chunk holds the timesteps of one actor as dm_env produced them, K rows, each
+array with K as its first axis:
+
+    step_type    uint8 [K]       dm_env.StepType: 0 FIRST, 1 MID, 2 LAST
+    reward       float32 [K]     the reward that came with this timestep (0 at FIRST)
+    discount     float32 [K]     the discount that came with this timestep (1 at FIRST)
+    observation  float32 [K, O]  the flat observation (environments' sorted-key layout)
+    action       float32 [K, A]  the action the policy took at this timestep, in [-1, 1]
+                                 as sampled (0 at LAST, where none is taken)
+
+Episodes run on across chunk boundaries. Each chunk is written to a temporary
+name and renamed, so a chunk file is complete or absent; a run killed mid-way
+loses only the steps not yet written (at most `flush_every_s` seconds' worth).
+A later run rebuilds n-step transitions with its own n and discount from these.
+"""
+
+import json
+import os
+import time
+from typing import Iterator, List, Optional
+
+import dm_env
+import numpy as np
+from acme import specs
+
+FORMAT = "relay-experience"
+VERSION = 1
+EXPERIENCE_DIR = "experience"
+SPEC_FILE = "spec.json"
+COLUMNS = ("step_type", "reward", "discount", "observation", "action")
+
+
+def experience_dir(run_dir: str) -> str:
+    return os.path.join(run_dir, EXPERIENCE_DIR)
+
+
+def write_spec(run_dir: str, task: str, spec: specs.EnvironmentSpec) -> None:
+    """Writes experience/spec.json (once per run, before any actor writes)."""
+    path = os.path.join(experience_dir(run_dir), SPEC_FILE)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    data = {
+        "format": FORMAT,
+        "version": VERSION,
+        "task": task,
+        "observation_shape": list(spec.observations.shape),
+        "action_shape": list(spec.actions.shape),
+        "action_minimum": np.broadcast_to(spec.actions.minimum, spec.actions.shape).tolist(),
+        "action_maximum": np.broadcast_to(spec.actions.maximum, spec.actions.shape).tolist(),
+        "columns": list(COLUMNS),
+    }
+    with open(path + ".tmp", "w") as file:
+        json.dump(data, file, indent=2)
+    os.replace(path + ".tmp", path)
+
+
+def read_spec(run_dir: str) -> dict:
+    path = os.path.join(experience_dir(run_dir), SPEC_FILE)
+    try:
+        with open(path) as file:
+            data = json.load(file)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} is missing: {run_dir} has no recorded experience.") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}).") from None
+    if data.get("format") != FORMAT or data.get("version") != VERSION:
+        raise ValueError(f"{path} is format {data.get('format')!r} version {data.get('version')!r}; "
+                         f"this Relay reads {FORMAT!r} version {VERSION}.")
+    return data
+
+
+class ExperienceRecorder:
+    """Records one actor's timesteps and actions into experience/actor_<i>/; `add_first` / `add` as a writer."""
+
+    def __init__(self, run_dir: str, actor_id: int, chunk_steps: int = 1000, flush_every_s: float = 2.0):
+        self._directory = os.path.join(experience_dir(run_dir), f"actor_{actor_id}")
+        os.makedirs(self._directory, exist_ok=True)
+        # A restarted actor continues after the chunks already there; it never rewrites one.
+        self._next_chunk = len(_chunk_paths(self._directory))
+        self._chunk_steps = chunk_steps
+        self._flush_every_s = flush_every_s
+        self._rows: List[tuple] = []
+        self._pending: Optional[dm_env.TimeStep] = None  # the timestep whose action is not known yet
+        self._action_shape = None
+        self._last_flush = time.monotonic()
+
+    def add_first(self, timestep: dm_env.TimeStep) -> None:
+        self._pending = timestep
+
+    def add(self, action: np.ndarray, next_timestep: dm_env.TimeStep) -> None:
+        action = np.asarray(action, np.float32)
+        self._action_shape = action.shape
+        self._rows.append((self._pending, action))
+        if next_timestep.last():
+            self._rows.append((next_timestep, None))
+            self._pending = None
+        else:
+            self._pending = next_timestep
+        if len(self._rows) >= self._chunk_steps or time.monotonic() - self._last_flush >= self._flush_every_s:
+            self.flush()
+
+    def flush(self) -> None:
+        """Writes the rows so far as one chunk (nothing if there are none)."""
+        self._last_flush = time.monotonic()
+        if not self._rows:
+            return
+        rows, self._rows = self._rows, []
+        zeros = np.zeros(self._action_shape, np.float32)
+        chunk = {
+            "step_type": np.array([int(timestep.step_type) for timestep, _ in rows], np.uint8),
+            "reward": np.array([0.0 if timestep.first() else timestep.reward for timestep, _ in rows], np.float32),
+            "discount": np.array([1.0 if timestep.first() else timestep.discount for timestep, _ in rows], np.float32),
+            "observation": np.stack([np.asarray(timestep.observation, np.float32) for timestep, _ in rows]),
+            "action": np.stack([zeros if action is None else action for _, action in rows]),
+        }
+        path = os.path.join(self._directory, f"{self._next_chunk:08d}.npz")
+        with open(path + ".tmp", "wb") as file:
+            np.savez(file, **chunk)
+        os.replace(path + ".tmp", path)
+        self._next_chunk += 1
+
+    def close(self) -> None:
+        """Writes what is buffered. The timestep still waiting for its action is dropped."""
+        self.flush()
+
+
+def _chunk_paths(directory: str) -> List[str]:
+    return sorted(os.path.join(directory, name) for name in os.listdir(directory) if name.endswith(".npz"))
+
+
+def actor_directories(run_dir: str) -> List[str]:
+    root = experience_dir(run_dir)
+    return sorted(os.path.join(root, name) for name in os.listdir(root) if name.startswith("actor_"))
+
+
+def read_chunk(path: str) -> dict:
+    """One chunk's arrays; a file that is not a complete chunk raises ValueError naming it."""
+    try:
+        with np.load(path) as data:
+            chunk = {column: data[column] for column in COLUMNS}
+    except Exception as error:  # zipfile, pickle and key errors alike: the file is not a whole chunk
+        raise ValueError(f"{path} is not a readable experience chunk ({type(error).__name__}: {error}).") from None
+    lengths = {len(array) for array in chunk.values()}
+    if len(lengths) != 1:
+        raise ValueError(f"{path} has columns of different lengths {sorted(lengths)}.")
+    return chunk
+
+
+def read_episodes(actor_directory: str) -> Iterator[dict]:
+    """One actor's episodes in order, each a dict of the COLUMNS from FIRST to LAST.
+
+    An episode still running when the recording stopped is yielded too (it has no
+    LAST step): its steps are real experience.
+    """
+    episode: List[dict] = []
+    for path in _chunk_paths(actor_directory):
+        chunk = read_chunk(path)
+        starts = np.flatnonzero(chunk["step_type"] == dm_env.StepType.FIRST)
+        bounds = sorted({0, len(chunk["step_type"]), *starts.tolist()})
+        for begin, end in zip(bounds[:-1], bounds[1:]):
+            piece = {column: array[begin:end] for column, array in chunk.items()}
+            if piece["step_type"][0] == dm_env.StepType.FIRST and episode:
+                yield _concatenate(episode)
+                episode = []
+            episode.append(piece)
+    if episode:
+        yield _concatenate(episode)
+
+
+def _concatenate(pieces: List[dict]) -> dict:
+    return {column: np.concatenate([piece[column] for piece in pieces]) for column in COLUMNS}
