@@ -29,7 +29,8 @@ def format_progress(progress: dict, latest_eval: Optional[dict]) -> str:
     parts = [
         f"env {env_steps:,}/{total:,} ({env_rate:,.0f}/s)",
         f"learner {progress['learner_steps']:,} ({progress['learner_steps_per_s']:,.1f}/s)",
-        f"replay {progress['replay_size']:,}" if progress["replay_size"] >= 0 else "replay ?",
+        (f"replay {progress['replay_size']:,}" if progress["replay_size"] >= 0 else "replay ?")
+        + (f" + {progress['offline_size']:,} RaE" if progress.get("offline_size", -1) >= 0 else ""),
         f"eval {latest_eval['mean_return']:.1f} @ {int(latest_eval['env_steps']):,}" if latest_eval else "eval -",
     ]
     eta = f"ETA {_clock((total - env_steps) / env_rate)}" if env_rate > 0 and env_steps < total else "ETA -"

@@ -28,11 +28,45 @@ _SEED = flags.DEFINE_integer("seed", 0, "experiment seed")
 _RUN_DIR = flags.DEFINE_string("run_dir", None, "default runs/<env>/<agent>/<UTC time>-s<seed>")
 _LAUNCH_TYPE = flags.DEFINE_enum("launch_type", "local_mp", ["local_mt", "local_mp"], "threads or processes")
 _PRESET = flags.DEFINE_enum("preset", "default", list(configs.PRESETS), "debug shrinks every size")
+_RAE_FROM = flags.DEFINE_list("rae_from", [], "RaE: earlier run directories or globs whose experience is replayed")
+_RAE_RATIO = flags.DEFINE_float("rae_ratio", 0.5, "RaE: share of every batch drawn from the earlier runs")
+_RAE_MAX_STEPS = flags.DEFINE_integer("rae_max_steps", None, "RaE: keep each run's most recent this many steps")
+_RAE_MIN_RETURN = flags.DEFINE_float("rae_min_return", None, "RaE: keep episodes with at least this return")
+_RAE_SKIP_CORRUPT = flags.DEFINE_bool("rae_skip_corrupt", False, "RaE: load the readable rest of a damaged run")
 _SET = flags.DEFINE_multi_string("set", [], "config override section.field=value (learner, replay, environment, experiment)")
 
 
 def default_run_dir(task: str, agent: str, seed: int) -> str:
     return str(pathlib.Path("runs", task.replace(":", "_"), agent, f"{results_io.timestamp()}-s{seed}"))
+
+
+def resolve_rae(config, run_dir: str):
+    """The RaE config for --rae_from, with the earlier runs checked and their transitions counted."""
+    import environments
+    from launch.config import RaEConfig
+    from replay import offline
+
+    runs = offline.resolve_runs(_RAE_FROM.value)
+    if os.path.abspath(run_dir) in runs:
+        raise ValueError(f"--rae_from includes this run's own directory {run_dir}.")
+    env = environments.make_environment(config.environment)
+    spec = env.environment_spec
+    env.close()
+    for run in runs:
+        offline.check_compatible(run, config.environment.task, spec.observations.shape, spec.actions.shape)
+    selected = [offline.select_experience(run, _RAE_MAX_STEPS.value, _RAE_MIN_RETURN.value, _RAE_SKIP_CORRUPT.value)
+                for run in runs]
+    loaded = offline.summarize(selected)
+    if loaded["steps"] == 0:
+        raise ValueError(f"--rae_from: the selection from {', '.join(runs)} holds no transitions; "
+                         "loosen --rae_min_return or --rae_max_steps.")
+    print(f"RaE: {loaded['runs']} runs, {loaded['episodes']} episodes, {loaded['steps']} steps, "
+          f"mean episode return {loaded['mean_return']:.1f}, {_RAE_RATIO.value:.0%} of every batch")
+    for path in loaded["skipped_files"]:
+        print(f"RaE: skipped unreadable {path}")
+    return RaEConfig(runs=tuple(runs), ratio=_RAE_RATIO.value, max_steps=_RAE_MAX_STEPS.value,
+                     min_return=_RAE_MIN_RETURN.value, skip_corrupt=_RAE_SKIP_CORRUPT.value,
+                     offline_items=loaded["steps"])
 
 
 def prepare_run_dir(run_dir: str) -> None:
@@ -52,8 +86,10 @@ def main(argv) -> int:
             agent=_AGENT.value, task=_ENV.value, run_dir=os.path.abspath(run_dir), seed=_SEED.value,
             num_actors=_NUM_ACTORS.value, max_env_steps=_MAX_ENV_STEPS.value, preset=_PRESET.value, overrides=_SET.value,
         )
+        if _RAE_FROM.value:
+            config = dataclasses.replace(config, rae=resolve_rae(config, run_dir))
         prepare_run_dir(run_dir)
-    except ValueError as error:
+    except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     with open(os.path.join(run_dir, "config.json"), "w") as file:

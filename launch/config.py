@@ -1,10 +1,37 @@
 """One experiment's configuration: what the program builder needs, and nothing about how it is launched."""
 
 import dataclasses
+from typing import Optional, Tuple
 
 from agents.config import MPOConfig
 from environments.config import EnvironmentConfig
 from replay.config import ReplayConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class RaEConfig:
+    """Replay Across Experiments: earlier runs' experience mixed into every learner batch."""
+
+    runs: Tuple[str, ...]  # run directories (resolved, absolute)
+    # Share of each batch drawn from the earlier runs' data; exact in every batch.
+    ratio: float = 0.5
+    # Per run: keep only the most recent this many steps / episodes with at least this return.
+    max_steps: Optional[int] = None
+    min_return: Optional[float] = None
+    skip_corrupt: bool = False
+    # Transitions the selection yields, counted by the launcher before anything starts.
+    offline_items: int = 0
+
+    def __post_init__(self):
+        if not self.runs:
+            raise ValueError("RaEConfig.runs is empty: pass at least one run directory to --rae_from.")
+        if not 0.0 < self.ratio < 1.0:
+            raise ValueError(f"--rae_ratio must be in (0, 1), got {self.ratio}.")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"--rae_max_steps must be >= 1, got {self.max_steps}.")
+
+    def offline_batch_size(self, batch_size: int) -> int:
+        return int(round(self.ratio * batch_size))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,6 +55,8 @@ class ExperimentConfig:
     eval_episodes: int = 5
     # Actors write every step they take to run_dir/experience (replay.experience), for later runs.
     record_experience: bool = True
+    # Replay Across Experiments: None trains on this run's own data only.
+    rae: Optional[RaEConfig] = None
     # Learner and progress metrics get a row at most this often (actors: one per episode).
     log_every_s: float = 1.0
 
@@ -38,8 +67,22 @@ class ExperimentConfig:
                 raise ValueError(f"ExperimentConfig.{name} must be >= {minimum}, got {getattr(self, name)!r}.")
         if not self.log_every_s > 0:
             raise ValueError(f"ExperimentConfig.log_every_s must be > 0, got {self.log_every_s!r}.")
+        if self.rae is not None:
+            offline = self.rae.offline_batch_size(self.replay.batch_size)
+            if not 0 < offline < self.replay.batch_size:
+                raise ValueError(f"--rae_ratio={self.rae.ratio} gives {offline} offline items in a batch of "
+                                 f"{self.replay.batch_size}; it must leave at least one of each kind.")
         if self.seed < 0:
             raise ValueError(f"ExperimentConfig.seed must be >= 0, got {self.seed!r}.")
+
+    def online_replay(self) -> ReplayConfig:
+        """The online table's settings. With RaE, a batch holds fewer online items; the
+        sample-to-insert ratio shrinks with them, so learner updates per env step stay
+        what they are without RaE."""
+        if self.rae is None or self.replay.samples_per_insert is None:
+            return self.replay
+        share = 1.0 - self.rae.offline_batch_size(self.replay.batch_size) / self.replay.batch_size
+        return dataclasses.replace(self.replay, samples_per_insert=self.replay.samples_per_insert * share)
 
     def evaluator_environment(self) -> EnvironmentConfig:
         """A seed no actor uses."""

@@ -11,7 +11,7 @@ LAUNCH_TYPES = ("local_mt", "local_mp")
 # Actors, the evaluator and the monitor never touch an accelerator: N actors must not open N
 # GPU contexts. TensorFlow (CPU build) never sees a GPU either way.
 _CPU_ONLY = {"JAX_PLATFORMS": "cpu", "CUDA_VISIBLE_DEVICES": ""}
-_CPU_GROUPS = ("actor", "evaluator", "monitor", "counter", "replay")
+_CPU_GROUPS = ("actor", "evaluator", "monitor", "counter", "replay", "loader")
 
 
 def launch(program: lp.Program, launch_type: str, run_dir: str):

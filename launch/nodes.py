@@ -91,13 +91,21 @@ class LearnerNode:
         with self._lock:
             return self._published
 
+    def _batches(self):
+        address, config = reverb_address(self._replay_client), self._config
+        if config.rae is None:
+            return replay.transitions(replay.make_dataset(address, config.replay))
+        offline = config.rae.offline_batch_size(config.replay.batch_size)
+        return replay.mixed_transitions(
+            replay.make_dataset(address, config.replay, replay.ONLINE_TABLE, config.replay.batch_size - offline),
+            replay.make_dataset(address, config.replay, replay.OFFLINE_TABLE, offline),
+        )
+
     def run(self):
         stop = lp.stop_event()
         counter = counting.Counter(StoppableClient(self._counter_handle, stop), prefix="learner", time_delta=0.5)
-        dataset = replay.make_dataset(reverb_address(self._replay_client), self._config.replay)
         batches = replay.DevicePrefetcher(
-            replay.transitions(dataset), self._learner.batch_sharding,
-            size=self._config.replay.prefetch_batches,
+            self._batches(), self._learner.batch_sharding, size=self._config.replay.prefetch_batches,
         )
         log = MetricsWriter(self._config.run_dir, "learner", step_key="learner_step")
         steps, logged_steps, logged_time = 0, 0, time.time()
@@ -140,6 +148,40 @@ class PolicyServer:
         return self._published
 
 
+class OfflineLoader:
+    """Loads the earlier runs' experience (RaE) into the offline table, once, and exits.
+
+    The runs' files are only read. The learner cannot sample the offline table before
+    every item is in (its rate limiter is MinSize of the full count), and actors wait
+    for the load to finish before they start.
+    """
+
+    def __init__(self, config: ExperimentConfig, replay_client):
+        self._config = config
+        self._replay_client = replay_client
+
+    def run(self):
+        rae = self._config.rae
+        runs = [replay.offline.select_experience(run, rae.max_steps, rae.min_return, rae.skip_corrupt) for run in rae.runs]
+        items = replay.offline.write_offline(self._replay_client, runs, self._config.replay)
+        if items != rae.offline_items:
+            raise RuntimeError(f"RaE loaded {items} transitions where the launch counted {rae.offline_items}: "
+                               "the runs' experience changed in between.")
+        write_json(self._config, "rae.json", {**replay.offline.summarize(runs), "items": items, "ratio": rae.ratio})
+
+
+def wait_for_offline_data(config: ExperimentConfig, replay_client, stop: threading.Event) -> None:
+    """Returns once the offline table holds all of RaE's items (at once without RaE), or on stop."""
+    while config.rae is not None and not stop.is_set():
+        try:
+            size = replay_client.server_info(timeout=1)[replay.OFFLINE_TABLE].current_size
+        except Exception:  # the server is still starting, or going away with the program
+            size = -1
+        if size >= config.rae.offline_items:
+            return
+        stop.wait(0.5)
+
+
 class ActorNode:
     """Steps its own environment with the latest policy and inserts n-step transitions."""
 
@@ -180,6 +222,7 @@ class ActorNode:
         lp.register_stop_handler(writer.close)
         log = MetricsWriter(config.run_dir, f"actor_{self._actor_id}", step_key="actor_steps")
         try:
+            wait_for_offline_data(config, self._replay_client, stop)
             version, params = learner.get_policy_params()
             self.versions_seen.append(version)
             while not stop.is_set():
@@ -285,12 +328,19 @@ class Monitor:
         self._replay_client = replay_client
         self._poll_seconds = poll_seconds
 
-    def _replay_size(self) -> int:
+    def _table_sizes(self) -> dict:
+        """replay_size: the online table's items; offline_size: RaE's table, when there is one (-1: unknown)."""
+        sizes = {"replay_size": -1}
+        if self._config.rae is not None:
+            sizes["offline_size"] = -1
         try:
             info = self._replay_client.server_info(timeout=1)
-        except Exception:  # the server is going away with the program: leave the figure out
-            return -1
-        return int(sum(table.current_size for table in info.values()))
+        except Exception:  # the server is going away with the program: leave the figures out
+            return sizes
+        sizes["replay_size"] = int(info[replay.ONLINE_TABLE].current_size)
+        if self._config.rae is not None:
+            sizes["offline_size"] = int(info[replay.OFFLINE_TABLE].current_size)
+        return sizes
 
     def run(self):
         stop = lp.stop_event()
@@ -313,7 +363,7 @@ class Monitor:
                 progress = {
                     "env_steps": env_steps, "learner_steps": learner_steps, "episodes": int(counts.get("actor_episodes", 0)),
                     "env_steps_per_s": env_rate, "learner_steps_per_s": learner_rate,
-                    "replay_size": self._replay_size(), "elapsed_s": now - start, "max_env_steps": config.max_env_steps,
+                    **self._table_sizes(), "elapsed_s": now - start, "max_env_steps": config.max_env_steps,
                 }
                 write_json(config, PROGRESS_FILE, progress)
                 if now - logged_time >= config.log_every_s:

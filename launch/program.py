@@ -16,7 +16,10 @@ from launch.config import ExperimentConfig
 
 
 def _replay_tables(config: ExperimentConfig, spec):
-    return [replay.make_online_table(config.replay, spec)]
+    tables = [replay.make_online_table(config.online_replay(), spec)]
+    if config.rae is not None:
+        tables.append(replay.make_offline_table(config.rae.offline_items, spec, replay.OFFLINE_TABLE))
+    return tables
 
 
 def _replay_checkpointer(run_dir: str):
@@ -48,6 +51,9 @@ def make_program(config: ExperimentConfig) -> lp.Program:
     """Replay, counter, learner, actors, evaluator and monitor: a training run."""
     program = lp.Program("relay")
     replay_handle, counter = _add_replay_and_counter(program, config)
+    if config.rae is not None:
+        with program.group("loader"):
+            program.add_node(lp.CourierNode(nodes.OfflineLoader, config, replay_handle))
     with program.group("learner"):
         learner = program.add_node(lp.CourierNode(nodes.LearnerNode, config, replay_handle, counter))
     _add_actors_and_monitor(program, config, replay_handle, learner, counter)

@@ -38,6 +38,12 @@ def transitions(dataset) -> Iterator[agents.Transition]:
         yield to_transition(sample)
 
 
+def mixed_transitions(online_dataset, offline_dataset) -> Iterator[agents.Transition]:
+    """Batches of online items followed by offline items: the offline share is exact in every batch."""
+    for online, offline in zip(transitions(online_dataset), transitions(offline_dataset)):
+        yield jax.tree_util.tree_map(lambda a, b: np.concatenate([a, b]), online, offline)
+
+
 class DevicePrefetcher:
     """Keeps `size` batches already transferred to the learner's devices.
 

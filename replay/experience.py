@@ -140,36 +140,56 @@ def actor_directories(run_dir: str) -> List[str]:
     return sorted(os.path.join(root, name) for name in os.listdir(root) if name.startswith("actor_"))
 
 
+class CorruptChunkError(ValueError):
+    """A chunk file that cannot be read whole; `path` names it."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"{path} is not a readable experience chunk ({reason}).")
+        self.path = path
+
+
 def read_chunk(path: str) -> dict:
-    """One chunk's arrays; a file that is not a complete chunk raises ValueError naming it."""
+    """One chunk's arrays; a file that is not a complete chunk raises CorruptChunkError naming it."""
     try:
         with np.load(path) as data:
             chunk = {column: data[column] for column in COLUMNS}
     except Exception as error:  # zipfile, pickle and key errors alike: the file is not a whole chunk
-        raise ValueError(f"{path} is not a readable experience chunk ({type(error).__name__}: {error}).") from None
+        raise CorruptChunkError(path, f"{type(error).__name__}: {error}") from None
     lengths = {len(array) for array in chunk.values()}
     if len(lengths) != 1:
-        raise ValueError(f"{path} has columns of different lengths {sorted(lengths)}.")
+        raise CorruptChunkError(path, f"columns of different lengths {sorted(lengths)}")
     return chunk
 
 
-def read_episodes(actor_directory: str) -> Iterator[dict]:
+def read_episodes(actor_directory: str, skipped: Optional[List[str]] = None) -> Iterator[dict]:
     """One actor's episodes in order, each a dict of the COLUMNS from FIRST to LAST.
 
     An episode still running when the recording stopped is yielded too (it has no
-    LAST step): its steps are real experience.
+    LAST step): its steps are real experience. A chunk that cannot be read raises
+    CorruptChunkError, unless `skipped` is a list: then its path is appended, the
+    episode it cuts is dropped, and reading goes on from the next episode start.
     """
     episode: List[dict] = []
+    broken = False  # inside an episode that lost a chunk: drop pieces until the next FIRST
     for path in _chunk_paths(actor_directory):
-        chunk = read_chunk(path)
+        try:
+            chunk = read_chunk(path)
+        except CorruptChunkError:
+            if skipped is None:
+                raise
+            skipped.append(path)
+            episode, broken = [], True
+            continue
         starts = np.flatnonzero(chunk["step_type"] == dm_env.StepType.FIRST)
         bounds = sorted({0, len(chunk["step_type"]), *starts.tolist()})
         for begin, end in zip(bounds[:-1], bounds[1:]):
             piece = {column: array[begin:end] for column, array in chunk.items()}
-            if piece["step_type"][0] == dm_env.StepType.FIRST and episode:
-                yield _concatenate(episode)
-                episode = []
-            episode.append(piece)
+            if piece["step_type"][0] == dm_env.StepType.FIRST:
+                if episode:
+                    yield _concatenate(episode)
+                episode, broken = [], False
+            if not broken:
+                episode.append(piece)
     if episode:
         yield _concatenate(episode)
 

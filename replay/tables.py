@@ -33,3 +33,15 @@ def make_online_table(config: ReplayConfig, environment_spec: specs.EnvironmentS
         rate_limiter=_rate_limiter(config),
         signature=transition_signature(environment_spec),
     )
+
+
+def make_offline_table(items: int, environment_spec: specs.EnvironmentSpec, name: str) -> reverb.Table:
+    """Earlier runs' transitions, loaded once: nothing is sampled before all `items` are in."""
+    return reverb.Table(
+        name=name,
+        sampler=reverb.selectors.Uniform(),
+        remover=reverb.selectors.Fifo(),
+        max_size=max(items, 1),
+        rate_limiter=reverb.rate_limiters.MinSize(max(items, 1)),
+        signature=transition_signature(environment_spec),
+    )

@@ -45,7 +45,7 @@ class NStepWriter:
     so a sample transfers only its own data.
     """
 
-    def __init__(self, client: reverb.Client, table: str, n_step: int, discount: float, max_in_flight_items: int = 32):
+    def __init__(self, client: reverb.Client, table: str, n_step: int, discount: float, max_in_flight_items: int = 16):
         if n_step < 1:
             raise ValueError(f"n_step must be >= 1, got {n_step}.")
         self._table = table
@@ -76,6 +76,13 @@ class NStepWriter:
             self._observation = None
         elif len(self._pending) == self._n_step:
             self._write_oldest()
+
+    def end_unfinished_episode(self) -> None:
+        """Ends an episode that stopped without a LAST step: its pending steps are written as
+        shorter transitions bootstrapping from the last observation added."""
+        while self._pending:
+            self._write_oldest()
+        self._observation = None
 
     def _write_oldest(self) -> None:
         """Writes the transition from the oldest pending step to the newest observation."""

@@ -134,6 +134,41 @@ def assert_experience_recorded(run_dir):
         assert finished == pytest.approx(actor["episode_returns"], rel=1e-4)
 
 
+def _file_hashes(root):
+    import hashlib
+
+    return {os.path.relpath(os.path.join(d, f), root): hashlib.sha256(open(os.path.join(d, f), "rb").read()).hexdigest()
+            for d, _, files in os.walk(root) for f in files}
+
+
+def test_a_run_replays_an_earlier_runs_experience_without_touching_it(tmp_path):
+    run_a, run_b = str(tmp_path / "a"), str(tmp_path / "b")
+    first = subprocess.run(train_command(run_a, "--max_env_steps=2500", "--launch_type=local_mp"),
+                           cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    before = _file_hashes(run_a)
+    # Every step an actor took has its transition, but for the last one of an episode cut by the stop.
+    expected = sum(a["actor_steps"] - int(a["actor_steps"] % 1000 != 0)
+                   for a in (read(run_a, f"actor_{i}.json") for i in range(2)))
+
+    wrong_task = subprocess.run(train_command(str(tmp_path / "c"), f"--rae_from={run_a}", "--env=walker:walk"),
+                                cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert wrong_task.returncode == 2 and "recorded task cartpole:swingup" in wrong_task.stderr
+    assert "this run is task walker:walk" in wrong_task.stderr and not (tmp_path / "c").exists()
+
+    second = subprocess.run(
+        train_command(run_b, "--max_env_steps=2500", "--launch_type=local_mp", "--seed=1", f"--rae_from={tmp_path}/[a]"),
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
+    assert f"RaE: 1 runs, " in second.stdout and f"{expected} steps" in second.stdout
+    assert read(run_b, "rae.json")["items"] == expected
+    progress = csv_rows(run_b, "progress")
+    assert max(row["offline_size"] for row in progress) == expected  # the offline table held exactly A's transitions
+    assert read(run_b, "config.json")["rae"]["runs"] == [run_a]
+    assert read(run_b, "learner.json")["learner_steps"] > 0
+    assert _file_hashes(run_a) == before  # A's data is read, never written
+
+
 def test_a_killed_run_leaves_its_recorded_experience_readable(tmp_path):
     from replay import experience
 

@@ -21,6 +21,11 @@ def test_progress_line_shows_rates_replay_eval_and_eta():
         "env 12,345/60,000 (185/s) | learner 1,540 (23.1/s) | replay 12,000 | eval 148.2 @ 11,000 | 1:05, ETA 4:17")
 
 
+def test_progress_line_shows_the_rae_table_when_there_is_one():
+    line = progress.format_progress(dict(PROGRESS, offline_size=3245), None)
+    assert "| replay 12,000 + 3,245 RaE |" in line
+
+
 def test_progress_line_before_any_rate_or_evaluation():
     start = dict(PROGRESS, env_steps=0, env_steps_per_s=0.0, learner_steps=0, learner_steps_per_s=0.0,
                  replay_size=-1, elapsed_s=3700.0)

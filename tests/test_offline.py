@@ -1,0 +1,133 @@
+"""RaE on a live Reverb server: earlier runs' recorded steps become an offline table, mixed exactly."""
+
+import jax
+import numpy as np
+import pytest
+import reverb
+
+import environments
+import replay
+from replay import experience, offline
+from replay.config import ReplayConfig
+
+EPISODE = 40
+
+
+def _record_run(run_dir, seed, episodes=2, actors=1, task="cartpole:swingup", unfinished_steps=0):
+    """A run directory whose actors recorded real episodes of `task` with random actions."""
+    env = environments.make_environment(environments.EnvironmentConfig(task, seed=seed, max_episode_steps=EPISODE))
+    experience.write_spec(str(run_dir), task, env.environment_spec)
+    rng = np.random.default_rng(seed)
+    action_shape = env.action_spec().shape
+    for actor_id in range(actors):
+        recorder = experience.ExperienceRecorder(str(run_dir), actor_id, chunk_steps=25)
+        for episode in range(episodes + (1 if unfinished_steps else 0)):
+            timestep = env.reset()
+            recorder.add_first(timestep)
+            steps = unfinished_steps if episode == episodes else EPISODE
+            for _ in range(steps):
+                # Each episode's actions sit in its own range, so returns differ from episode to episode.
+                action = rng.uniform(-1, 1, action_shape).astype(np.float32) * (episode + 1) / (episodes + 1)
+                timestep = env.step(action)
+                recorder.add(action, timestep)
+        recorder.close()
+    return env.environment_spec
+
+
+def _server(config, spec, offline_items):
+    tables = [replay.make_online_table(config, spec), replay.make_offline_table(offline_items, spec, offline.OFFLINE_TABLE)]
+    return reverb.Server(tables=tables, port=None)
+
+
+def test_offline_table_holds_exactly_the_recorded_transitions(tmp_path):
+    spec = _record_run(tmp_path / "a", seed=0, episodes=2, actors=2, unfinished_steps=7)
+    run = offline.select_experience(str(tmp_path / "a"))
+    # 2 actors x (2 finished episodes of 40 steps + 7 steps cut off: 6 with a recorded next step).
+    assert run.steps == 2 * (2 * EPISODE + 6)
+    config = ReplayConfig(min_size_to_sample=1, samples_per_insert=None, batch_size=16, n_step=3, discount=0.9)
+    server = _server(config, spec, run.steps)
+    client = reverb.Client(f"localhost:{server.port}")
+    assert offline.write_offline(client, [run], config) == run.steps
+    assert client.server_info()[offline.OFFLINE_TABLE].current_size == run.steps
+    # Items are n-step transitions rebuilt with this run's n and γ: check them against the recorded steps.
+    episodes = run.episodes
+    observations = np.concatenate([e["observation"] for e in episodes])
+    batches = replay.transitions(replay.make_dataset(f"localhost:{server.port}", config, offline.OFFLINE_TABLE))
+    for _ in range(10):
+        batch = next(batches)
+        for obs, action, reward, discount, next_obs in zip(batch.observation, batch.action, batch.reward,
+                                                           batch.discount, batch.next_observation):
+            e, t = next((e, int(np.flatnonzero((e["observation"] == obs).all(axis=1))[0]))
+                        for e in episodes if (e["observation"] == obs).all(axis=1).any())
+            k = min(3, len(e["step_type"]) - 1 - t)
+            np.testing.assert_array_equal(action, e["action"][t])
+            assert reward == pytest.approx(sum(0.9**i * e["reward"][t + 1 + i] for i in range(k)), rel=1e-5)
+            assert discount == pytest.approx(0.9**k, rel=1e-6)
+            np.testing.assert_array_equal(next_obs, e["observation"][t + k])
+    assert observations.shape[0] == sum(len(e["step_type"]) for e in episodes)
+    server.stop()
+
+
+@pytest.mark.parametrize("ratio, batch_size", [(0.5, 8), (0.25, 16)])
+def test_every_mixed_batch_holds_exactly_the_offline_share(tmp_path, ratio, batch_size):
+    spec = _record_run(tmp_path / "a", seed=0)
+    run = offline.select_experience(str(tmp_path / "a"))
+    config = ReplayConfig(min_size_to_sample=1, samples_per_insert=None, batch_size=batch_size, n_step=2)
+    server = _server(config, spec, run.steps)
+    address = f"localhost:{server.port}"
+    client = reverb.Client(address)
+    offline.write_offline(client, [run], config)
+    # Online data from another seed: its observations never equal run A's.
+    env = environments.make_environment(environments.EnvironmentConfig("cartpole:swingup", seed=1, max_episode_steps=EPISODE))
+    writer = replay.make_writer(client, config, replay.ONLINE_TABLE)
+    timestep = env.reset()
+    writer.add_first(timestep)
+    while not timestep.last():
+        timestep = env.step(np.full((1,), 0.3, np.float32))
+        writer.add(np.full((1,), 0.3, np.float32), timestep)
+    writer.flush()
+    writer.close()
+    offline_observations = {tuple(o) for e in run.episodes for o in e["observation"]}
+    offline_size = int(round(ratio * batch_size))
+    batches = replay.mixed_transitions(
+        replay.make_dataset(address, config, replay.ONLINE_TABLE, batch_size - offline_size),
+        replay.make_dataset(address, config, offline.OFFLINE_TABLE, offline_size))
+    for _ in range(300):
+        batch = next(batches)
+        assert batch.observation.shape[0] == batch_size
+        assert sum(tuple(o) in offline_observations for o in batch.observation) == offline_size
+    server.stop()
+
+
+def test_selection_keeps_recent_steps_and_good_episodes(tmp_path):
+    _record_run(tmp_path / "a", seed=0, episodes=4)
+    every = offline.select_experience(str(tmp_path / "a"))
+    returns = [float(np.sum(e["reward"])) for e in every.episodes]
+    assert len(returns) == 4 and len(set(returns)) == 4
+    recent = offline.select_experience(str(tmp_path / "a"), max_steps=2 * EPISODE)
+    assert [float(np.sum(e["reward"])) for e in recent.episodes] == returns[2:]
+    threshold = sorted(returns)[2]
+    good = offline.select_experience(str(tmp_path / "a"), min_return=threshold)
+    assert sorted(float(np.sum(e["reward"])) for e in good.episodes) == sorted(r for r in returns if r >= threshold)
+
+
+def test_a_run_of_another_task_is_refused_naming_both_specs(tmp_path):
+    _record_run(tmp_path / "walker", seed=0, episodes=1, task="walker:walk")
+    with pytest.raises(ValueError, match=r"recorded task walker:walk with observations \[24\] and actions \[6\]; "
+                                         r"this run is task cartpole:swingup with observations \[5\] and actions \[1\]"):
+        offline.check_compatible(str(tmp_path / "walker"), "cartpole:swingup", (5,), (1,))
+
+
+def test_a_corrupt_chunk_is_named_and_the_rest_loads_on_request(tmp_path):
+    _record_run(tmp_path / "a", seed=0, episodes=4)  # 164 rows in chunks of 25
+    actor_dir = experience.actor_directories(str(tmp_path / "a"))[0]
+    damaged = actor_dir + "/00000002.npz"  # rows 50-74: inside the second episode (rows 41-81)
+    with open(damaged, "r+b") as file:
+        file.truncate(64)
+    with pytest.raises(ValueError, match="00000002.npz is not a readable experience chunk.*--rae_skip_corrupt"):
+        offline.select_experience(str(tmp_path / "a"))
+    rest = offline.select_experience(str(tmp_path / "a"), skip_corrupt=True)
+    assert rest.skipped_files == [damaged]
+    # The damaged chunk cuts episode 2; episodes 1, 3 and 4 load whole.
+    assert [len(e["step_type"]) for e in rest.episodes] == [EPISODE + 1] * 3
+    assert all(e["step_type"][0] == 0 and e["step_type"][-1] == 2 for e in rest.episodes)
