@@ -4,6 +4,7 @@ Each node builds its own objects in its own process from the plain config it is
 given, and returns from `run()` when the program stops, so shutdown is clean.
 """
 
+import functools
 import json
 import os
 import threading
@@ -26,6 +27,9 @@ PROGRESS_FILE = "progress.json"
 # Actors add their steps to the shared counter this often: often enough for the step
 # limit and the progress line, rarely enough to cost nothing (an increment is ~3 us).
 _COUNT_EVERY_STEPS = 100
+# The learner's sampling gives up after this long held by the rate limiter, and starts again
+# unless the program is stopping (replay.transitions).
+_SAMPLE_TIMEOUT_MS = 500
 
 
 def reverb_address(client) -> str:
@@ -91,21 +95,22 @@ class LearnerNode:
         with self._lock:
             return self._published
 
-    def _batches(self):
+    def _batches(self, stop: threading.Event):
         address, config = reverb_address(self._replay_client), self._config
+        dataset = functools.partial(replay.make_dataset, address, config.replay, rate_limiter_timeout_ms=_SAMPLE_TIMEOUT_MS)
         if config.rae is None:
-            return replay.transitions(replay.make_dataset(address, config.replay))
+            return replay.transitions(dataset(), stop)
         offline = config.rae.offline_batch_size(config.replay.batch_size)
         return replay.mixed_transitions(
-            replay.make_dataset(address, config.replay, replay.ONLINE_TABLE, config.replay.batch_size - offline),
-            replay.make_dataset(address, config.replay, replay.OFFLINE_TABLE, offline),
+            dataset(table=replay.ONLINE_TABLE, batch_size=config.replay.batch_size - offline),
+            dataset(table=replay.OFFLINE_TABLE, batch_size=offline), stop,
         )
 
     def run(self):
         stop = lp.stop_event()
         counter = counting.Counter(StoppableClient(self._counter_handle, stop), prefix="learner", time_delta=0.5)
         batches = replay.DevicePrefetcher(
-            self._batches(), self._learner.batch_sharding, size=self._config.replay.prefetch_batches,
+            self._batches(stop), self._learner.batch_sharding, size=self._config.replay.prefetch_batches,
         )
         log = MetricsWriter(self._config.run_dir, "learner", step_key="learner_step")
         steps, logged_steps, logged_time = 0, 0, time.time()

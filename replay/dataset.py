@@ -19,11 +19,17 @@ from replay.tables import ONLINE_TABLE
 from replay.writer import FIELDS
 
 
-def make_dataset(server_address: str, config: ReplayConfig, table: str = ONLINE_TABLE, batch_size: Optional[int] = None):
-    """Batches of n-step transitions sampled from `table` (a tf.data.Dataset of ReplaySample)."""
+def make_dataset(server_address: str, config: ReplayConfig, table: str = ONLINE_TABLE, batch_size: Optional[int] = None,
+                 rate_limiter_timeout_ms: int = -1):
+    """Batches of n-step transitions sampled from `table` (a tf.data.Dataset of ReplaySample).
+
+    With rate_limiter_timeout_ms >= 0 an iteration ends once the table's rate limiter has
+    held sampling that long (see `transitions` for going on); -1 waits forever.
+    """
     batch_size = batch_size or config.batch_size
     dataset = reverb.TrajectoryDataset.from_table_signature(
-        server_address=server_address, table=table, max_in_flight_samples_per_worker=2 * batch_size
+        server_address=server_address, table=table, max_in_flight_samples_per_worker=2 * batch_size,
+        rate_limiter_timeout_ms=rate_limiter_timeout_ms,
     )
     return dataset.batch(batch_size, drop_remainder=True).prefetch(2)
 
@@ -33,14 +39,24 @@ def to_transition(sample: reverb.ReplaySample) -> agents.Transition:
     return agents.Transition(**{field: np.asarray(sample.data[field], np.float32) for field in FIELDS})
 
 
-def transitions(dataset) -> Iterator[agents.Transition]:
-    for sample in dataset.as_numpy_iterator():
-        yield to_transition(sample)
+def transitions(dataset, stop: Optional[threading.Event] = None) -> Iterator[agents.Transition]:
+    """The dataset's batches as learner batches; with `stop`, iterations that end are started
+    again until it is set.
+
+    A learner samples with a rate-limiter timeout and a stop event: a sample the rate
+    limiter holds forever (actors stopped) would otherwise pin a TensorFlow iterator
+    that cannot be destroyed, and the learner process could not exit.
+    """
+    while True:
+        for sample in dataset.as_numpy_iterator():
+            yield to_transition(sample)
+        if stop is None or stop.is_set():
+            return
 
 
-def mixed_transitions(online_dataset, offline_dataset) -> Iterator[agents.Transition]:
+def mixed_transitions(online_dataset, offline_dataset, stop: Optional[threading.Event] = None) -> Iterator[agents.Transition]:
     """Batches of online items followed by offline items: the offline share is exact in every batch."""
-    for online, offline in zip(transitions(online_dataset), transitions(offline_dataset)):
+    for online, offline in zip(transitions(online_dataset, stop), transitions(offline_dataset, stop)):
         yield jax.tree_util.tree_map(lambda a, b: np.concatenate([a, b]), online, offline)
 
 

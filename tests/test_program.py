@@ -168,6 +168,15 @@ def test_a_run_replays_an_earlier_runs_experience_without_touching_it(tmp_path):
     assert read(run_b, "learner.json")["learner_steps"] > 0
     assert _file_hashes(run_a) == before  # A's data is read, never written
 
+    from experiments import runs
+
+    index = {run["id"]: run for run in runs.find_runs(str(tmp_path))}
+    assert sorted(index) == ["a", "b"]
+    assert index["b"]["rae_from"] == [run_a] and index["a"]["rae_from"] == []
+    assert index["a"]["data_bytes"] > 0 and index["b"]["env_steps"] == read(run_b, "summary.json")["env_steps"]
+    table = runs.format_table(list(index.values()), str(tmp_path)).splitlines()
+    assert table[2].startswith("b ") and table[2].rstrip().endswith("  a")
+
 
 def test_a_killed_run_leaves_its_recorded_experience_readable(tmp_path):
     from replay import experience

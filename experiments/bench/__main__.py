@@ -1,4 +1,4 @@
-"""python -m experiments.bench {env,learner,actor,scaling,datapath,learning} [flags]  (--help after a name for its flags)."""
+"""python -m experiments.bench {env,learner,actor,scaling,datapath,learning,rae} [flags]  (--help after a name for its flags)."""
 
 import argparse
 import importlib
@@ -13,6 +13,7 @@ BENCHMARKS = {
     "scaling": ("experiments.bench.scaling_bench", "total env steps/s with 1, 2, 4 actors"),
     "datapath": ("experiments.bench.datapath_bench", "learner SGD steps/s fed from Reverb vs synthetic batches"),
     "learning": ("experiments.bench.learning_bench", "agents trained for a step budget: curves CSV + PNG"),
+    "rae": ("experiments.bench.rae_bench", "from scratch vs replaying an earlier run (RaE): curves CSV + PNG"),
 }
 
 

@@ -1,0 +1,94 @@
+"""The runs index: every run under a root, what it was and what it left.
+
+    python -m experiments.runs list [--root=runs] [--env=cartpole:swingup] [--json]
+
+One line per run directory (a directory with a config.json): id (its path under the
+root), task, agent, seed, env steps, final eval return, recorded-experience size,
+and whether it replayed earlier runs (RaE), and which.
+"""
+
+import argparse
+import json
+import os
+import sys
+from typing import List, Optional
+
+
+def _read_json(path: str) -> Optional[dict]:
+    try:
+        with open(path) as file:
+            return json.load(file)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _directory_bytes(path: str) -> int:
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
+
+
+def find_runs(root: str) -> List[dict]:
+    """A dict per run directory under `root`, sorted by id."""
+    runs = []
+    for directory, subdirectories, files in os.walk(root):
+        if "config.json" not in files:
+            continue
+        subdirectories[:] = []  # a run's own subdirectories hold no runs
+        config = _read_json(os.path.join(directory, "config.json")) or {}
+        summary = _read_json(os.path.join(directory, "summary.json")) or {}
+        progress = _read_json(os.path.join(directory, "progress.json")) or {}
+        rae = config.get("rae") or None
+        experience_dir = os.path.join(directory, "experience")
+        runs.append({
+            "id": os.path.relpath(directory, root),
+            "path": os.path.abspath(directory),
+            "task": (config.get("environment") or {}).get("task"),
+            "agent": config.get("agent"),
+            "seed": config.get("seed"),
+            # A run still going (or killed) has no summary yet: its monitor's latest count.
+            "env_steps": summary.get("env_steps", progress.get("env_steps")),
+            "final_return": summary.get("final_eval_return"),
+            "data_bytes": _directory_bytes(experience_dir) if os.path.isdir(experience_dir) else 0,
+            "rae_from": list(rae["runs"]) if rae else [],
+        })
+    return sorted(runs, key=lambda run: run["id"])
+
+
+def _size(num_bytes: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if num_bytes < 1024 or unit == "GB":
+            return f"{num_bytes:.0f} {unit}" if unit == "B" else f"{num_bytes:.1f} {unit}"
+        num_bytes /= 1024
+
+
+def format_table(runs: List[dict], root: str) -> str:
+    header = ("id", "task", "agent", "seed", "env steps", "final return", "data", "RaE from")
+    rows = [header]
+    for run in runs:
+        rae = ", ".join(os.path.relpath(path, os.path.abspath(root)) for path in run["rae_from"]) or "-"
+        rows.append((run["id"], run["task"] or "?", run["agent"] or "?", str(run["seed"]),
+                     f"{run['env_steps']:,}" if run["env_steps"] is not None else "-",
+                     f"{run['final_return']:.1f}" if run["final_return"] is not None else "-",
+                     _size(run["data_bytes"]), rae))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.runs", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    listing = commands.add_parser("list", help="every run under --root")
+    listing.add_argument("--root", default="runs", help="directory searched for runs (default runs/)")
+    listing.add_argument("--env", default=None, help="only runs of this task, 'domain:task'")
+    listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = parser.parse_args(argv)
+    if not os.path.isdir(args.root):
+        print(f"error: --root={args.root} is not a directory.", file=sys.stderr)
+        return 2
+    runs = [run for run in find_runs(args.root) if args.env is None or run["task"] == args.env]
+    print(json.dumps(runs, indent=2) if args.json else format_table(runs, args.root))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
