@@ -4,7 +4,7 @@ import datetime
 import json
 import os
 import pathlib
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Tuple
 
 DEFAULT_BENCH_DIR = pathlib.Path("runs") / "bench"
 
@@ -33,3 +33,17 @@ def bench_output_path(name: str, out: Optional[str]) -> pathlib.Path:
     if out:
         return pathlib.Path(out)
     return DEFAULT_BENCH_DIR / f"{name}-{timestamp()}.json"
+
+
+def new_results_dir(name: str, task: str, out_dir: Optional[str]) -> Tuple[pathlib.Path, pathlib.Path]:
+    """(results directory, root for the runs it launches) of a multi-run benchmark.
+
+    The results directory is `out_dir`, or runs/bench/<name>-<task>-<UTC time>; it must be
+    new or empty (nothing is overwritten). Runs go under runs/bench/<name>-<task>-<time>-runs.
+    """
+    stem = f"{name}-{task.replace(':', '_')}-{timestamp()}"
+    path = pathlib.Path(out_dir or DEFAULT_BENCH_DIR / stem)
+    if path.exists() and any(path.iterdir()):
+        raise SystemExit(f"error: {path} is not empty and is never overwritten; pass another --out_dir.")
+    path.mkdir(parents=True, exist_ok=True)
+    return path, DEFAULT_BENCH_DIR / f"{stem}-runs"

@@ -11,15 +11,9 @@ import argparse
 import json
 import os
 import sys
-from typing import List, Optional
+from typing import List
 
-
-def _read_json(path: str) -> Optional[dict]:
-    try:
-        with open(path) as file:
-            return json.load(file)
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
+from launch.summary import read_json
 
 
 def _directory_bytes(path: str) -> int:
@@ -33,9 +27,9 @@ def find_runs(root: str) -> List[dict]:
         if "config.json" not in files:
             continue
         subdirectories[:] = []  # a run's own subdirectories hold no runs
-        config = _read_json(os.path.join(directory, "config.json")) or {}
-        summary = _read_json(os.path.join(directory, "summary.json")) or {}
-        progress = _read_json(os.path.join(directory, "progress.json")) or {}
+        config = read_json(os.path.join(directory, "config.json")) or {}
+        summary = read_json(os.path.join(directory, "summary.json")) or {}
+        progress = read_json(os.path.join(directory, "progress.json")) or {}
         rae = config.get("rae") or None
         experience_dir = os.path.join(directory, "experience")
         runs.append({

@@ -8,7 +8,8 @@ from typing import Optional
 from launch import metrics
 
 
-def _read_json(path: str) -> Optional[dict]:
+def read_json(path: str) -> Optional[dict]:
+    """The JSON at `path`, or None if it is missing or (being written) not valid yet."""
     try:
         with open(path) as file:
             return json.load(file)
@@ -23,10 +24,10 @@ def evaluations(run_dir: str) -> list:
 
 def write_summary(run_dir: str, wall_time_s: float) -> dict:
     # Actors write their own totals on exit; counts.json exists only if the step limit was reached.
-    actors = [_read_json(path) or {} for path in sorted(glob.glob(os.path.join(run_dir, "actor_*.json")))]
+    actors = [read_json(path) or {} for path in sorted(glob.glob(os.path.join(run_dir, "actor_*.json")))]
     env_steps = sum(actor.get("actor_steps", 0) for actor in actors)
     episodes = sum(len(actor.get("episode_returns", [])) for actor in actors)
-    learner = _read_json(os.path.join(run_dir, "learner.json")) or {}
+    learner = read_json(os.path.join(run_dir, "learner.json")) or {}
     learner_steps = learner.get("learner_steps", 0)
     rows = evaluations(run_dir)
     summary = {

@@ -43,13 +43,7 @@ def _curve(run_dir: str) -> list:
 def run(args: argparse.Namespace) -> int:
     agents = [a for a in args.agents.split(",") if a]
     seeds = [int(s) for s in args.seeds.split(",") if s]
-    stamp = results_io.timestamp()
-    task_name = args.env.replace(":", "_")
-    out_dir = pathlib.Path(args.out_dir or results_io.DEFAULT_BENCH_DIR / f"learning-{task_name}-{stamp}")
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise SystemExit(f"error: {out_dir} is not empty and is never overwritten; pass another --out_dir.")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    runs_root = results_io.DEFAULT_BENCH_DIR / f"learning-{task_name}-{stamp}-runs"
+    out_dir, runs_root = results_io.new_results_dir("learning", args.env, args.out_dir)
 
     rows, summaries = [], []
     for agent in agents:

@@ -43,13 +43,7 @@ def first_reaching(rows, threshold: float) -> Optional[int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    stamp = results_io.timestamp()
-    task_name = args.env.replace(":", "_")
-    out_dir = pathlib.Path(args.out_dir or results_io.DEFAULT_BENCH_DIR / f"rae-{task_name}-{stamp}")
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise SystemExit(f"error: {out_dir} is not empty and is never overwritten; pass another --out_dir.")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    runs_root = results_io.DEFAULT_BENCH_DIR / f"rae-{task_name}-{stamp}-runs"
+    out_dir, runs_root = results_io.new_results_dir("rae", args.env, args.out_dir)
     base = [sys.executable, "-m", "experiments.train", f"--agent={args.agent}", f"--env={args.env}",
             f"--num_actors={args.num_actors}", f"--max_env_steps={args.max_env_steps}", f"--seed={args.seed}",
             f"--set=experiment.eval_every_learner_steps={args.eval_every_learner_steps}"]
