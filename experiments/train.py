@@ -30,6 +30,8 @@ _LAUNCH_TYPE = flags.DEFINE_enum("launch_type", "local_mp", ["local_mt", "local_
 _PRESET = flags.DEFINE_enum("preset", "default", list(configs.PRESETS), "debug shrinks every size")
 _RAE_FROM = flags.DEFINE_list("rae_from", [], "RaE: earlier run directories or globs whose experience is replayed")
 _RAE_RATIO = flags.DEFINE_float("rae_ratio", 0.5, "RaE: share of every batch drawn from the earlier runs")
+_RAE_FINAL_RATIO = flags.DEFINE_float("rae_final_ratio", None, "RaE: anneal the share linearly to this value")
+_RAE_ANNEAL_STEPS = flags.DEFINE_integer("rae_anneal_steps", 0, "RaE: learner steps over which the share is annealed")
 _RAE_MAX_STEPS = flags.DEFINE_integer("rae_max_steps", None, "RaE: keep each run's most recent this many steps")
 _RAE_MIN_RETURN = flags.DEFINE_float("rae_min_return", None, "RaE: keep episodes with at least this return")
 _RAE_SKIP_CORRUPT = flags.DEFINE_bool("rae_skip_corrupt", False, "RaE: load the readable rest of a damaged run")
@@ -46,6 +48,9 @@ def resolve_rae(config, run_dir: str):
     from launch.config import RaEConfig
     from replay import offline
 
+    # The share and anneal are checked before any data is read.
+    RaEConfig(runs=("-",), ratio=_RAE_RATIO.value, final_ratio=_RAE_FINAL_RATIO.value,
+              anneal_learner_steps=_RAE_ANNEAL_STEPS.value)
     runs = offline.resolve_runs(_RAE_FROM.value)
     if os.path.abspath(run_dir) in runs:
         raise ValueError(f"--rae_from includes this run's own directory {run_dir}.")
@@ -61,11 +66,14 @@ def resolve_rae(config, run_dir: str):
         raise ValueError(f"--rae_from: the selection from {', '.join(runs)} holds no transitions; "
                          "loosen --rae_min_return or --rae_max_steps.")
     print(f"RaE: {loaded['runs']} runs, {loaded['episodes']} episodes, {loaded['steps']} steps, "
-          f"mean episode return {loaded['mean_return']:.1f}, {_RAE_RATIO.value:.0%} of every batch")
+          f"mean episode return {loaded['mean_return']:.1f}, {_RAE_RATIO.value:.0%} of every batch"
+          + (f", annealed to {_RAE_FINAL_RATIO.value:.0%} over {_RAE_ANNEAL_STEPS.value} learner steps"
+             if _RAE_FINAL_RATIO.value is not None else ""))
     for path in loaded["skipped_files"]:
         print(f"RaE: skipped unreadable {path}")
     return RaEConfig(runs=tuple(runs), ratio=_RAE_RATIO.value, max_steps=_RAE_MAX_STEPS.value,
                      min_return=_RAE_MIN_RETURN.value, skip_corrupt=_RAE_SKIP_CORRUPT.value,
+                     final_ratio=_RAE_FINAL_RATIO.value, anneal_learner_steps=_RAE_ANNEAL_STEPS.value,
                      offline_items=loaded["steps"])
 
 

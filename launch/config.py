@@ -19,6 +19,10 @@ class RaEConfig:
     max_steps: Optional[int] = None
     min_return: Optional[float] = None
     skip_corrupt: bool = False
+    # Optional linear anneal: the share goes from `ratio` to `final_ratio` over the first
+    # `anneal_learner_steps` learner steps, then stays there.
+    final_ratio: Optional[float] = None
+    anneal_learner_steps: int = 0
     # Transitions the selection yields, counted by the launcher before anything starts.
     offline_items: int = 0
 
@@ -29,9 +33,25 @@ class RaEConfig:
             raise ValueError(f"--rae_ratio must be in (0, 1), got {self.ratio}.")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"--rae_max_steps must be >= 1, got {self.max_steps}.")
+        if self.final_ratio is not None:
+            if not 0.0 <= self.final_ratio < 1.0:
+                raise ValueError(f"--rae_final_ratio must be in [0, 1), got {self.final_ratio}.")
+            if self.anneal_learner_steps < 1:
+                raise ValueError(f"--rae_anneal_steps must be >= 1 with --rae_final_ratio, got {self.anneal_learner_steps}.")
 
-    def offline_batch_size(self, batch_size: int) -> int:
-        return int(round(self.ratio * batch_size))
+    @property
+    def annealed(self) -> bool:
+        return self.final_ratio is not None
+
+    def ratio_at(self, learner_step: int) -> float:
+        if not self.annealed:
+            return self.ratio
+        progress = min(1.0, learner_step / self.anneal_learner_steps)
+        return self.ratio + (self.final_ratio - self.ratio) * progress
+
+    def offline_batch_size(self, batch_size: int, learner_step: int = 0) -> int:
+        """Offline items in the batch of `learner_step`: round(ratio x batch_size), exactly."""
+        return int(round(self.ratio_at(learner_step) * batch_size))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,8 +98,9 @@ class ExperimentConfig:
     def online_replay(self) -> ReplayConfig:
         """The online table's settings. With RaE, a batch holds fewer online items; the
         sample-to-insert ratio shrinks with them, so learner updates per env step stay
-        what they are without RaE."""
-        if self.rae is None or self.replay.samples_per_insert is None:
+        what they are without RaE. (An annealed share samples a full batch from each
+        table and keeps what the step's share asks: the ratio stays as it is.)"""
+        if self.rae is None or self.rae.annealed or self.replay.samples_per_insert is None:
             return self.replay
         share = 1.0 - self.rae.offline_batch_size(self.replay.batch_size) / self.replay.batch_size
         return dataclasses.replace(self.replay, samples_per_insert=self.replay.samples_per_insert * share)

@@ -100,9 +100,16 @@ class LearnerNode:
         dataset = functools.partial(replay.make_dataset, address, config.replay, rate_limiter_timeout_ms=_SAMPLE_TIMEOUT_MS)
         if config.rae is None:
             return replay.transitions(dataset(), stop)
-        offline = config.rae.offline_batch_size(config.replay.batch_size)
+        batch_size = config.replay.batch_size
+        if config.rae.annealed:
+            # Batch i is (about) learner step i: the prefetcher runs at most a few batches ahead.
+            return replay.mixed_transitions(
+                dataset(table=replay.ONLINE_TABLE), dataset(table=replay.OFFLINE_TABLE), stop,
+                offline_count=functools.partial(config.rae.offline_batch_size, batch_size),
+            )
+        offline = config.rae.offline_batch_size(batch_size)
         return replay.mixed_transitions(
-            dataset(table=replay.ONLINE_TABLE, batch_size=config.replay.batch_size - offline),
+            dataset(table=replay.ONLINE_TABLE, batch_size=batch_size - offline),
             dataset(table=replay.OFFLINE_TABLE, batch_size=offline), stop,
         )
 

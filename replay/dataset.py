@@ -7,7 +7,7 @@
 
 import queue
 import threading
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import jax
 import numpy as np
@@ -54,9 +54,19 @@ def transitions(dataset, stop: Optional[threading.Event] = None) -> Iterator[age
             return
 
 
-def mixed_transitions(online_dataset, offline_dataset, stop: Optional[threading.Event] = None) -> Iterator[agents.Transition]:
-    """Batches of online items followed by offline items: the offline share is exact in every batch."""
-    for online, offline in zip(transitions(online_dataset, stop), transitions(offline_dataset, stop)):
+def mixed_transitions(online_dataset, offline_dataset, stop: Optional[threading.Event] = None,
+                      offline_count: Optional[Callable[[int], int]] = None) -> Iterator[agents.Transition]:
+    """Batches of online items followed by offline items: the offline share is exact in every batch.
+
+    Without `offline_count` the two datasets' batch sizes set the share. With it (a share
+    that changes over time), both datasets give full batches, and batch i keeps the first
+    offline_count(i) offline items and fills the rest from the online batch.
+    """
+    for index, (online, offline) in enumerate(zip(transitions(online_dataset, stop), transitions(offline_dataset, stop))):
+        if offline_count is not None:
+            keep = offline_count(index)
+            online = jax.tree_util.tree_map(lambda a: a[: len(a) - keep], online)
+            offline = jax.tree_util.tree_map(lambda a: a[:keep], offline)
         yield jax.tree_util.tree_map(lambda a, b: np.concatenate([a, b]), online, offline)
 
 

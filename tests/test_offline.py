@@ -68,14 +68,13 @@ def test_offline_table_holds_exactly_the_recorded_transitions(tmp_path):
     server.stop()
 
 
-@pytest.mark.parametrize("ratio, batch_size", [(0.5, 8), (0.25, 16)])
-def test_every_mixed_batch_holds_exactly_the_offline_share(tmp_path, ratio, batch_size):
+def _mixing_server(tmp_path, batch_size):
+    """Run A's experience in the offline table, an episode of another seed in the online one."""
     spec = _record_run(tmp_path / "a", seed=0)
     run = offline.select_experience(str(tmp_path / "a"))
     config = ReplayConfig(min_size_to_sample=1, samples_per_insert=None, batch_size=batch_size, n_step=2)
     server = _server(config, spec, run.steps)
-    address = f"localhost:{server.port}"
-    client = reverb.Client(address)
+    client = reverb.Client(f"localhost:{server.port}")
     offline.write_offline(client, [run], config)
     # Online data from another seed: its observations never equal run A's.
     env = environments.make_environment(environments.EnvironmentConfig("cartpole:swingup", seed=1, max_episode_steps=EPISODE))
@@ -88,6 +87,13 @@ def test_every_mixed_batch_holds_exactly_the_offline_share(tmp_path, ratio, batc
     writer.flush()
     writer.close()
     offline_observations = {tuple(o) for e in run.episodes for o in e["observation"]}
+    return server, config, offline_observations
+
+
+@pytest.mark.parametrize("ratio, batch_size", [(0.5, 8), (0.25, 16)])
+def test_every_mixed_batch_holds_exactly_the_offline_share(tmp_path, ratio, batch_size):
+    server, config, offline_observations = _mixing_server(tmp_path, batch_size)
+    address = f"localhost:{server.port}"
     offline_size = int(round(ratio * batch_size))
     batches = replay.mixed_transitions(
         replay.make_dataset(address, config, replay.ONLINE_TABLE, batch_size - offline_size),
@@ -96,6 +102,26 @@ def test_every_mixed_batch_holds_exactly_the_offline_share(tmp_path, ratio, batc
         batch = next(batches)
         assert batch.observation.shape[0] == batch_size
         assert sum(tuple(o) in offline_observations for o in batch.observation) == offline_size
+    server.stop()
+
+
+def test_an_annealed_share_is_exact_in_every_batch(tmp_path):
+    from launch.config import RaEConfig
+
+    rae = RaEConfig(runs=("a",), ratio=0.5, final_ratio=0.0, anneal_learner_steps=100)
+    server, config, offline_observations = _mixing_server(tmp_path, batch_size=8)
+    address = f"localhost:{server.port}"
+    batches = replay.mixed_transitions(
+        replay.make_dataset(address, config, replay.ONLINE_TABLE), replay.make_dataset(address, config, offline.OFFLINE_TABLE),
+        offline_count=lambda i: rae.offline_batch_size(8, i))
+    counts = []
+    for _ in range(150):
+        batch = next(batches)
+        assert batch.observation.shape[0] == 8
+        counts.append(sum(tuple(o) in offline_observations for o in batch.observation))
+    # 0.5 -> 0 over 100 steps: 4 offline items at first, round(8 x 0.5 x (1 - i/100)) at step i, none from 100 on.
+    assert counts == [int(round(8 * 0.5 * (1 - min(i, 100) / 100))) for i in range(150)]
+    assert counts[0] == 4 and counts[60] == 2 and counts[120] == 0
     server.stop()
 
 
