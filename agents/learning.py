@@ -184,7 +184,12 @@ def make_update_step(config: MPOConfig, networks: Networks) -> Callable[[Learner
             steps=steps,
             key=key,
         )
-        metrics = {"critic_loss": critic_loss_value, **critic_metrics, **policy_metrics}
+        metrics = {
+            "critic_loss": critic_loss_value, **critic_metrics, **policy_metrics,
+            # Before clipping at grad_norm_clip: how often (and how hard) clipping bites.
+            "critic_grad_norm": optax.global_norm(critic_grads),
+            "policy_grad_norm": optax.global_norm(policy_grads),
+        }
         return new_state, metrics
 
     return update_step
