@@ -24,6 +24,7 @@ A later run rebuilds n-step transitions with its own n and discount from these.
 
 import json
 import os
+import threading
 import time
 from typing import Iterator, List, Optional
 
@@ -56,9 +57,11 @@ def write_spec(run_dir: str, task: str, spec: specs.EnvironmentSpec) -> None:
         "action_maximum": np.broadcast_to(spec.actions.maximum, spec.actions.shape).tolist(),
         "columns": list(COLUMNS),
     }
-    with open(path + ".tmp", "w") as file:
+    # Every actor writes the same spec, possibly at once (threads in local_mt): each through its own temporary file.
+    temporary = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+    with open(temporary, "w") as file:
         json.dump(data, file, indent=2)
-    os.replace(path + ".tmp", path)
+    os.replace(temporary, path)
 
 
 def read_spec(run_dir: str) -> dict:
