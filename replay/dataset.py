@@ -132,6 +132,7 @@ class DevicePrefetcher:
 
     def close(self):
         self._stop.set()
-        # The thread may be blocked in a sample the rate limiter holds (actors stopped
-        # inserting); it is a daemon and must not hold up the node's exit.
+        # A source that never ends (a sample held forever) would keep the thread; it is a
+        # daemon and must not hold up the node's exit. The learner's source ends within
+        # its rate-limiter timeout once stop is set (see `transitions`).
         self._thread.join(timeout=1.0)

@@ -38,16 +38,16 @@ def resolve_runs(patterns: Sequence[str]) -> List[str]:
     """Run directories from paths or globs; each must hold recorded experience."""
     runs = []
     for pattern in patterns:
-        matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
-        matches = [m for m in matches if os.path.isdir(experience.experience_dir(m)) or not glob.has_magic(pattern)]
-        if not matches:
-            raise ValueError(f"--rae_from: {pattern!r} matches no run directory with recorded experience.")
-        for path in matches:
-            if not os.path.isdir(experience.experience_dir(path)):
-                raise ValueError(f"--rae_from: {path} has no experience/ directory: it is not a Relay run "
-                                 "that recorded its steps (experiment.record_experience).")
-            if os.path.abspath(path) not in runs:
-                runs.append(os.path.abspath(path))
+        if glob.has_magic(pattern):
+            matches = [m for m in sorted(glob.glob(pattern)) if os.path.isdir(experience.experience_dir(m))]
+            if not matches:
+                raise ValueError(f"--rae_from: {pattern!r} matches no run directory with recorded experience.")
+        elif os.path.isdir(experience.experience_dir(pattern)):
+            matches = [pattern]
+        else:
+            raise ValueError(f"--rae_from: {pattern} has no experience/ directory: it is not a Relay run "
+                             "that recorded its steps (experiment.record_experience).")
+        runs += [os.path.abspath(m) for m in matches if os.path.abspath(m) not in runs]
     return runs
 
 

@@ -157,3 +157,13 @@ def test_a_corrupt_chunk_is_named_and_the_rest_loads_on_request(tmp_path):
     # The damaged chunk cuts episode 2; episodes 1, 3 and 4 load whole.
     assert [len(e["step_type"]) for e in rest.episodes] == [EPISODE + 1] * 3
     assert all(e["step_type"][0] == 0 and e["step_type"][-1] == 2 for e in rest.episodes)
+
+
+def test_run_paths_and_globs_resolve_to_recorded_runs_only(tmp_path):
+    _record_run(tmp_path / "a", seed=0, episodes=1)
+    (tmp_path / "b").mkdir()  # a directory without recorded experience
+    assert offline.resolve_runs([str(tmp_path / "*"), str(tmp_path / "a")]) == [str(tmp_path / "a")]
+    with pytest.raises(ValueError, match="has no experience/ directory"):
+        offline.resolve_runs([str(tmp_path / "b")])
+    with pytest.raises(ValueError, match="matches no run directory with recorded experience"):
+        offline.resolve_runs([str(tmp_path / "c*")])
