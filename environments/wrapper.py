@@ -132,6 +132,11 @@ class RelayEnvironment(dm_env.Environment):
     def physics(self):
         return self._env.physics
 
+    @property
+    def control_timestep(self) -> float:
+        """Simulated seconds per agent step (action repeat included)."""
+        return self._env.control_timestep() * self._action_repeat
+
     def reset(self) -> dm_env.TimeStep:
         self._episode_steps = 0
         self._reset_next_step = False

@@ -3,21 +3,34 @@
     python -m experiments.runs list [--root=runs] [--env=cartpole:swingup] [--json]
 
 One line per run directory (a directory with a config.json): id (its path under the
-root), task, agent, seed, env steps, final eval return, recorded-experience size,
-and whether it replayed earlier runs (RaE), and which.
+root), task, agent, seed, env steps, final eval return, its newest checkpoint
+(learner step and UTC time), recorded-experience size, and whether it replayed
+earlier runs (RaE), and which.
 """
 
 import argparse
 import json
 import os
 import sys
-from typing import List
+import time
+from typing import List, Optional
 
+from launch.checkpoints import checkpoints_dir, list_steps
 from launch.summary import read_json
 
 
 def _directory_bytes(path: str) -> int:
     return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
+
+
+def _latest_checkpoint(run_dir: str) -> Optional[dict]:
+    """The newest finished checkpoint's learner step and time (not loaded: listing stays fast)."""
+    steps = list_steps(run_dir)
+    if not steps:
+        return None
+    saved = os.path.getmtime(os.path.join(checkpoints_dir(run_dir), str(steps[-1])))
+    return {"learner_step": steps[-1], "saved_at_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime(saved)),
+            "count": len(steps)}
 
 
 def find_runs(root: str) -> List[dict]:
@@ -41,6 +54,7 @@ def find_runs(root: str) -> List[dict]:
             # A run still going (or killed) has no summary yet: its monitor's latest count.
             "env_steps": summary.get("env_steps", progress.get("env_steps")),
             "final_return": summary.get("final_eval_return"),
+            "checkpoint": _latest_checkpoint(directory),
             "data_bytes": _directory_bytes(experience_dir) if os.path.isdir(experience_dir) else 0,
             "rae_from": list(rae["runs"]) if rae else [],
         })
@@ -55,13 +69,15 @@ def _size(num_bytes: int) -> str:
 
 
 def format_table(runs: List[dict], root: str) -> str:
-    header = ("id", "task", "agent", "seed", "env steps", "final return", "data", "RaE from")
+    header = ("id", "task", "agent", "seed", "env steps", "final return", "checkpoint", "data", "RaE from")
     rows = [header]
     for run in runs:
         rae = ", ".join(os.path.relpath(path, os.path.abspath(root)) for path in run["rae_from"]) or "-"
         rows.append((run["id"], run["task"] or "?", run["agent"] or "?", str(run["seed"]),
                      f"{run['env_steps']:,}" if run["env_steps"] is not None else "-",
                      f"{run['final_return']:.1f}" if run["final_return"] is not None else "-",
+                     (f"{run['checkpoint']['learner_step']:,} @ {run['checkpoint']['saved_at_utc']}"
+                      if run["checkpoint"] else "-"),
                      _size(run["data_bytes"]), rae))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)

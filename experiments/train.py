@@ -3,6 +3,8 @@
     python -m experiments.train --agent=mog --env=cartpole:swingup --num_actors=2 \
         --max_env_steps=100000 --seed=0 [--run_dir=...] [--launch_type=local_mp] \
         [--preset=debug] [--set learner.learning_rate=3e-4 --set replay.batch_size=512]
+    python -m experiments.train --resume=RUN_DIR [--max_env_steps=200000]
+    python -m experiments.train ... --init_from=RUN_DIR_or_CHECKPOINT[:policy|critic|all]
 
 Every flag and config value is checked before any process starts. The run writes
 only under its run directory (default runs/<env>/<agent>/<UTC time>-s<seed>).
@@ -15,6 +17,7 @@ import pathlib
 import sys
 import threading
 import time
+import warnings
 
 from absl import app, flags
 
@@ -35,6 +38,10 @@ _RAE_ANNEAL_STEPS = flags.DEFINE_integer("rae_anneal_steps", 0, "RaE: learner st
 _RAE_MAX_STEPS = flags.DEFINE_integer("rae_max_steps", None, "RaE: keep each run's most recent this many steps")
 _RAE_MIN_RETURN = flags.DEFINE_float("rae_min_return", None, "RaE: keep episodes with at least this return")
 _RAE_SKIP_CORRUPT = flags.DEFINE_bool("rae_skip_corrupt", False, "RaE: load the readable rest of a damaged run")
+_RESUME = flags.DEFINE_string("resume", None, "continue this stopped or killed run from its newest checkpoint, "
+                               "with its own config (only --max_env_steps and --launch_type may change)")
+_INIT_FROM = flags.DEFINE_string("init_from", None, "start from the networks of RUN_DIR (its newest checkpoint) or of "
+                                 "one checkpoint directory; append :policy, :critic or :all (default)")
 _SET = flags.DEFINE_multi_string("set", [], "config override section.field=value (learner, replay, environment, experiment)")
 
 
@@ -77,6 +84,91 @@ def resolve_rae(config, run_dir: str):
                      offline_items=loaded["steps"])
 
 
+def _printing_warnings(load, *args):
+    """Calls load(*args), printing the checkpoint warnings it raises (skipped damaged checkpoints)."""
+    from launch import checkpoints
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", checkpoints.CheckpointWarning)
+        result = load(*args)
+    for warning in caught:
+        if issubclass(warning.category, checkpoints.CheckpointWarning):
+            print(f"warning: {warning.message}", file=sys.stderr)
+    return result
+
+
+def resolve_init_from(config):
+    """The InitFromConfig for --init_from, with the checkpoint loaded and its shapes checked against this run's."""
+    import agents
+    import environments
+    import jax
+    from launch import checkpoints
+    from launch.config import InitFromConfig
+
+    path, parts = checkpoints.parse_init_spec(_INIT_FROM.value)
+    checkpoint = _printing_warnings(checkpoints.resolve, path)
+    spec = environments.make_environment(config.environment).environment_spec
+    learner = agents.Learner(config.learner, spec.observations.shape[0], spec.actions.shape[0])
+    checkpoints.check_networks(learner.init(jax.random.PRNGKey(config.seed)), checkpoint, parts)
+    meta = checkpoint.meta
+    print(f"Initialising {'the policy and critic' if parts == 'all' else 'the ' + parts} from {checkpoint.path} "
+          f"(learner step {checkpoint.step}, {meta.get('agent')} on {meta.get('task')})")
+    return InitFromConfig(checkpoint=checkpoint.path, parts=parts)
+
+
+# Flags that describe a new run; --resume takes all of that from the run's config.json.
+_NEW_RUN_FLAGS = ("agent", "env", "num_actors", "seed", "run_dir", "preset", "set", "init_from", "rae_from", "rae_ratio",
+                  "rae_final_ratio", "rae_anneal_steps", "rae_max_steps", "rae_min_return", "rae_skip_corrupt")
+
+
+def resolve_resume(run_dir: str):
+    """The run's own config, set to continue from its newest loadable checkpoint."""
+    from launch import checkpoints
+    from launch.config import ExperimentConfig, ResumeConfig, dataclass_from_json
+    from launch.summary import read_json
+    from replay import offline
+
+    given = [f"--{name}" for name in _NEW_RUN_FLAGS if flags.FLAGS[name].present]
+    if given:
+        raise ValueError(f"--resume continues a run with its own config; drop {', '.join(given)} "
+                         "(only --max_env_steps and --launch_type can change).")
+    saved = read_json(os.path.join(run_dir, "config.json"))
+    if saved is None:
+        raise ValueError(f"--resume={run_dir}: no config.json there, so it is not a Relay run directory.")
+    config = dataclass_from_json(ExperimentConfig, saved)
+    if os.path.abspath(run_dir) != config.run_dir:
+        config = dataclasses.replace(config, run_dir=os.path.abspath(run_dir))  # the run was moved
+    if flags.FLAGS["max_env_steps"].present:
+        config = dataclasses.replace(config, max_env_steps=_MAX_ENV_STEPS.value)
+    if checkpoints.list_steps(run_dir):
+        checkpoint, damaged = _printing_warnings(checkpoints.load_latest, run_dir)
+        for path in checkpoints.set_aside(damaged, run_dir):
+            print(f"Moved the damaged checkpoint to {path}")
+        counts = {**checkpoint.meta["counts"], "learner_steps": checkpoint.step}
+    else:
+        checkpoint, counts = None, {}
+        print(f"warning: {run_dir} has no checkpoint yet: the learner starts afresh, with the run's recorded "
+              "data back in replay.", file=sys.stderr)
+    # The monitor's last count: the checkpoint's totals may be up to a second older.
+    env_steps_done = max(counts.get("actor_steps", 0), (read_json(os.path.join(run_dir, "progress.json")) or {}).get("env_steps", 0))
+    if env_steps_done >= config.max_env_steps:
+        raise ValueError(f"{run_dir} already took {env_steps_done:,.0f} env steps of its {config.max_env_steps:,}; "
+                         "pass a larger --max_env_steps to train it further.")
+    # The same selection the loader node makes (nodes.refill_selection), counted here.
+    refill = offline.select_experience(config.run_dir, max_steps=config.replay.max_size).steps
+    rae = config.rae
+    if rae is not None:
+        selected = [offline.select_experience(run, rae.max_steps, rae.min_return, rae.skip_corrupt) for run in rae.runs]
+        rae = dataclasses.replace(rae, offline_items=offline.summarize(selected)["steps"])
+    launch_index = (config.resume.launch_index if config.resume is not None else 0) + 1
+    resume = ResumeConfig(checkpoint=checkpoint.path if checkpoint else None, counts=tuple(sorted(counts.items())),
+                          refill_items=refill, launch_index=launch_index)
+    print(f"Resuming {run_dir} (launch {launch_index + 1}) from "
+          + (f"learner step {checkpoint.step}" if checkpoint else "scratch")
+          + f": env steps {counts.get('actor_steps', 0):,.0f}, {refill:,} recorded transitions back into replay")
+    return dataclasses.replace(config, resume=resume, rae=rae)
+
+
 def prepare_run_dir(run_dir: str) -> None:
     """Creates the run directory; refuses one that already holds a run."""
     path = pathlib.Path(run_dir)
@@ -85,23 +177,50 @@ def prepare_run_dir(run_dir: str) -> None:
     path.mkdir(parents=True, exist_ok=True)
 
 
+def new_run_config(run_dir: str):
+    config = configs.make_experiment_config(
+        agent=_AGENT.value, task=_ENV.value, run_dir=os.path.abspath(run_dir), seed=_SEED.value,
+        num_actors=_NUM_ACTORS.value, max_env_steps=_MAX_ENV_STEPS.value, preset=_PRESET.value, overrides=_SET.value,
+    )
+    if _RAE_FROM.value:
+        config = dataclasses.replace(config, rae=resolve_rae(config, run_dir))
+    if _INIT_FROM.value:
+        config = dataclasses.replace(config, init_from=resolve_init_from(config))
+    prepare_run_dir(run_dir)
+    return config
+
+
+def write_config(config) -> None:
+    """config.json (the latest launch's), and for a resumed run one more entry in resumes.json."""
+    from launch.summary import read_json
+
+    if config.resume is not None:
+        history = read_json(os.path.join(config.run_dir, "resumes.json")) or []
+        history.append({**dataclasses.asdict(config.resume), "time_utc": results_io.timestamp()})
+        _write_json(os.path.join(config.run_dir, "resumes.json"), history)
+    _write_json(os.path.join(config.run_dir, "config.json"), dataclasses.asdict(config))
+
+
+def _write_json(path: str, data) -> None:
+    with open(path + ".tmp", "w") as file:
+        json.dump(data, file, indent=2, sort_keys=True)
+    os.replace(path + ".tmp", path)
+
+
 def main(argv) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    run_dir = _RUN_DIR.value or default_run_dir(_ENV.value, _AGENT.value, _SEED.value)
     try:
-        config = configs.make_experiment_config(
-            agent=_AGENT.value, task=_ENV.value, run_dir=os.path.abspath(run_dir), seed=_SEED.value,
-            num_actors=_NUM_ACTORS.value, max_env_steps=_MAX_ENV_STEPS.value, preset=_PRESET.value, overrides=_SET.value,
-        )
-        if _RAE_FROM.value:
-            config = dataclasses.replace(config, rae=resolve_rae(config, run_dir))
-        prepare_run_dir(run_dir)
+        if _RESUME.value:
+            run_dir = _RESUME.value
+            config = resolve_resume(run_dir)
+        else:
+            run_dir = _RUN_DIR.value or default_run_dir(_ENV.value, _AGENT.value, _SEED.value)
+            config = new_run_config(run_dir)
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    with open(os.path.join(run_dir, "config.json"), "w") as file:
-        json.dump(dataclasses.asdict(config), file, indent=2, sort_keys=True)
+    write_config(config)
 
     # Launchpad and the program are imported only for a valid launch.
     from experiments import plotting, progress
@@ -117,7 +236,7 @@ def main(argv) -> int:
     manager.wait()
     done.set()
     printer.join()
-    result = summary.write_summary(run_dir, time.time() - start)
+    result = summary.write_summary(run_dir, time.time() - start, config.resume)
     rows = summary.evaluations(run_dir)
     plotting.plot_learning_curves(
         {config.agent: ([row["env_steps"] for row in rows], [row["mean_return"] for row in rows])},

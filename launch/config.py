@@ -1,7 +1,8 @@
 """One experiment's configuration: what the program builder needs, and nothing about how it is launched."""
 
 import dataclasses
-from typing import Optional, Tuple
+import typing
+from typing import Optional, Tuple, Union
 
 from agents.config import MPOConfig
 from environments.config import EnvironmentConfig
@@ -55,6 +56,32 @@ class RaEConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ResumeConfig:
+    """A stopped or killed run continued where it was (--resume)."""
+
+    # The checkpoint (step directory) whose learner state is restored; None: the run had
+    # none yet, the learner starts fresh (its recorded data is still reloaded).
+    checkpoint: Optional[str]
+    # The counter's totals saved with that checkpoint: env and learner steps go on from there.
+    counts: Tuple[Tuple[str, float], ...] = ()
+    # This run's own recorded transitions put back into the online table before actors start.
+    refill_items: int = 0
+    # 0 is the run's first launch; each resume adds one (actors then draw fresh seeds).
+    launch_index: int = 1
+
+    def count(self, name: str) -> float:
+        return dict(self.counts).get(name, 0.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class InitFromConfig:
+    """A new run that starts from another run's networks (--init_from)."""
+
+    checkpoint: str  # step directory
+    parts: str = "all"  # "policy", "critic" or "all"
+
+
+@dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
     agent: str  # "mpo", "dmpo" or "mog" (the head inside `learner` decides; this names it)
     environment: EnvironmentConfig
@@ -79,14 +106,24 @@ class ExperimentConfig:
     rae: Optional[RaEConfig] = None
     # Learner and progress metrics get a row at most this often (actors: one per episode).
     log_every_s: float = 1.0
+    # The learner saves its state to run_dir/checkpoints every this many minutes and every
+    # this many learner steps (whichever comes first), and when the program stops.
+    checkpoint_every_minutes: float = 10.0
+    checkpoint_every_learner_steps: int = 5000
+    checkpoints_to_keep: int = 3
+    resume: Optional[ResumeConfig] = None
+    # Used when the learner has no checkpoint of this run to restore.
+    init_from: Optional[InitFromConfig] = None
 
     def __post_init__(self):
         for name, minimum in (("num_actors", 1), ("max_env_steps", 1), ("actor_update_period", 1),
-                              ("learner_publish_period", 1), ("eval_every_learner_steps", 1), ("eval_episodes", 1)):
+                              ("learner_publish_period", 1), ("eval_every_learner_steps", 1), ("eval_episodes", 1),
+                              ("checkpoint_every_learner_steps", 1), ("checkpoints_to_keep", 1)):
             if getattr(self, name) < minimum:
                 raise ValueError(f"ExperimentConfig.{name} must be >= {minimum}, got {getattr(self, name)!r}.")
-        if not self.log_every_s > 0:
-            raise ValueError(f"ExperimentConfig.log_every_s must be > 0, got {self.log_every_s!r}.")
+        for name in ("log_every_s", "checkpoint_every_minutes"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"ExperimentConfig.{name} must be > 0, got {getattr(self, name)!r}.")
         if self.rae is not None:
             offline = self.rae.offline_batch_size(self.replay.batch_size)
             if not 0 < offline < self.replay.batch_size:
@@ -110,5 +147,38 @@ class ExperimentConfig:
         return dataclasses.replace(self.environment, seed=self.seed * 10_000 + 9_999)
 
     def actor_environment(self, actor_id: int) -> EnvironmentConfig:
-        """Each actor's own seed, derived from the experiment's."""
-        return dataclasses.replace(self.environment, seed=self.seed * 10_000 + actor_id + 1)
+        """Each actor's own seed, derived from the experiment's (and new in each resumed launch)."""
+        launch_index = self.resume.launch_index if self.resume is not None else 0
+        return dataclasses.replace(self.environment, seed=self.seed * 10_000 + 1_000 * launch_index + actor_id + 1)
+
+    @property
+    def refill_items(self) -> int:
+        return self.resume.refill_items if self.resume is not None else 0
+
+
+def _from_json_value(annotation, value):
+    if value is None:
+        return None
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Union:
+        options = [option for option in args if option is not type(None)]
+        if len(options) > 1:  # the critic head: the class whose default name the value carries
+            options = [option for option in options if option().name == value.get("name")]
+        return _from_json_value(options[0], value)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_from_json_value(args[0], item) for item in value)
+        return tuple(_from_json_value(arg, item) for arg, item in zip(args, value))
+    if dataclasses.is_dataclass(annotation):
+        return dataclass_from_json(annotation, value)
+    return value
+
+
+def dataclass_from_json(cls, data: dict):
+    """The frozen config `cls` from its `dataclasses.asdict` JSON (a run's config.json)."""
+    hints = typing.get_type_hints(cls)
+    names = {field.name for field in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"{cls.__name__} has no fields {unknown}: the config was written by another Relay version.")
+    return cls(**{name: _from_json_value(hints[name], value) for name, value in data.items()})

@@ -11,6 +11,7 @@ import threading
 import time
 from typing import Tuple
 
+import courier
 import jax
 import launchpad as lp
 import numpy as np
@@ -19,6 +20,7 @@ from acme.utils import counting
 import agents
 import environments
 import replay
+from launch import checkpoints
 from launch.config import ExperimentConfig
 from launch.metrics import MetricsWriter
 from launch.rpc import ProgramStopped, StoppableClient
@@ -75,8 +77,41 @@ def environment_spec(config: ExperimentConfig):
     return spec
 
 
+def make_counter(config: ExperimentConfig) -> counting.Counter:
+    """The program's counter; a resumed run's starts from the totals of its checkpoint."""
+    counter = counting.Counter()
+    if config.resume is not None:
+        counter.restore({"counts": dict(config.resume.counts), "cache": {}})
+    return counter
+
+
+def initial_learner_state(config: ExperimentConfig, learner: agents.Learner):
+    """A fresh state, the resumed run's checkpoint, or fresh with another run's networks (--init_from)."""
+    state = learner.init(jax.random.PRNGKey(config.seed))
+    if config.resume is not None and config.resume.checkpoint is not None:
+        state = checkpoints.restore_state(state, checkpoints.load(config.resume.checkpoint))
+    elif config.init_from is not None:
+        state = checkpoints.init_from(state, checkpoints.load(config.init_from.checkpoint), config.init_from.parts)
+    return jax.device_put(state, learner.replicated)
+
+
+def checkpoint_meta(config: ExperimentConfig, learner: agents.Learner) -> dict:
+    """What a checkpoint says of the run that wrote it (evaluate and init_from read it)."""
+    return {"agent": config.agent, "task": config.environment.task, "seed": config.seed,
+            "observation_dim": learner.observation_dim, "action_dim": learner.action_dim}
+
+
+def final_counts(counter_handle, fallback: dict) -> dict:
+    """The counter's totals from one call that ignores the stop event (the program is stopping
+    when this is called), or `fallback` if the counter is gone or does not answer within 1 s."""
+    try:
+        return courier.Client(counter_handle.address, call_timeout=1.0).get_counts()
+    except Exception:  # gone with the program
+        return fallback
+
+
 class LearnerNode:
-    """Samples batches, updates, and hands out copies of its policy parameters."""
+    """Samples batches, updates, hands out copies of its policy parameters, and checkpoints."""
 
     def __init__(self, config: ExperimentConfig, replay_client, counter):
         self._config = config
@@ -85,9 +120,10 @@ class LearnerNode:
         spec = environment_spec(config)
         self._learner = agents.Learner(config.learner, spec.observations.shape[0], spec.actions.shape[0])
         self._learner.check_batch_size(config.replay.batch_size)
-        self._state = self._learner.init(jax.random.PRNGKey(config.seed))
+        self._state = initial_learner_state(config, self._learner)
+        self._initial_steps = int(self._state.steps)
         self._lock = threading.Lock()
-        self._published: Tuple[int, dict] = (0, jax.device_get(self._state.policy_params))
+        self._published: Tuple[int, dict] = (self._initial_steps, jax.device_get(self._state.policy_params))
         self.metrics: dict = {}
 
     def get_policy_params(self) -> Tuple[int, dict]:
@@ -115,12 +151,23 @@ class LearnerNode:
 
     def run(self):
         stop = lp.stop_event()
+        config = self._config
         counter = counting.Counter(StoppableClient(self._counter_handle, stop), prefix="learner", time_delta=0.5)
         batches = replay.DevicePrefetcher(
-            self._batches(stop), self._learner.batch_sharding, size=self._config.replay.prefetch_batches,
+            self._batches(stop), self._learner.batch_sharding, size=config.replay.prefetch_batches,
         )
-        log = MetricsWriter(self._config.run_dir, "learner", step_key="learner_step")
-        steps, logged_steps, logged_time = 0, 0, time.time()
+        log = MetricsWriter(config.run_dir, "learner", step_key="learner_step")
+        saver = checkpoints.CheckpointWriter(config.run_dir, config.checkpoints_to_keep, checkpoint_meta(config, self._learner))
+        # The counter's totals saved with each checkpoint; refreshed as metrics are logged.
+        counts = dict(config.resume.counts) if config.resume is not None else {}
+        steps = logged_steps = saved_steps = self._initial_steps
+        logged_time = saved_time = time.time()
+
+        def save(reason: str):
+            path = saver.save(self._state, {**counts, "learner_steps": steps}, reason)
+            if path is not None:
+                print(f"learner: checkpoint {path} ({reason})", flush=True)
+
         try:
             while not stop.is_set():
                 batch = batches.next(timeout=0.5)  # None while the rate limiter holds sampling
@@ -128,24 +175,35 @@ class LearnerNode:
                     continue
                 self._state, metrics = self._learner.update(self._state, batch)
                 steps += 1
-                if steps % self._config.learner_publish_period == 0:
+                now = time.time()
+                if (steps - saved_steps >= config.checkpoint_every_learner_steps
+                        or now - saved_time >= 60.0 * config.checkpoint_every_minutes):
+                    counts = counter.get_counts()
+                    save("periodic")
+                    saved_steps, saved_time = steps, now
+                if steps % config.learner_publish_period == 0:
                     # A host copy: the device state is donated to the next update.
                     params, metrics = jax.device_get((self._state.policy_params, metrics))
                     with self._lock:
                         self._published = (steps, params)
                     self.metrics = {k: float(v) for k, v in metrics.items()}
-                    now = time.time()
-                    if now - logged_time >= self._config.log_every_s:
+                    if now - logged_time >= config.log_every_s:
                         rate = (steps - logged_steps) / (now - logged_time)
                         log.write({"learner_step": steps, "learner_steps_per_s": rate, **self.metrics}, now)
                         logged_steps, logged_time = steps, now
+                        counts = counter.get_counts()
                 counter.increment(steps=1)
         except ProgramStopped:
             pass
         finally:
             batches.close()
+            # At every stop (the step limit, Ctrl-C, SIGTERM), with the counter's totals if it
+            # still answers, else the last ones seen; the learner's own step count is exact.
+            counts = final_counts(self._counter_handle, counts)
+            save("final")
+            saver.close()
             log.close()
-            write_json(self._config, "learner.json", {"learner_steps": steps, "published_version": self._published[0], "metrics": self.metrics})
+            write_json(config, "learner.json", {"learner_steps": steps, "published_version": self._published[0], "metrics": self.metrics})
 
 
 class PolicyServer:
@@ -160,12 +218,20 @@ class PolicyServer:
         return self._published
 
 
-class OfflineLoader:
-    """Loads the earlier runs' experience (RaE) into the offline table, once, and exits.
+def refill_selection(config: ExperimentConfig):
+    """A resumed run's own recorded experience that goes back into its online table: the
+    most recent steps the table can hold."""
+    return replay.offline.select_experience(config.run_dir, max_steps=config.replay.max_size)
 
-    The runs' files are only read. The learner cannot sample the offline table before
-    every item is in (its rate limiter is MinSize of the full count), and actors wait
-    for the load to finish before they start.
+
+class ReplayLoader:
+    """Fills replay before actors start, once, and exits: earlier runs' experience into
+    the offline table (RaE), and a resumed run's own experience back into the online table.
+
+    Files are only read. The learner cannot sample the offline table before every item
+    is in (its rate limiter is MinSize of the full count); the refilled online table's
+    rate limiter counts the refill as already sampled (replay.tables). Actors wait for
+    the load to finish before they start.
     """
 
     def __init__(self, config: ExperimentConfig, replay_client):
@@ -173,23 +239,34 @@ class OfflineLoader:
         self._replay_client = replay_client
 
     def run(self):
-        rae = self._config.rae
-        runs = [replay.offline.select_experience(run, rae.max_steps, rae.min_return, rae.skip_corrupt) for run in rae.runs]
-        items = replay.offline.write_offline(self._replay_client, runs, self._config.replay)
-        if items != rae.offline_items:
-            raise RuntimeError(f"RaE loaded {items} transitions where the launch counted {rae.offline_items}: "
-                               "the runs' experience changed in between.")
-        write_json(self._config, "rae.json", {**replay.offline.summarize(runs), "items": items, "ratio": rae.ratio})
+        config = self._config
+        if config.refill_items:
+            items = replay.offline.write_offline(self._replay_client, [refill_selection(config)], config.replay,
+                                                 table=replay.ONLINE_TABLE)
+            if items != config.refill_items:
+                raise RuntimeError(f"The resumed run reloaded {items} of its transitions where the launch counted "
+                                   f"{config.refill_items}: {config.run_dir}/experience changed in between.")
+        rae = config.rae
+        if rae is not None:
+            runs = [replay.offline.select_experience(run, rae.max_steps, rae.min_return, rae.skip_corrupt) for run in rae.runs]
+            items = replay.offline.write_offline(self._replay_client, runs, config.replay)
+            if items != rae.offline_items:
+                raise RuntimeError(f"RaE loaded {items} transitions where the launch counted {rae.offline_items}: "
+                                   "the runs' experience changed in between.")
+            write_json(config, "rae.json", {**replay.offline.summarize(runs), "items": items, "ratio": rae.ratio})
 
 
-def wait_for_offline_data(config: ExperimentConfig, replay_client, stop: threading.Event) -> None:
-    """Returns once the offline table holds all of RaE's items (at once without RaE), or on stop."""
-    while config.rae is not None and not stop.is_set():
+def wait_for_loaded_data(config: ExperimentConfig, replay_client, stop: threading.Event) -> None:
+    """Returns once the ReplayLoader is done (at once if there is none), or on stop."""
+    # The online table keeps at most max_size of the refill (the selection ends on whole episodes).
+    wanted = {replay.ONLINE_TABLE: min(config.refill_items, config.replay.max_size), replay.OFFLINE_TABLE: config.rae.offline_items if config.rae else 0}
+    while any(wanted.values()) and not stop.is_set():
         try:
-            size = replay_client.server_info(timeout=1)[replay.OFFLINE_TABLE].current_size
+            info = replay_client.server_info(timeout=1)
+            loaded = all(info[table].current_size >= items for table, items in wanted.items() if items)
         except Exception:  # the server is still starting, or going away with the program
-            size = -1
-        if size >= config.rae.offline_items:
+            loaded = False
+        if loaded:
             return
         stop.wait(0.5)
 
@@ -234,7 +311,7 @@ class ActorNode:
         lp.register_stop_handler(writer.close)
         log = MetricsWriter(config.run_dir, f"actor_{self._actor_id}", step_key="actor_steps")
         try:
-            wait_for_offline_data(config, self._replay_client, stop)
+            wait_for_loaded_data(config, self._replay_client, stop)
             version, params = learner.get_policy_params()
             self.versions_seen.append(version)
             while not stop.is_set():

@@ -8,7 +8,6 @@ import os
 
 import launchpad as lp
 import reverb
-from acme.utils import counting
 
 import replay
 from launch import nodes
@@ -16,7 +15,7 @@ from launch.config import ExperimentConfig
 
 
 def _replay_tables(config: ExperimentConfig, spec):
-    tables = [replay.make_online_table(config.online_replay(), spec)]
+    tables = [replay.make_online_table(config.online_replay(), spec, refill_items=config.refill_items)]
     if config.rae is not None:
         tables.append(replay.make_offline_table(config.rae.offline_items, spec, replay.OFFLINE_TABLE))
     return tables
@@ -35,7 +34,7 @@ def _add_replay_and_counter(program: lp.Program, config: ExperimentConfig):
             checkpoint_ctor=functools.partial(_replay_checkpointer, config.run_dir),
         ))
     with program.group("counter"):
-        counter = program.add_node(lp.CourierNode(counting.Counter))
+        counter = program.add_node(lp.CourierNode(nodes.make_counter, config))
     return replay_handle, counter
 
 
@@ -51,9 +50,9 @@ def make_program(config: ExperimentConfig) -> lp.Program:
     """Replay, counter, learner, actors, evaluator and monitor: a training run."""
     program = lp.Program("relay")
     replay_handle, counter = _add_replay_and_counter(program, config)
-    if config.rae is not None:
+    if config.rae is not None or config.refill_items:
         with program.group("loader"):
-            program.add_node(lp.CourierNode(nodes.OfflineLoader, config, replay_handle))
+            program.add_node(lp.CourierNode(nodes.ReplayLoader, config, replay_handle))
     with program.group("learner"):
         learner = program.add_node(lp.CourierNode(nodes.LearnerNode, config, replay_handle, counter))
     _add_actors_and_monitor(program, config, replay_handle, learner, counter)

@@ -117,8 +117,19 @@ def test_program_runs_learns_and_stops_cleanly(tmp_path, launch_type):
     if launch_type == "local_mp":
         assert os.path.isdir(os.path.join(run_dir, "logs", "actor"))  # node logs stay in the run
     assert_experience_recorded(run_dir)
+    assert_final_checkpoint(run_dir)
     time.sleep(1.0)
     assert new_orphans(before) == []
+
+
+def assert_final_checkpoint(run_dir):
+    """The learner saved its state at the stop: the newest checkpoint is its last step, and loads."""
+    from launch import checkpoints
+
+    learner_steps = read(run_dir, "learner.json")["learner_steps"]
+    checkpoint, damaged = checkpoints.load_latest(run_dir)
+    assert damaged == [] and checkpoint.step == learner_steps > 0
+    assert int(checkpoint.state["steps"]) == learner_steps
 
 
 def assert_experience_recorded(run_dir):
@@ -223,6 +234,7 @@ def test_a_signal_to_the_launcher_stops_everything_within_15_s(tmp_path, stop_si
         assert read(run_dir, f"actor_{actor_id}.json")["actor_steps"] > 0
     summary = read(run_dir, "summary.json")  # written after a signal too
     assert summary["env_steps"] > 0 and not summary["reached_max_env_steps"]
+    assert_final_checkpoint(run_dir)
     time.sleep(1.0)
     assert new_orphans(before) == []
 

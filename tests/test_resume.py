@@ -1,0 +1,195 @@
+"""Checkpoints used across runs, with real programs: resume after SIGKILL, --init_from, evaluate."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import psutil
+import pytest
+
+from test_program import ROOT, csv_rows, new_orphans, read, train_command
+
+CHECKPOINT_EVERY = "--set=experiment.checkpoint_every_learner_steps=100"
+
+
+def run_to_end(command, timeout=300):
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "Traceback" not in output and "did not terminate in time" not in output
+    return output
+
+
+def recorded_transitions(run_dir):
+    """Transitions in the run's recorded experience, counted from the files: one per step after FIRST."""
+    from replay import experience
+
+    return sum(len(episode["step_type"]) - 1 for actor in experience.actor_directories(run_dir)
+               for episode in experience.read_episodes(actor))
+
+
+def greedy_actions(config_run_dir, policy_params, observations):
+    import agents
+    from launch.config import ExperimentConfig, dataclass_from_json
+
+    config = dataclass_from_json(ExperimentConfig, read(config_run_dir, "config.json"))
+    _, greedy = agents.make_policy_fns(agents.Networks(config.learner, 1).policy)
+    return np.asarray(greedy(policy_params, observations))
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A short finished run (threads: quicker to start) with a checkpoint every 100 learner steps."""
+    run_dir = str(tmp_path_factory.mktemp("finished") / "run")
+    run_to_end(train_command(run_dir, "--max_env_steps=4000", "--launch_type=local_mt", CHECKPOINT_EVERY))
+    return run_dir
+
+
+def test_every_stop_leaves_a_checkpoint_of_the_last_step(finished_run):
+    from launch import checkpoints
+
+    steps = checkpoints.list_steps(finished_run)
+    learner_steps = read(finished_run, "learner.json")["learner_steps"]
+    assert steps[-1] == learner_steps and len(steps) == 3  # the final save, and the newest K=3 kept
+    checkpoint = checkpoints.load(os.path.join(finished_run, "checkpoints", str(steps[-1])))
+    # Saved at the stop, unless a periodic save had just saved that very step.
+    assert checkpoint.meta["reason"] == "final" or learner_steps % 100 == 0
+    assert checkpoint.meta["counts"]["learner_steps"] == learner_steps
+    assert checkpoint.meta["agent"] == "mpo" and checkpoint.meta["task"] == "cartpole:swingup"
+
+
+def test_init_from_starts_from_the_source_networks_exactly(finished_run, tmp_path):
+    """The new run's learner never samples (min size above what actors insert), so its final
+    checkpoint is the state it started from: its greedy actions equal the source's bit for bit."""
+    from launch import checkpoints
+
+    source, _ = checkpoints.load_latest(finished_run)
+    run_dir = str(tmp_path / "warm")
+    output = run_to_end(train_command(run_dir, "--max_env_steps=1500", "--launch_type=local_mt",
+                                      f"--init_from={finished_run}:all", "--set=replay.min_size_to_sample=100000"))
+    assert f"Initialising the policy and critic from {source.path}" in output
+    start, _ = checkpoints.load_latest(run_dir)
+    assert start.step == 0 and start.meta["counts"].get("learner_steps") == 0
+    observations = np.random.default_rng(0).normal(size=(64, 5)).astype(np.float32)
+    expected = greedy_actions(finished_run, source.state["policy_params"], observations)
+    np.testing.assert_array_equal(greedy_actions(run_dir, start.state["policy_params"], observations), expected)
+    for key in ("critic_params", "target_critic_params"):
+        assert all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(start.state[key]),
+                                                        jax.tree_util.tree_leaves(source.state["critic_params"])))
+    # Fresh optimizer: Adam's moments are zero again.
+    assert all(not np.any(leaf) for leaf in jax.tree_util.tree_leaves(start.state["policy_opt_state"]))
+    assert read(run_dir, "config.json")["init_from"] == {"checkpoint": source.path, "parts": "all"}
+
+
+def test_init_from_a_network_of_another_shape_stops_the_launch(finished_run, tmp_path):
+    run_dir = tmp_path / "mismatch"
+    command = train_command(str(run_dir), f"--init_from={finished_run}:critic")
+    command[command.index("--agent=mpo")] = "--agent=mog"
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "critic_params/params/head/kernel: checkpoint (32, 1) vs this run (32, 15)" in result.stderr
+    assert not run_dir.exists()
+
+
+def test_evaluate_prints_returns_and_writes_a_video(finished_run, tmp_path):
+    from PIL import Image
+
+    video = str(tmp_path / "policy.gif")
+    result = subprocess.run(
+        [sys.executable, "-m", "experiments.evaluate", f"--run={finished_run}", "--episodes=2", f"--video={video}",
+         "--video_size=48,64"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    returns = [float(line.split("return ")[1]) for line in result.stdout.splitlines() if line.startswith("episode ")]
+    assert len(returns) == 2 and all(0.0 <= r <= 1000.0 for r in returns)
+    mean = float(result.stdout.split("mean return ")[1].split()[0])
+    assert mean == pytest.approx(np.mean(returns), abs=0.05)
+    with Image.open(video) as gif:
+        # One cartpole episode (1000 steps of 10 ms) filmed at ~30 fps: 334 frames, moving
+        # (Pillow merges runs of identical frames, so the file may hold fewer).
+        assert "(334 frames at 33 fps" in result.stdout
+        assert 100 < gif.n_frames <= 334 and gif.size == (64, 48)
+        first = np.asarray(gif.convert("RGB"))
+        gif.seek(200)
+        assert np.any(np.asarray(gif.convert("RGB")) != first)
+
+
+def test_evaluate_explains_a_bad_request(finished_run, tmp_path):
+    evaluate = [sys.executable, "-m", "experiments.evaluate"]
+    cases = [([f"--run={tmp_path}"], "not a Relay run directory"),
+             ([f"--run={finished_run}", "--checkpoint=7"], "no checkpoint at learner step 7"),
+             ([f"--run={finished_run}", "--video=out.avi"], ".gif or .mp4")]
+    for flags, message in cases:
+        result = subprocess.run(evaluate + flags, cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
+
+
+def test_a_killed_run_resumes_where_its_last_checkpoint_was(tmp_path):
+    from launch import checkpoints
+
+    run_dir = str(tmp_path / "run")
+    before = set(psutil.pids())
+    launcher = subprocess.Popen(
+        train_command(run_dir, "--max_env_steps=100000000", "--launch_type=local_mp", CHECKPOINT_EVERY),
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    deadline = time.time() + 240
+    while time.time() < deadline and len(checkpoints.list_steps(run_dir)) < 2:
+        time.sleep(0.5)
+    os.killpg(launcher.pid, signal.SIGKILL)  # the launcher and every node: no final save, no flush
+    launcher.wait(timeout=30)
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        if run_dir in " ".join(process.info["cmdline"] or []):
+            process.kill()
+    last, _ = checkpoints.load_latest(run_dir)
+    assert last.step >= 200 and last.meta["reason"] == "periodic"
+    env_steps_at_checkpoint = last.meta["counts"]["actor_steps"]
+    assert env_steps_at_checkpoint > 0
+    recorded = recorded_transitions(run_dir)
+    progress_rows_before = len(csv_rows(run_dir, "progress"))
+    learner_rows_before = len(csv_rows(run_dir, "learner"))
+
+    target = int(env_steps_at_checkpoint) + 3000
+    output = run_to_end([sys.executable, "-m", "experiments.train", f"--resume={run_dir}", f"--max_env_steps={target}"])
+    assert f"Resuming {run_dir} (launch 2) from learner step {last.step}" in output
+    resume = read(run_dir, "resumes.json")[-1]
+    assert resume["checkpoint"] == last.path and resume["refill_items"] == recorded
+
+    # The counters went on from the checkpoint's values, not from zero.
+    progress = csv_rows(run_dir, "progress")[progress_rows_before:]
+    assert progress and min(row["env_steps"] for row in progress) >= env_steps_at_checkpoint
+    assert min(row["learner_steps"] for row in progress) >= last.step
+    learner = csv_rows(run_dir, "learner")[learner_rows_before:]
+    assert learner and min(row["learner_step"] for row in learner) > last.step
+    # Replay held the run's whole recorded experience before the actors added to it.
+    assert max(row["replay_size"] for row in progress) >= recorded
+    # Learning went on: more updates, a newer checkpoint, evaluations past the restored step.
+    summary = read(run_dir, "summary.json")
+    assert summary["learner_steps"] > last.step and summary["reached_max_env_steps"]
+    assert summary["env_steps"] >= target and summary["resumed_at"]["learner_steps"] == last.step
+    assert checkpoints.list_steps(run_dir)[-1] == summary["learner_steps"]
+    evaluations = csv_rows(run_dir, "evaluator")
+    assert evaluations[-1]["learner_step"] >= last.step and evaluations[-1]["env_steps"] >= env_steps_at_checkpoint
+    # The experience of both launches is on disk, in order, for the next resume or RaE.
+    assert recorded_transitions(run_dir) > recorded
+    listing = json.loads(subprocess.run([sys.executable, "-m", "experiments.runs", "list", f"--root={tmp_path}", "--json"],
+                                        cwd=ROOT, capture_output=True, text=True, check=True).stdout)
+    assert listing[0]["checkpoint"]["learner_step"] == summary["learner_steps"]
+    time.sleep(1.0)
+    assert new_orphans(before) == []
+
+
+def test_resume_refuses_what_it_cannot_do(finished_run, tmp_path):
+    cases = [
+        ([f"--resume={tmp_path}"], "not a Relay run directory"),
+        ([f"--resume={finished_run}"], "pass a larger --max_env_steps"),
+        ([f"--resume={finished_run}", "--agent=mog", "--max_env_steps=9000"], "drop --agent"),
+    ]
+    for flags, message in cases:
+        result = subprocess.run([sys.executable, "-m", "experiments.train", *flags], cwd=ROOT,
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
