@@ -118,6 +118,25 @@ def test_evaluate_prints_returns_and_writes_a_video(finished_run, tmp_path):
         assert np.any(np.asarray(gif.convert("RGB")) != first)
 
 
+def test_evaluate_skips_a_damaged_checkpoint_with_a_warning(finished_run, tmp_path):
+    import shutil
+
+    from launch import checkpoints
+
+    copy = str(tmp_path / "copy")
+    shutil.copytree(finished_run, copy)
+    steps = checkpoints.list_steps(copy)
+    state_dir = os.path.join(copy, "checkpoints", str(steps[-1]), "state")
+    data = max((os.path.join(d, f) for d, _, files in os.walk(state_dir) for f in files), key=os.path.getsize)
+    with open(data, "r+b") as file:
+        file.truncate(os.path.getsize(data) // 2)
+    result = subprocess.run([sys.executable, "-m", "experiments.evaluate", f"--run={copy}", "--episodes=1"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"warning: Skipping checkpoint {steps[-1]}" in result.stderr
+    assert f"(learner step {steps[-2]}," in result.stdout and "mean return" in result.stdout
+
+
 def test_evaluate_explains_a_bad_request(finished_run, tmp_path):
     evaluate = [sys.executable, "-m", "experiments.evaluate"]
     cases = [([f"--run={tmp_path}"], "not a Relay run directory"),
@@ -133,8 +152,11 @@ def test_a_killed_run_resumes_where_its_last_checkpoint_was(tmp_path):
 
     run_dir = str(tmp_path / "run")
     before = set(psutil.pids())
+    # Checkpoints by time here (every 2.4 s), by learner steps in finished_run.
     launcher = subprocess.Popen(
-        train_command(run_dir, "--max_env_steps=100000000", "--launch_type=local_mp", CHECKPOINT_EVERY),
+        train_command(run_dir, "--max_env_steps=100000000", "--launch_type=local_mp",
+                      "--set=experiment.checkpoint_every_minutes=0.04",
+                      "--set=experiment.checkpoint_every_learner_steps=1000000"),
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     deadline = time.time() + 240
@@ -146,7 +168,9 @@ def test_a_killed_run_resumes_where_its_last_checkpoint_was(tmp_path):
         if run_dir in " ".join(process.info["cmdline"] or []):
             process.kill()
     last, _ = checkpoints.load_latest(run_dir)
-    assert last.step >= 200 and last.meta["reason"] == "periodic"
+    previous = checkpoints.load(os.path.join(run_dir, "checkpoints", str(checkpoints.list_steps(run_dir)[-2])))
+    assert last.meta["reason"] == previous.meta["reason"] == "periodic" and last.step > previous.step > 0
+    assert last.meta["saved_at"] - previous.meta["saved_at"] >= 0.04 * 60 * 0.95
     env_steps_at_checkpoint = last.meta["counts"]["actor_steps"]
     assert env_steps_at_checkpoint > 0
     recorded = recorded_transitions(run_dir)
