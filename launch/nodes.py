@@ -23,6 +23,7 @@ import replay
 from launch import checkpoints
 from launch.config import ExperimentConfig
 from launch.metrics import MetricsWriter
+from launch.summary import read_json
 from launch.rpc import ProgramStopped, StoppableClient
 
 PROGRESS_FILE = "progress.json"
@@ -101,13 +102,22 @@ def checkpoint_meta(config: ExperimentConfig, learner: agents.Learner) -> dict:
             "observation_dim": learner.observation_dim, "action_dim": learner.action_dim}
 
 
-def final_counts(counter_handle, fallback: dict) -> dict:
-    """The counter's totals from one call that ignores the stop event (the program is stopping
-    when this is called), or `fallback` if the counter is gone or does not answer within 1 s."""
+def final_counts(counter_handle, fallback: dict, run_dir: str) -> dict:
+    """The counter's totals at a stop, from one call that ignores the stop event.
+
+    If the counter is already gone (it stops with the program), `fallback` (the learner's
+    last count, up to `log_every_s` old) updated with the monitor's last progress.json
+    (written every 0.25 s from the same counter), whichever is further on.
+    """
     try:
         return courier.Client(counter_handle.address, call_timeout=1.0).get_counts()
     except Exception:  # gone with the program
-        return fallback
+        pass
+    counts = dict(fallback)
+    progress = read_json(os.path.join(run_dir, PROGRESS_FILE)) or {}
+    for key, progress_key in (("actor_steps", "env_steps"), ("actor_episodes", "episodes")):
+        counts[key] = max(counts.get(key, 0), progress.get(progress_key, 0))
+    return counts
 
 
 class LearnerNode:
@@ -199,7 +209,7 @@ class LearnerNode:
             batches.close()
             # At every stop (the step limit, Ctrl-C, SIGTERM), with the counter's totals if it
             # still answers, else the last ones seen; the learner's own step count is exact.
-            counts = final_counts(self._counter_handle, counts)
+            counts = final_counts(self._counter_handle, counts, config.run_dir)
             save("final")
             saver.close()
             log.close()
