@@ -229,7 +229,8 @@ def main(argv) -> int:
 
     print(f"Run directory: {run_dir}")
     start = time.time()
-    manager = launching.launch(make_program(config), _LAUNCH_TYPE.value, run_dir)
+    launch_index = config.resume.launch_index if config.resume is not None else 0
+    manager = launching.launch(make_program(config), _LAUNCH_TYPE.value, run_dir, launch_index)
     done = threading.Event()
     printer = threading.Thread(target=progress.show_progress, args=(run_dir, done), daemon=True)
     printer.start()

@@ -14,13 +14,20 @@ _CPU_ONLY = {"JAX_PLATFORMS": "cpu", "CUDA_VISIBLE_DEVICES": ""}
 _CPU_GROUPS = ("actor", "evaluator", "monitor", "counter", "replay", "loader")
 
 
-def launch(program: lp.Program, launch_type: str, run_dir: str):
+def logs_dir(run_dir: str, launch_index: int = 0) -> str:
+    """Where the nodes' output goes: RUN_DIR/logs, and RUN_DIR/logs/launch_<k> for the k-th
+    resume (Launchpad truncates its log files, and an earlier launch's logs are kept)."""
+    base = os.path.join(os.path.abspath(run_dir), "logs")
+    return base if launch_index == 0 else os.path.join(base, f"launch_{launch_index}")
+
+
+def launch(program: lp.Program, launch_type: str, run_dir: str, launch_index: int = 0):
     """Starts `program` and returns Launchpad's worker manager (call .wait() on it)."""
     if launch_type not in LAUNCH_TYPES:
         raise ValueError(f"Unknown launch type {launch_type!r}; choose one of {', '.join(LAUNCH_TYPES)}.")
     # Node outputs (local_mp) go into the run directory, not /tmp/launchpad_out. Launchpad
     # reads LAUNCHPAD_LOGGING_DIR once at import, so its module setting is the one to change.
-    launch_local_output_to_files._LOGGING_DIR = os.path.join(os.path.abspath(run_dir), "logs")  # pylint: disable=protected-access
+    launch_local_output_to_files._LOGGING_DIR = logs_dir(run_dir, launch_index)  # pylint: disable=protected-access
     if launch_type == "local_mt":
         return lp.launch(program, launch_type="local_mt", serialize_py_nodes=False)
     resources = {group: local_multi_processing.PythonProcess(env=dict(_CPU_ONLY)) for group in _CPU_GROUPS if group in program.groups}

@@ -210,8 +210,11 @@ class LearnerNode:
             # At every stop (the step limit, Ctrl-C, SIGTERM), with the counter's totals if it
             # still answers, else the last ones seen; the learner's own step count is exact.
             counts = final_counts(self._counter_handle, counts, config.run_dir)
-            save("final")
-            saver.close()
+            try:
+                save("final")
+                saver.close()
+            except Exception as error:  # reported, without hiding an error that stopped the loop
+                print(f"learner: the final checkpoint failed: {type(error).__name__}: {error}", flush=True)
             log.close()
             write_json(config, "learner.json", {"learner_steps": steps, "published_version": self._published[0], "metrics": self.metrics})
 

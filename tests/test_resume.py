@@ -198,6 +198,9 @@ def test_a_killed_run_resumes_where_its_last_checkpoint_was(tmp_path):
     assert checkpoints.list_steps(run_dir)[-1] == summary["learner_steps"]
     evaluations = csv_rows(run_dir, "evaluator")
     assert evaluations[-1]["learner_step"] >= last.step and evaluations[-1]["env_steps"] >= env_steps_at_checkpoint
+    # Each launch's node logs are kept.
+    for logs in ("logs", os.path.join("logs", "launch_1")):
+        assert os.path.getsize(os.path.join(run_dir, logs, "learner", "0")) > 0
     # The experience of both launches is on disk, in order, for the next resume or RaE.
     assert recorded_transitions(run_dir) > recorded
     listing = json.loads(subprocess.run([sys.executable, "-m", "experiments.runs", "list", f"--root={tmp_path}", "--json"],
