@@ -130,6 +130,7 @@ class LearnerNode:
         spec = environment_spec(config)
         self._learner = agents.Learner(config.learner, spec.observations.shape[0], spec.actions.shape[0])
         self._learner.check_batch_size(config.replay.batch_size)
+        self._layout = replay.TransitionLayout.of(spec)
         self._state = initial_learner_state(config, self._learner)
         self._initial_steps = int(self._state.steps)
         self._lock = threading.Lock()
@@ -143,7 +144,8 @@ class LearnerNode:
 
     def _batches(self, stop: threading.Event):
         address, config = reverb_address(self._replay_client), self._config
-        dataset = functools.partial(replay.make_dataset, address, config.replay, rate_limiter_timeout_ms=_SAMPLE_TIMEOUT_MS)
+        dataset = functools.partial(replay.make_dataset, address, config.replay, self._layout,
+                                    rate_limiter_timeout_ms=_SAMPLE_TIMEOUT_MS)
         if config.rae is None:
             return replay.transitions(dataset(), stop)
         batch_size = config.replay.batch_size

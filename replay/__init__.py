@@ -5,7 +5,7 @@ from replay.config import ReplayConfig
 from replay.dataset import DevicePrefetcher, make_dataset, mixed_transitions, to_transition, transitions
 from replay.offline import OFFLINE_TABLE
 from replay.tables import ONLINE_TABLE, make_offline_table, make_online_table
-from replay.writer import NStepWriter, make_writer, transition_signature
+from replay.writer import NStepWriter, TransitionLayout, make_writer, transition_signature
 
 __all__ = [
     "DevicePrefetcher",
@@ -16,6 +16,7 @@ __all__ = [
     "NStepWriter",
     "make_writer",
     "transition_signature",
+    "TransitionLayout",
     "make_dataset",
     "make_offline_table",
     "make_online_table",

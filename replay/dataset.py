@@ -1,6 +1,6 @@
 """From the Reverb table to learner batches on the learner's devices.
 
-    dataset = make_dataset(server_address, config)            # tf.data, batches of n-step transitions
+    dataset = make_dataset(server_address, config, layout)    # tf.data, batches of n-step transitions
     batches = DevicePrefetcher(transitions(dataset), sharding, size=config.prefetch_batches)
     batch = next(batches)                                      # agents.Transition, already on the devices
 """
@@ -16,12 +16,13 @@ import reverb
 import agents
 from replay.config import ReplayConfig
 from replay.tables import ONLINE_TABLE
-from replay.writer import FIELDS
+from replay.writer import FIELDS, PACKED, TransitionLayout
 
 
-def make_dataset(server_address: str, config: ReplayConfig, table: str = ONLINE_TABLE, batch_size: Optional[int] = None,
-                 rate_limiter_timeout_ms: int = -1):
-    """Batches of n-step transitions sampled from `table` (a tf.data.Dataset of ReplaySample).
+def make_dataset(server_address: str, config: ReplayConfig, layout: TransitionLayout, table: str = ONLINE_TABLE,
+                 batch_size: Optional[int] = None, rate_limiter_timeout_ms: int = -1):
+    """Batches of n-step transitions sampled from `table`: a tf.data.Dataset of ReplaySample
+    whose data is a dict of the FIELDS (unpacked from the stored vectors with `layout`).
 
     With rate_limiter_timeout_ms >= 0 an iteration ends once the table's rate limiter has
     held sampling that long (see `transitions` for going on); -1 waits forever.
@@ -31,7 +32,8 @@ def make_dataset(server_address: str, config: ReplayConfig, table: str = ONLINE_
         server_address=server_address, table=table, max_in_flight_samples_per_worker=2 * batch_size,
         rate_limiter_timeout_ms=rate_limiter_timeout_ms,
     )
-    return dataset.batch(batch_size, drop_remainder=True).prefetch(2)
+    unpack = lambda sample: sample._replace(data=layout.unpack(sample.data[PACKED]))  # noqa: E731
+    return dataset.batch(batch_size, drop_remainder=True).map(unpack).prefetch(2)
 
 
 def to_transition(sample: reverb.ReplaySample) -> agents.Transition:

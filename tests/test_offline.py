@@ -11,6 +11,7 @@ from replay import experience, offline
 from replay.config import ReplayConfig
 
 EPISODE = 40
+CARTPOLE = replay.TransitionLayout(observation_dim=5, action_dim=1)
 
 
 def _record_run(run_dir, seed, episodes=2, actors=1, task="cartpole:swingup", unfinished_steps=0):
@@ -52,7 +53,7 @@ def test_offline_table_holds_exactly_the_recorded_transitions(tmp_path):
     # Items are n-step transitions rebuilt with this run's n and γ: check them against the recorded steps.
     episodes = run.episodes
     observations = np.concatenate([e["observation"] for e in episodes])
-    batches = replay.transitions(replay.make_dataset(f"localhost:{server.port}", config, offline.OFFLINE_TABLE))
+    batches = replay.transitions(replay.make_dataset(f"localhost:{server.port}", config, CARTPOLE, offline.OFFLINE_TABLE))
     for _ in range(10):
         batch = next(batches)
         for obs, action, reward, discount, next_obs in zip(batch.observation, batch.action, batch.reward,
@@ -96,8 +97,8 @@ def test_every_mixed_batch_holds_exactly_the_offline_share(tmp_path, ratio, batc
     address = f"localhost:{server.port}"
     offline_size = int(round(ratio * batch_size))
     batches = replay.mixed_transitions(
-        replay.make_dataset(address, config, replay.ONLINE_TABLE, batch_size - offline_size),
-        replay.make_dataset(address, config, offline.OFFLINE_TABLE, offline_size))
+        replay.make_dataset(address, config, CARTPOLE, replay.ONLINE_TABLE, batch_size - offline_size),
+        replay.make_dataset(address, config, CARTPOLE, offline.OFFLINE_TABLE, offline_size))
     for _ in range(300):
         batch = next(batches)
         assert batch.observation.shape[0] == batch_size
@@ -112,7 +113,7 @@ def test_an_annealed_share_is_exact_in_every_batch(tmp_path):
     server, config, offline_observations = _mixing_server(tmp_path, batch_size=8)
     address = f"localhost:{server.port}"
     batches = replay.mixed_transitions(
-        replay.make_dataset(address, config, replay.ONLINE_TABLE), replay.make_dataset(address, config, offline.OFFLINE_TABLE),
+        replay.make_dataset(address, config, CARTPOLE, replay.ONLINE_TABLE), replay.make_dataset(address, config, CARTPOLE, offline.OFFLINE_TABLE),
         offline_count=lambda i: rae.offline_batch_size(8, i))
     counts = []
     for _ in range(150):

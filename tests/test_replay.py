@@ -13,6 +13,7 @@ import replay
 from replay import ReplayConfig
 
 GAMMA, N_STEP, EPISODE = 0.9, 3, 12
+CARTPOLE = replay.TransitionLayout(observation_dim=5, action_dim=1)
 
 
 @pytest.fixture
@@ -63,7 +64,7 @@ def test_table_holds_one_transition_per_step(episode_in_replay):
 def test_sampled_batches_are_the_n_step_transitions(episode_in_replay):
     config, address, _, timesteps, actions = episode_in_replay
     observations = [ts.observation for ts in timesteps]
-    batches = replay.transitions(replay.make_dataset(address, config))
+    batches = replay.transitions(replay.make_dataset(address, config, CARTPOLE))
     seen = set()
     for _ in range(30):
         batch = next(batches)
@@ -88,7 +89,7 @@ def test_sampled_batches_are_the_n_step_transitions(episode_in_replay):
 def test_device_prefetcher_delivers_batches_on_device(episode_in_replay):
     config, address, _, _, _ = episode_in_replay
     sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    prefetcher = replay.DevicePrefetcher(replay.transitions(replay.make_dataset(address, config)), sharding, size=2)
+    prefetcher = replay.DevicePrefetcher(replay.transitions(replay.make_dataset(address, config, CARTPOLE)), sharding, size=2)
     batch = prefetcher.next(timeout=30.0)
     assert batch is not None and isinstance(batch.observation, jax.Array)
     assert batch.observation.shape == (8, 5)
@@ -107,10 +108,25 @@ def test_sampling_waits_for_min_size():
         timestep = env.step(np.zeros(1, np.float32))
         writer.add(np.zeros(1, np.float32), timestep)
     sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    prefetcher = replay.DevicePrefetcher(replay.transitions(replay.make_dataset(address, config)), sharding)
+    prefetcher = replay.DevicePrefetcher(replay.transitions(replay.make_dataset(address, config, CARTPOLE)), sharding)
     assert prefetcher.next(timeout=2.0) is None  # 5 items < 50: the rate limiter holds the learner
     prefetcher.close()
     server.stop()
+
+
+def test_a_transition_packs_into_one_vector_and_back():
+    layout = replay.TransitionLayout.of(environments.make_environment(
+        environments.EnvironmentConfig("walker:walk")).environment_spec)
+    assert (layout.observation_dim, layout.action_dim, layout.size) == (24, 6, 56)
+    observation, action = np.arange(24, dtype=np.float32), -np.arange(6, dtype=np.float32)
+    packed = layout.pack(observation, action, 2.5, 0.25, observation + 100)
+    assert packed.dtype == np.float32 and packed.shape == (56,)
+    fields = layout.unpack(np.stack([packed, packed]))  # batched
+    np.testing.assert_array_equal(fields["observation"][1], observation)
+    np.testing.assert_array_equal(fields["action"][0], action)
+    np.testing.assert_array_equal(fields["reward"], [2.5, 2.5])
+    np.testing.assert_array_equal(fields["discount"], [0.25, 0.25])
+    np.testing.assert_array_equal(fields["next_observation"][0], observation + 100)
 
 
 def test_invalid_replay_config_names_the_field():
@@ -131,7 +147,7 @@ def test_without_a_ratio_actors_insert_freely_and_sampling_waits_for_min_size():
     writer.add_first(timestep)
     for step in range(400):
         if step == 200:  # below min size: no batch yet
-            dataset = replay.make_dataset(f"localhost:{server.port}", config)
+            dataset = replay.make_dataset(f"localhost:{server.port}", config, CARTPOLE)
             prefetcher = replay.DevicePrefetcher(replay.transitions(dataset), jax.devices()[0], size=1)
             assert prefetcher.next(timeout=1.0) is None
         timestep = env.step(np.zeros((1,), np.float32))
@@ -162,7 +178,7 @@ def test_n_step_return_and_bootstrap_stop_at_a_terminal_step():
     writer.flush()
     writer.close()
     items = {}
-    batches = replay.transitions(replay.make_dataset(f"localhost:{server.port}", config))
+    batches = replay.transitions(replay.make_dataset(f"localhost:{server.port}", config, replay.TransitionLayout.of(spec)))
     for _ in range(50):  # 200 uniform draws of 4 items: each is seen
         batch = next(batches)
         for action, reward, discount, next_observation in zip(batch.action, batch.reward, batch.discount,

@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--env", default="walker:walk", help="task whose transitions fill the table")
     parser.add_argument("--episodes", type=int, default=20, help="random-policy episodes inserted")
     parser.add_argument("--steps_per_block", type=int, default=50)
-    parser.add_argument("--blocks", type=int, default=9, help="timed blocks per side")
+    parser.add_argument("--blocks", type=int, default=25, help="timed blocks per side")
     parser.add_argument("--out", default=None, help="JSON path (default runs/bench/datapath-<time>.json)")
 
 
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     learner = agents.Learner(agents.make_config(args.agent), spec.observations.shape[0], spec.actions.shape[0])
     learner.check_batch_size(config.batch_size)
     state = learner.init(jax.random.PRNGKey(0))
-    dataset = replay.make_dataset(f"localhost:{server.port}", config)
+    dataset = replay.make_dataset(f"localhost:{server.port}", config, replay.TransitionLayout.of(spec))
     prefetcher = replay.DevicePrefetcher(replay.transitions(dataset), learner.batch_sharding,
                                          size=config.prefetch_batches)
     from_reverb = lambda: prefetcher.next(timeout=60.0)  # noqa: E731
