@@ -11,7 +11,6 @@ only under its run directory (default runs/<env>/<agent>/<UTC time>-s<seed>).
 """
 
 import dataclasses
-import json
 import os
 import pathlib
 import sys
@@ -123,7 +122,7 @@ _NEW_RUN_FLAGS = ("agent", "env", "num_actors", "seed", "run_dir", "preset", "se
 
 def resolve_resume(run_dir: str):
     """The run's own config, set to continue from its newest loadable checkpoint."""
-    from launch import checkpoints
+    from launch import checkpoints, loading
     from launch.config import ExperimentConfig, ResumeConfig, dataclass_from_json
     from launch.summary import read_json
     from replay import offline
@@ -154,8 +153,8 @@ def resolve_resume(run_dir: str):
     if env_steps_done >= config.max_env_steps:
         raise ValueError(f"{run_dir} already took {env_steps_done:,.0f} env steps of its {config.max_env_steps:,}; "
                          "pass a larger --max_env_steps to train it further.")
-    # The same selection the loader node makes (nodes.refill_selection), counted here.
-    refill = offline.select_experience(config.run_dir, max_steps=config.replay.max_size).steps
+    # The loader node's own selection, counted here.
+    refill = loading.refill_selection(config).steps
     rae = config.rae
     if rae is not None:
         selected = [offline.select_experience(run, rae.max_steps, rae.min_return, rae.skip_corrupt) for run in rae.runs]
@@ -192,19 +191,13 @@ def new_run_config(run_dir: str):
 
 def write_config(config) -> None:
     """config.json (the latest launch's), and for a resumed run one more entry in resumes.json."""
-    from launch.summary import read_json
+    from launch.summary import read_json, write_json
 
     if config.resume is not None:
         history = read_json(os.path.join(config.run_dir, "resumes.json")) or []
         history.append({**dataclasses.asdict(config.resume), "time_utc": results_io.timestamp()})
-        _write_json(os.path.join(config.run_dir, "resumes.json"), history)
-    _write_json(os.path.join(config.run_dir, "config.json"), dataclasses.asdict(config))
-
-
-def _write_json(path: str, data) -> None:
-    with open(path + ".tmp", "w") as file:
-        json.dump(data, file, indent=2, sort_keys=True)
-    os.replace(path + ".tmp", path)
+        write_json(os.path.join(config.run_dir, "resumes.json"), history)
+    write_json(os.path.join(config.run_dir, "config.json"), dataclasses.asdict(config))
 
 
 def main(argv) -> int:

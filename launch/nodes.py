@@ -1,17 +1,15 @@
-"""The program's nodes: learner, actors, evaluator and a monitor (replay and counter are stock).
+"""The program's nodes: actors, evaluator, monitor, counter (the learner is in learner_node,
+the replay loader in loading; the replay server is stock).
 
 Each node builds its own objects in its own process from the plain config it is
 given, and returns from `run()` when the program stops, so shutdown is clean.
 """
 
-import functools
-import json
 import os
 import threading
 import time
 from typing import Tuple
 
-import courier
 import jax
 import launchpad as lp
 import numpy as np
@@ -20,19 +18,15 @@ from acme.utils import counting
 import agents
 import environments
 import replay
-from launch import checkpoints
+from launch import loading, summary
 from launch.config import ExperimentConfig
 from launch.metrics import MetricsWriter
-from launch.summary import read_json
 from launch.rpc import ProgramStopped, StoppableClient
 
 PROGRESS_FILE = "progress.json"
 # Actors add their steps to the shared counter this often: often enough for the step
 # limit and the progress line, rarely enough to cost nothing (an increment is ~3 us).
 _COUNT_EVERY_STEPS = 100
-# The learner's sampling gives up after this long held by the rate limiter, and starts again
-# unless the program is stopping (replay.transitions).
-_SAMPLE_TIMEOUT_MS = 500
 
 
 def reverb_address(client) -> str:
@@ -42,10 +36,7 @@ def reverb_address(client) -> str:
 
 def write_json(config: ExperimentConfig, name: str, data: dict) -> None:
     """Writes run_dir/<name> atomically (a reader never sees half a file)."""
-    path = os.path.join(config.run_dir, name)
-    with open(path + ".tmp", "w") as file:
-        json.dump(data, file, indent=2, sort_keys=True)
-    os.replace(path + ".tmp", path)
+    summary.write_json(os.path.join(config.run_dir, name), data)
 
 
 def run_off_main_thread(loop, name: str) -> None:
@@ -86,141 +77,6 @@ def make_counter(config: ExperimentConfig) -> counting.Counter:
     return counter
 
 
-def initial_learner_state(config: ExperimentConfig, learner: agents.Learner):
-    """A fresh state, the resumed run's checkpoint, or fresh with another run's networks (--init_from)."""
-    state = learner.init(jax.random.PRNGKey(config.seed))
-    if config.resume is not None and config.resume.checkpoint is not None:
-        state = checkpoints.restore_state(state, checkpoints.load(config.resume.checkpoint))
-    elif config.init_from is not None:
-        state = checkpoints.init_from(state, checkpoints.load(config.init_from.checkpoint), config.init_from.parts)
-    return jax.device_put(state, learner.replicated)
-
-
-def checkpoint_meta(config: ExperimentConfig, learner: agents.Learner) -> dict:
-    """What a checkpoint says of the run that wrote it (evaluate and init_from read it)."""
-    return {"agent": config.agent, "task": config.environment.task, "seed": config.seed,
-            "observation_dim": learner.observation_dim, "action_dim": learner.action_dim}
-
-
-def final_counts(counter_handle, fallback: dict, run_dir: str) -> dict:
-    """The counter's totals at a stop, from one call that ignores the stop event.
-
-    If the counter is already gone (it stops with the program), `fallback` (the learner's
-    last count, up to `log_every_s` old) updated with the monitor's last progress.json
-    (written every 0.25 s from the same counter), whichever is further on.
-    """
-    try:
-        return courier.Client(counter_handle.address, call_timeout=1.0).get_counts()
-    except Exception:  # gone with the program
-        pass
-    counts = dict(fallback)
-    progress = read_json(os.path.join(run_dir, PROGRESS_FILE)) or {}
-    for key, progress_key in (("actor_steps", "env_steps"), ("actor_episodes", "episodes")):
-        counts[key] = max(counts.get(key, 0), progress.get(progress_key, 0))
-    return counts
-
-
-class LearnerNode:
-    """Samples batches, updates, hands out copies of its policy parameters, and checkpoints."""
-
-    def __init__(self, config: ExperimentConfig, replay_client, counter):
-        self._config = config
-        self._replay_client = replay_client
-        self._counter_handle = counter
-        spec = environment_spec(config)
-        self._learner = agents.Learner(config.learner, spec.observations.shape[0], spec.actions.shape[0])
-        self._learner.check_batch_size(config.replay.batch_size)
-        self._layout = replay.TransitionLayout.of(spec)
-        self._state = initial_learner_state(config, self._learner)
-        self._initial_steps = int(self._state.steps)
-        self._lock = threading.Lock()
-        self._published: Tuple[int, dict] = (self._initial_steps, jax.device_get(self._state.policy_params))
-        self.metrics: dict = {}
-
-    def get_policy_params(self) -> Tuple[int, dict]:
-        """(version, numpy policy params); the version is the learner step they come from."""
-        with self._lock:
-            return self._published
-
-    def _batches(self, stop: threading.Event):
-        address, config = reverb_address(self._replay_client), self._config
-        dataset = functools.partial(replay.make_dataset, address, config.replay, self._layout,
-                                    rate_limiter_timeout_ms=_SAMPLE_TIMEOUT_MS)
-        if config.rae is None:
-            return replay.transitions(dataset(), stop)
-        batch_size = config.replay.batch_size
-        if config.rae.annealed:
-            # Batch i is (about) learner step i: the prefetcher runs at most a few batches ahead.
-            return replay.mixed_transitions(
-                dataset(table=replay.ONLINE_TABLE), dataset(table=replay.OFFLINE_TABLE), stop,
-                offline_count=functools.partial(config.rae.offline_batch_size, batch_size),
-            )
-        offline = config.rae.offline_batch_size(batch_size)
-        return replay.mixed_transitions(
-            dataset(table=replay.ONLINE_TABLE, batch_size=batch_size - offline),
-            dataset(table=replay.OFFLINE_TABLE, batch_size=offline), stop,
-        )
-
-    def run(self):
-        stop = lp.stop_event()
-        config = self._config
-        counter = counting.Counter(StoppableClient(self._counter_handle, stop), prefix="learner", time_delta=0.5)
-        batches = replay.DevicePrefetcher(
-            self._batches(stop), self._learner.batch_sharding, size=config.replay.prefetch_batches,
-        )
-        log = MetricsWriter(config.run_dir, "learner", step_key="learner_step")
-        saver = checkpoints.CheckpointWriter(config.run_dir, config.checkpoints_to_keep, checkpoint_meta(config, self._learner))
-        # The counter's totals saved with each checkpoint; refreshed as metrics are logged.
-        counts = dict(config.resume.counts) if config.resume is not None else {}
-        steps = logged_steps = saved_steps = self._initial_steps
-        logged_time = saved_time = time.time()
-
-        def save(reason: str):
-            path = saver.save(self._state, {**counts, "learner_steps": steps}, reason)
-            if path is not None:
-                print(f"learner: checkpoint {path} ({reason})", flush=True)
-
-        try:
-            while not stop.is_set():
-                batch = batches.next(timeout=0.5)  # None while the rate limiter holds sampling
-                if batch is None:
-                    continue
-                self._state, metrics = self._learner.update(self._state, batch)
-                steps += 1
-                now = time.time()
-                if (steps - saved_steps >= config.checkpoint_every_learner_steps
-                        or now - saved_time >= 60.0 * config.checkpoint_every_minutes):
-                    counts = counter.get_counts()
-                    save("periodic")
-                    saved_steps, saved_time = steps, now
-                if steps % config.learner_publish_period == 0:
-                    # A host copy: the device state is donated to the next update.
-                    params, metrics = jax.device_get((self._state.policy_params, metrics))
-                    with self._lock:
-                        self._published = (steps, params)
-                    self.metrics = {k: float(v) for k, v in metrics.items()}
-                    if now - logged_time >= config.log_every_s:
-                        rate = (steps - logged_steps) / (now - logged_time)
-                        log.write({"learner_step": steps, "learner_steps_per_s": rate, **self.metrics}, now)
-                        logged_steps, logged_time = steps, now
-                        counts = counter.get_counts()
-                counter.increment(steps=1)
-        except ProgramStopped:
-            pass
-        finally:
-            batches.close()
-            # At every stop (the step limit, Ctrl-C, SIGTERM), with the counter's totals if it
-            # still answers, else the last ones seen; the learner's own step count is exact.
-            counts = final_counts(self._counter_handle, counts, config.run_dir)
-            try:
-                save("final")
-                saver.close()
-            except Exception as error:  # reported, without hiding an error that stopped the loop
-                print(f"learner: the final checkpoint failed: {type(error).__name__}: {error}", flush=True)
-            log.close()
-            write_json(config, "learner.json", {"learner_steps": steps, "published_version": self._published[0], "metrics": self.metrics})
-
-
 class PolicyServer:
     """Serves the initial policy parameters as a learner would, and never trains."""
 
@@ -231,59 +87,6 @@ class PolicyServer:
 
     def get_policy_params(self) -> Tuple[int, dict]:
         return self._published
-
-
-def refill_selection(config: ExperimentConfig):
-    """A resumed run's own recorded experience that goes back into its online table: the
-    most recent steps the table can hold."""
-    return replay.offline.select_experience(config.run_dir, max_steps=config.replay.max_size)
-
-
-class ReplayLoader:
-    """Fills replay before actors start, once, and exits: earlier runs' experience into
-    the offline table (RaE), and a resumed run's own experience back into the online table.
-
-    Files are only read. The learner cannot sample the offline table before every item
-    is in (its rate limiter is MinSize of the full count); the refilled online table's
-    rate limiter counts the refill as already sampled (replay.tables). Actors wait for
-    the load to finish before they start.
-    """
-
-    def __init__(self, config: ExperimentConfig, replay_client):
-        self._config = config
-        self._replay_client = replay_client
-
-    def run(self):
-        config = self._config
-        if config.refill_items:
-            items = replay.offline.write_offline(self._replay_client, [refill_selection(config)], config.replay,
-                                                 table=replay.ONLINE_TABLE)
-            if items != config.refill_items:
-                raise RuntimeError(f"The resumed run reloaded {items} of its transitions where the launch counted "
-                                   f"{config.refill_items}: {config.run_dir}/experience changed in between.")
-        rae = config.rae
-        if rae is not None:
-            runs = [replay.offline.select_experience(run, rae.max_steps, rae.min_return, rae.skip_corrupt) for run in rae.runs]
-            items = replay.offline.write_offline(self._replay_client, runs, config.replay)
-            if items != rae.offline_items:
-                raise RuntimeError(f"RaE loaded {items} transitions where the launch counted {rae.offline_items}: "
-                                   "the runs' experience changed in between.")
-            write_json(config, "rae.json", {**replay.offline.summarize(runs), "items": items, "ratio": rae.ratio})
-
-
-def wait_for_loaded_data(config: ExperimentConfig, replay_client, stop: threading.Event) -> None:
-    """Returns once the ReplayLoader is done (at once if there is none), or on stop."""
-    # The online table keeps at most max_size of the refill (the selection ends on whole episodes).
-    wanted = {replay.ONLINE_TABLE: min(config.refill_items, config.replay.max_size), replay.OFFLINE_TABLE: config.rae.offline_items if config.rae else 0}
-    while any(wanted.values()) and not stop.is_set():
-        try:
-            info = replay_client.server_info(timeout=1)
-            loaded = all(info[table].current_size >= items for table, items in wanted.items() if items)
-        except Exception:  # the server is still starting, or going away with the program
-            loaded = False
-        if loaded:
-            return
-        stop.wait(0.5)
 
 
 class ActorNode:
@@ -326,7 +129,7 @@ class ActorNode:
         lp.register_stop_handler(writer.close)
         log = MetricsWriter(config.run_dir, f"actor_{self._actor_id}", step_key="actor_steps")
         try:
-            wait_for_loaded_data(config, self._replay_client, stop)
+            loading.wait_for_loaded_data(config, self._replay_client, stop)
             version, params = learner.get_policy_params()
             self.versions_seen.append(version)
             while not stop.is_set():

@@ -10,7 +10,7 @@ import launchpad as lp
 import reverb
 
 import replay
-from launch import nodes
+from launch import learner_node, loading, nodes
 from launch.config import ExperimentConfig
 
 
@@ -52,9 +52,9 @@ def make_program(config: ExperimentConfig) -> lp.Program:
     replay_handle, counter = _add_replay_and_counter(program, config)
     if config.rae is not None or config.refill_items:
         with program.group("loader"):
-            program.add_node(lp.CourierNode(nodes.ReplayLoader, config, replay_handle))
+            program.add_node(lp.CourierNode(loading.ReplayLoader, config, replay_handle))
     with program.group("learner"):
-        learner = program.add_node(lp.CourierNode(nodes.LearnerNode, config, replay_handle, counter))
+        learner = program.add_node(lp.CourierNode(learner_node.LearnerNode, config, replay_handle, counter))
     _add_actors_and_monitor(program, config, replay_handle, learner, counter)
     with program.group("evaluator"):
         program.add_node(lp.CourierNode(nodes.EvaluatorNode, config, learner, counter))

@@ -17,6 +17,13 @@ def read_json(path: str) -> Optional[dict]:
         return None
 
 
+def write_json(path: str, data) -> None:
+    """Writes `path` atomically: a reader never sees half a file."""
+    with open(path + ".tmp", "w") as file:
+        json.dump(data, file, indent=2, sort_keys=True)
+    os.replace(path + ".tmp", path)
+
+
 def evaluations(run_dir: str) -> list:
     """The evaluator's complete rows so far (env_steps, learner_step, mean_return, ...) as dicts of floats."""
     return metrics.read_rows(metrics.csv_path(run_dir, "evaluator"))

@@ -1,0 +1,61 @@
+"""Filling replay before actors start: RaE's earlier runs, a resumed run's own experience."""
+
+import os
+import threading
+
+import replay
+from launch.config import ExperimentConfig
+from launch.summary import write_json
+
+
+def refill_selection(config: ExperimentConfig):
+    """A resumed run's own recorded experience that goes back into its online table: the
+    most recent steps the table can hold."""
+    return replay.offline.select_experience(config.run_dir, max_steps=config.replay.max_size)
+
+
+class ReplayLoader:
+    """Fills replay before actors start, once, and exits: earlier runs' experience into
+    the offline table (RaE), and a resumed run's own experience back into the online table.
+
+    Files are only read. The learner cannot sample the offline table before every item
+    is in (its rate limiter is MinSize of the full count); the refilled online table's
+    rate limiter counts the refill as already sampled (replay.tables). Actors wait for
+    the load to finish before they start.
+    """
+
+    def __init__(self, config: ExperimentConfig, replay_client):
+        self._config = config
+        self._replay_client = replay_client
+
+    def run(self):
+        config = self._config
+        if config.refill_items:
+            items = replay.offline.write_offline(self._replay_client, [refill_selection(config)], config.replay,
+                                                 table=replay.ONLINE_TABLE)
+            if items != config.refill_items:
+                raise RuntimeError(f"The resumed run reloaded {items} of its transitions where the launch counted "
+                                   f"{config.refill_items}: {config.run_dir}/experience changed in between.")
+        rae = config.rae
+        if rae is not None:
+            runs = [replay.offline.select_experience(run, rae.max_steps, rae.min_return, rae.skip_corrupt) for run in rae.runs]
+            items = replay.offline.write_offline(self._replay_client, runs, config.replay)
+            if items != rae.offline_items:
+                raise RuntimeError(f"RaE loaded {items} transitions where the launch counted {rae.offline_items}: "
+                                   "the runs' experience changed in between.")
+            write_json(os.path.join(config.run_dir, "rae.json"), {**replay.offline.summarize(runs), "items": items, "ratio": rae.ratio})
+
+
+def wait_for_loaded_data(config: ExperimentConfig, replay_client, stop: threading.Event) -> None:
+    """Returns once the ReplayLoader is done (at once if there is none), or on stop."""
+    # The online table keeps at most max_size of the refill (the selection ends on whole episodes).
+    wanted = {replay.ONLINE_TABLE: min(config.refill_items, config.replay.max_size), replay.OFFLINE_TABLE: config.rae.offline_items if config.rae else 0}
+    while any(wanted.values()) and not stop.is_set():
+        try:
+            info = replay_client.server_info(timeout=1)
+            loaded = all(info[table].current_size >= items for table, items in wanted.items() if items)
+        except Exception:  # the server is still starting, or going away with the program
+            loaded = False
+        if loaded:
+            return
+        stop.wait(0.5)
