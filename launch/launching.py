@@ -12,6 +12,8 @@ LAUNCH_TYPES = ("local_mt", "local_mp")
 # GPU contexts. TensorFlow (CPU build) never sees a GPU either way.
 _CPU_ONLY = {"JAX_PLATFORMS": "cpu", "CUDA_VISIBLE_DEVICES": ""}
 _CPU_GROUPS = ("actor", "evaluator", "monitor", "counter", "replay", "loader")
+# Set in every node process of local_mp: a node that owns its process may end it itself.
+OWN_PROCESS_ENV = "RELAY_NODE_OWNS_PROCESS"
 
 
 def logs_dir(run_dir: str, launch_index: int = 0) -> str:
@@ -30,5 +32,7 @@ def launch(program: lp.Program, launch_type: str, run_dir: str, launch_index: in
     launch_local_output_to_files._LOGGING_DIR = logs_dir(run_dir, launch_index)  # pylint: disable=protected-access
     if launch_type == "local_mt":
         return lp.launch(program, launch_type="local_mt", serialize_py_nodes=False)
-    resources = {group: local_multi_processing.PythonProcess(env=dict(_CPU_ONLY)) for group in _CPU_GROUPS if group in program.groups}
+    resources = {group: local_multi_processing.PythonProcess(
+                     env={OWN_PROCESS_ENV: "1", **(_CPU_ONLY if group in _CPU_GROUPS else {})})
+                 for group in program.groups}
     return lp.launch(program, launch_type="local_mp", terminal="output_to_files", local_resources=resources)

@@ -2,6 +2,7 @@
 
 import functools
 import os
+import sys
 import threading
 import time
 from typing import Tuple
@@ -15,6 +16,7 @@ import agents
 import replay
 from launch import checkpoints
 from launch.config import ExperimentConfig
+from launch.launching import OWN_PROCESS_ENV
 from launch.metrics import MetricsWriter
 from launch.nodes import PROGRESS_FILE, environment_spec, reverb_address, write_json
 from launch.rpc import ProgramStopped, StoppableClient
@@ -158,3 +160,18 @@ class LearnerNode:
                 print(f"learner: the final checkpoint failed: {type(error).__name__}: {error}", flush=True)
             log.close()
             write_json(config, "learner.json", {"learner_steps": steps, "published_version": self._published[0], "metrics": self.metrics})
+            end_own_process()
+
+
+def end_own_process() -> None:
+    """Ends the learner's process now that everything it writes is closed, if it owns one (local_mp).
+
+    Seen once in a CI run: the learner's run() returned 1.2 s into the stop with every file
+    written, and the process still had not exited 9 s later, somewhere in interpreter teardown
+    (TensorFlow, Reverb, gRPC and orbax native threads), so Launchpad killed the program.
+    Skipping teardown loses nothing here, and the learner's stop now takes ~1 s instead of 3-5 s.
+    """
+    if os.environ.get(OWN_PROCESS_ENV) == "1":
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
