@@ -15,7 +15,6 @@ import os
 import shutil
 import subprocess
 import sys
-import warnings
 from typing import List, Optional
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -111,12 +110,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             if args.video.endswith(".mp4") and shutil.which("ffmpeg") is None:
                 raise ValueError("--video: .mp4 needs ffmpeg on the PATH (apt-get install ffmpeg); .gif needs nothing.")
         height, width = (int(part) for part in args.video_size.split(","))
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", checkpoints.CheckpointWarning)
-            config, checkpoint = load_run(args.run, args.checkpoint)
-        for warning in caught:
-            if issubclass(warning.category, checkpoints.CheckpointWarning):
-                print(f"warning: {warning.message}", file=sys.stderr)
+        config, checkpoint = checkpoints.reporting_skips(load_run, args.run, args.checkpoint)
     except ValueError as error:  # checkpoints.CheckpointError included
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -16,7 +16,6 @@ import pathlib
 import sys
 import threading
 import time
-import warnings
 
 from absl import app, flags
 
@@ -51,12 +50,14 @@ def default_run_dir(task: str, agent: str, seed: int) -> str:
 def resolve_rae(config, run_dir: str):
     """The RaE config for --rae_from, with the earlier runs checked and their transitions counted."""
     import environments
+    from launch import loading
     from launch.config import RaEConfig
     from replay import offline
 
     # The share and anneal are checked before any data is read.
-    RaEConfig(runs=("-",), ratio=_RAE_RATIO.value, final_ratio=_RAE_FINAL_RATIO.value,
-              anneal_learner_steps=_RAE_ANNEAL_STEPS.value)
+    rae = RaEConfig(runs=("-",), ratio=_RAE_RATIO.value, max_steps=_RAE_MAX_STEPS.value, min_return=_RAE_MIN_RETURN.value,
+                    skip_corrupt=_RAE_SKIP_CORRUPT.value, final_ratio=_RAE_FINAL_RATIO.value,
+                    anneal_learner_steps=_RAE_ANNEAL_STEPS.value)
     runs = offline.resolve_runs(_RAE_FROM.value)
     if os.path.abspath(run_dir) in runs:
         raise ValueError(f"--rae_from includes this run's own directory {run_dir}.")
@@ -65,9 +66,8 @@ def resolve_rae(config, run_dir: str):
     env.close()
     for run in runs:
         offline.check_compatible(run, config.environment.task, spec.observations.shape, spec.actions.shape)
-    selected = [offline.select_experience(run, _RAE_MAX_STEPS.value, _RAE_MIN_RETURN.value, _RAE_SKIP_CORRUPT.value)
-                for run in runs]
-    loaded = offline.summarize(selected)
+    rae = dataclasses.replace(rae, runs=tuple(runs))
+    loaded = offline.summarize(loading.rae_selection(rae))
     if loaded["steps"] == 0:
         raise ValueError(f"--rae_from: the selection from {', '.join(runs)} holds no transitions; "
                          "loosen --rae_min_return or --rae_max_steps.")
@@ -77,23 +77,7 @@ def resolve_rae(config, run_dir: str):
              if _RAE_FINAL_RATIO.value is not None else ""))
     for path in loaded["skipped_files"]:
         print(f"RaE: skipped unreadable {path}")
-    return RaEConfig(runs=tuple(runs), ratio=_RAE_RATIO.value, max_steps=_RAE_MAX_STEPS.value,
-                     min_return=_RAE_MIN_RETURN.value, skip_corrupt=_RAE_SKIP_CORRUPT.value,
-                     final_ratio=_RAE_FINAL_RATIO.value, anneal_learner_steps=_RAE_ANNEAL_STEPS.value,
-                     offline_items=loaded["steps"])
-
-
-def _printing_warnings(load, *args):
-    """Calls load(*args), printing the checkpoint warnings it raises (skipped damaged checkpoints)."""
-    from launch import checkpoints
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", checkpoints.CheckpointWarning)
-        result = load(*args)
-    for warning in caught:
-        if issubclass(warning.category, checkpoints.CheckpointWarning):
-            print(f"warning: {warning.message}", file=sys.stderr)
-    return result
+    return dataclasses.replace(rae, offline_items=loaded["steps"])
 
 
 def resolve_init_from(config):
@@ -105,7 +89,7 @@ def resolve_init_from(config):
     from launch.config import InitFromConfig
 
     path, parts = checkpoints.parse_init_spec(_INIT_FROM.value)
-    checkpoint = _printing_warnings(checkpoints.resolve, path)
+    checkpoint = checkpoints.reporting_skips(checkpoints.resolve, path)
     spec = environments.make_environment(config.environment).environment_spec
     learner = agents.Learner(config.learner, spec.observations.shape[0], spec.actions.shape[0])
     checkpoints.check_networks(learner.init(jax.random.PRNGKey(config.seed)), checkpoint, parts)
@@ -140,7 +124,7 @@ def resolve_resume(run_dir: str):
     if flags.FLAGS["max_env_steps"].present:
         config = dataclasses.replace(config, max_env_steps=_MAX_ENV_STEPS.value)
     if checkpoints.list_steps(run_dir):
-        checkpoint, damaged = _printing_warnings(checkpoints.load_latest, run_dir)
+        checkpoint, damaged = checkpoints.reporting_skips(checkpoints.load_latest, run_dir)
         for path in checkpoints.set_aside(damaged, run_dir):
             print(f"Moved the damaged checkpoint to {path}")
         counts = {**checkpoint.meta["counts"], "learner_steps": checkpoint.step}
@@ -157,8 +141,7 @@ def resolve_resume(run_dir: str):
     refill = loading.refill_selection(config).steps
     rae = config.rae
     if rae is not None:
-        selected = [offline.select_experience(run, rae.max_steps, rae.min_return, rae.skip_corrupt) for run in rae.runs]
-        rae = dataclasses.replace(rae, offline_items=offline.summarize(selected)["steps"])
+        rae = dataclasses.replace(rae, offline_items=offline.summarize(loading.rae_selection(rae))["steps"])
     launch_index = (config.resume.launch_index if config.resume is not None else 0) + 1
     resume = ResumeConfig(checkpoint=checkpoint.path if checkpoint else None, counts=tuple(sorted(counts.items())),
                           refill_items=refill, launch_index=launch_index)

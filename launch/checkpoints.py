@@ -21,6 +21,7 @@ import hashlib
 import logging
 import os
 import re
+import sys
 import time
 import warnings
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -175,6 +176,17 @@ def load_latest(run_dir: str, step: Optional[int] = None) -> Tuple[Checkpoint, L
             damaged.append(os.path.join(checkpoints_dir(run_dir), str(candidate)))
             warnings.warn(f"Skipping checkpoint {candidate}: {error}", CheckpointWarning, stacklevel=2)
     raise CheckpointError(f"None of the checkpoints of {run_dir} ({steps}) can be loaded; see the warnings above.")
+
+
+def reporting_skips(load, *args):
+    """Calls load(*args), printing to stderr each damaged checkpoint it skipped (command-line tools)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", CheckpointWarning)
+        result = load(*args)
+    for warning in caught:
+        if issubclass(warning.category, CheckpointWarning):
+            print(f"warning: {warning.message}", file=sys.stderr)
+    return result
 
 
 def resolve(spec: str) -> Checkpoint:

@@ -4,8 +4,13 @@ import os
 import threading
 
 import replay
-from launch.config import ExperimentConfig
+from launch.config import ExperimentConfig, RaEConfig
 from launch.summary import write_json
+
+
+def rae_selection(rae: RaEConfig):
+    """The earlier runs' experience that RaE loads, selected as the config says (one per run)."""
+    return [replay.offline.select_experience(run, rae.max_steps, rae.min_return, rae.skip_corrupt) for run in rae.runs]
 
 
 def refill_selection(config: ExperimentConfig):
@@ -38,7 +43,7 @@ class ReplayLoader:
                                    f"{config.refill_items}: {config.run_dir}/experience changed in between.")
         rae = config.rae
         if rae is not None:
-            runs = [replay.offline.select_experience(run, rae.max_steps, rae.min_return, rae.skip_corrupt) for run in rae.runs]
+            runs = rae_selection(rae)
             items = replay.offline.write_offline(self._replay_client, runs, config.replay)
             if items != rae.offline_items:
                 raise RuntimeError(f"RaE loaded {items} transitions where the launch counted {rae.offline_items}: "
