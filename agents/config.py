@@ -43,13 +43,20 @@ class MixtureHead:
     """
 
     num_components: int = 5
-    # Initial component stddevs; small so that early targets are sharp.
+    # Initial component stddevs, and the unit in which they grow (stddev =
+    # init_scale * softplus(raw) / softplus(0)): the components stay narrow, so the
+    # likelihood fits their means to the targets rather than widening to cover them.
     init_scale: float = 1e-3
+    # Return samples drawn from the target critic at each of the N target-policy
+    # actions (Acme's policy_eval_num_val_samples): N x this many targets per transition.
+    num_value_samples: int = 4
     name: str = "mixture"
 
     def __post_init__(self):
         _require(self.num_components >= 1, f"MixtureHead.num_components must be >= 1, got {self.num_components}.")
         _require(self.init_scale > 0, f"MixtureHead.init_scale must be > 0, got {self.init_scale}.")
+        _require(self.num_value_samples >= 1,
+                 f"MixtureHead.num_value_samples must be >= 1, got {self.num_value_samples}.")
 
 
 CriticHead = Union[ScalarHead, CategoricalHead, MixtureHead]

@@ -97,10 +97,14 @@ def mixture_log_prob(mixture: GaussianMixture, x: chex.Array) -> chex.Array:
     return jax.nn.logsumexp(component_log_prob + log_weights, axis=-1)
 
 
-def mixture_sample(mixture: GaussianMixture, key: chex.PRNGKey) -> chex.Array:
-    """One sample from each mixture: [...]."""
+def mixture_sample(mixture: GaussianMixture, key: chex.PRNGKey, num_samples: int = 1) -> chex.Array:
+    """`num_samples` independent samples from each mixture: [num_samples, ...]."""
     component_key, noise_key = jax.random.split(key)
-    component = jax.random.categorical(component_key, mixture.logits, axis=-1)[..., None]
-    mean = jnp.take_along_axis(mixture.means, component, axis=-1)[..., 0]
-    stddev = jnp.take_along_axis(mixture.stddevs, component, axis=-1)[..., 0]
-    return mean + stddev * jax.random.normal(noise_key, mean.shape, mean.dtype)
+    shape = (num_samples,) + mixture.logits.shape[:-1]
+    component = jax.random.categorical(component_key, mixture.logits, axis=-1, shape=shape)[..., None]
+    # Every sample row indexes the same mixtures: broadcast them along the sample axis.
+    means = jnp.broadcast_to(mixture.means, shape + mixture.means.shape[-1:])
+    stddevs = jnp.broadcast_to(mixture.stddevs, shape + mixture.stddevs.shape[-1:])
+    mean = jnp.take_along_axis(means, component, axis=-1)[..., 0]
+    stddev = jnp.take_along_axis(stddevs, component, axis=-1)[..., 0]
+    return mean + stddev * jax.random.normal(noise_key, shape, mean.dtype)

@@ -36,7 +36,9 @@ class Networks:
             init_scale=config.policy_init_scale,
             min_scale=config.policy_min_scale,
         )
-        self.critic = Critic(output_size=self.head.output_size, layer_sizes=config.critic_layer_sizes)
+        self.critic = Critic(
+            output_size=self.head.output_size, layer_sizes=config.critic_layer_sizes, head_init=self.head.kernel_init
+        )
 
 
 def _optimizer(learning_rate: float, grad_norm_clip: float) -> optax.GradientTransformation:

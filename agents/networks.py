@@ -4,7 +4,7 @@ Torsos are Acme's LayerNormMLP: Dense -> LayerNorm -> tanh for the first layer
 (keeps the scale of raw observations in check), then Dense -> ELU for the rest.
 """
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -67,9 +67,11 @@ class Critic(nn.Module):
 
     output_size: int
     layer_sizes: Sequence[int] = (512, 512, 256)
+    # Set by the critic head: what its raw outputs mean decides how large they start.
+    head_init: Callable = _uniform_scaling
 
     @nn.compact
     def __call__(self, observation: jax.Array, action: jax.Array) -> jax.Array:
         inputs = jnp.concatenate([observation, jnp.clip(action, -1.0, 1.0)], axis=-1)
         features = LayerNormMLP(self.layer_sizes)(inputs)
-        return nn.Dense(self.output_size, kernel_init=_uniform_scaling, name="head")(features)
+        return nn.Dense(self.output_size, kernel_init=self.head_init, name="head")(features)

@@ -34,7 +34,7 @@ def test_categorical_loss_by_hand():
 
 
 def test_mixture_loss_equals_scipy_negative_log_likelihood():
-    head = make_critic_head(MixtureHead(num_components=2, init_scale=0.5))
+    head = make_critic_head(MixtureHead(num_components=2, init_scale=0.5, num_value_samples=3))
     rng = np.random.default_rng(0)
     online = jnp.array(rng.normal(size=(3, 6)), jnp.float32)  # [B=3, 3K]
     target = jnp.array(rng.normal(size=(4, 3, 6)), jnp.float32)  # [N=4, B=3, 3K]
@@ -42,8 +42,9 @@ def test_mixture_loss_equals_scipy_negative_log_likelihood():
     key = jax.random.PRNGKey(7)
     loss, _ = head.loss(online, target, reward, discount, key)
 
-    # The same target samples, then the NLL under the online mixture with SciPy.
-    z = np.asarray(distributions.mixture_sample(head.mixture(target), key))  # [N, B]
+    # The same target samples, Z=3 per action, then the NLL under the online mixture with SciPy.
+    z = np.asarray(distributions.mixture_sample(head.mixture(target), key, 3))  # [Z, N, B]
+    assert z.shape == (3, 4, 3)
     samples = np.asarray(reward) + np.asarray(discount) * z
     mixture = head.mixture(online)
     weights = np.asarray(jax.nn.softmax(mixture.logits))
@@ -52,7 +53,25 @@ def test_mixture_loss_equals_scipy_negative_log_likelihood():
     assert float(loss) == pytest.approx(-np.log(likelihood).mean(), rel=1e-5)
 
 
-def test_mixture_initial_scale():
+def test_mixture_stddevs_start_at_init_scale_and_grow_in_its_units():
     head = make_critic_head(MixtureHead(num_components=5, init_scale=1e-3))
-    mixture = head.mixture(jnp.zeros((15,)))
-    np.testing.assert_allclose(mixture.stddevs, 1e-3 + 1e-6, rtol=1e-4)
+    np.testing.assert_allclose(head.mixture(jnp.zeros((15,))).stddevs, 1e-3 + 1e-4, rtol=1e-5)
+    # stddev = init_scale * softplus(raw) / log 2 + 1e-4: raw = 10 gives ~14.4x init_scale.
+    raw = jnp.concatenate([jnp.zeros((10,)), jnp.full((5,), 10.0)])
+    np.testing.assert_allclose(head.mixture(raw).stddevs, 1e-3 * np.log1p(np.exp(10.0)) / np.log(2) + 1e-4, rtol=1e-5)
+
+
+def test_distributional_heads_start_the_same_for_every_input():
+    """Near-zero output layers: the categorical starts uniform (Q = centre of the support),
+    the mixture at 0 with its initial scale, whatever the observation and action."""
+    from agents.learning import Networks
+    import agents
+
+    rng = np.random.default_rng(0)
+    observation = jnp.array(rng.normal(size=(64, 5)), jnp.float32)
+    action = jnp.array(rng.uniform(-1, 1, size=(64, 1)), jnp.float32)
+    for agent, centre in (("dmpo", 0.0), ("mog", 0.0)):
+        networks = Networks(agents.make_config(agent), action_dim=1)
+        params = networks.critic.init(jax.random.PRNGKey(0), observation, action)
+        q = np.asarray(networks.head.expected_q(networks.critic.apply(params, observation, action)))
+        assert np.abs(q - centre).max() < 0.05, (agent, np.abs(q).max())

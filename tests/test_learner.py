@@ -91,8 +91,14 @@ def test_jit_changes_nothing():
     batches = [random_batch(rng) for _ in range(2)]
     jitted, metrics = run_steps(config, 0, batches, jit=True)
     eager, eager_metrics = run_steps(config, 0, batches, jit=False)
+    # Adam steps every parameter by about ±lr whatever its gradient's size, so a weight
+    # whose gradient is at rounding level (the critic torso behind the near-zero head)
+    # may step either way under a different fusion: allow that, for few elements only.
+    step = 2 * config.learning_rate
     for a, b in zip(leaves(jitted), leaves(eager)):
-        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6)
+        off = ~np.isclose(a, b, rtol=2e-4, atol=2e-6)
+        assert off.mean() < 0.01, off.mean()
+        assert np.all(np.abs(a - b)[off] <= step * 1.01), np.abs(a - b).max()
     for name in metrics:
         np.testing.assert_allclose(metrics[name], eager_metrics[name], rtol=2e-4, atol=1e-6)
 
