@@ -9,7 +9,7 @@ any accelerator image with a recent JAX.
     state, metrics = learner.update(state, batch)      # batch: agents.Transition [B, ...]
 """
 
-from agents.acting import make_policy_fns
+from agents.acting import make_policy_fns, params_on_cpu
 from agents.config import AGENT_HEADS, CategoricalHead, MixtureHead, MPOConfig, ScalarHead, make_config
 from agents.learner import Learner
 from agents.learning import Networks
@@ -28,4 +28,5 @@ __all__ = [
     "Transition",
     "make_config",
     "make_policy_fns",
+    "params_on_cpu",
 ]

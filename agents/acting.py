@@ -25,3 +25,12 @@ def make_policy_fns(policy: GaussianPolicy):
         return policy.apply(params, jnp.asarray(observation, jnp.float32)).mean
 
     return select_action, greedy_action
+
+
+def params_on_cpu(params):
+    """The policy params as arrays on the CPU device, placed once per fetch.
+
+    Actors and evaluators get numpy params from the learner; a jitted call converts
+    every numpy leaf on every call, ~20-35 us of a ~100 us physics step.
+    """
+    return jax.device_put(params, jax.local_devices(backend="cpu")[0])

@@ -51,6 +51,7 @@ def evaluate(config, policy_params, episodes: int, seed: int, video_episodes: in
 
     env = environments.make_environment(dataclasses.replace(config.environment, seed=seed))
     _, greedy_action = agents.make_policy_fns(agents.Networks(config.learner, env.action_spec().shape[0]).policy)
+    policy_params = agents.params_on_cpu(policy_params)
     # Every stride-th step is filmed, so the video plays at about real time.
     stride = max(1, int(round(1.0 / (video_fps * env.control_timestep))))
     returns, frames = [], []

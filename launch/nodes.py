@@ -131,6 +131,7 @@ class ActorNode:
         try:
             loading.wait_for_loaded_data(config, self._replay_client, stop)
             version, params = learner.get_policy_params()
+            params = agents.params_on_cpu(params)
             self.versions_seen.append(version)
             while not stop.is_set():
                 timestep = env.reset()
@@ -150,6 +151,7 @@ class ActorNode:
                     episode_return += float(timestep.reward)
                     if steps % config.actor_update_period == 0:
                         version, params = learner.get_policy_params()
+                        params = agents.params_on_cpu(params)
                         self.versions_seen.append(version)
                 counter.increment(steps=episode_steps % _COUNT_EVERY_STEPS, episodes=int(timestep.last()))
                 if timestep.last():
@@ -200,6 +202,7 @@ class EvaluatorNode:
                 version, params = learner.get_policy_params()
                 if version < next_eval:
                     continue
+                params = agents.params_on_cpu(params)
                 returns = []
                 for _ in range(config.eval_episodes):
                     timestep, episode_return = env.reset(), 0.0

@@ -224,6 +224,10 @@ def test_policy_functions():
     samples = np.stack([select_action(params, observation, k) for k in jax.random.split(jax.random.PRNGKey(3), 2000)])
     np.testing.assert_allclose(samples.mean(0), greedy, atol=0.06)
     np.testing.assert_allclose(samples.std(0), 0.7, rtol=0.08)
+    # As actors hold them: numpy from the learner, placed on the CPU once; same actions.
+    placed = agents.params_on_cpu(jax.tree_util.tree_map(np.asarray, params))
+    assert {leaf.devices().pop().platform for leaf in jax.tree_util.tree_leaves(placed)} == {"cpu"}
+    np.testing.assert_array_equal(select_action(placed, observation, jax.random.PRNGKey(1)), action)
 
 
 @pytest.mark.parametrize(
