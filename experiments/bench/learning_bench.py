@@ -6,12 +6,19 @@
 Each (agent, seed) is a full `python -m experiments.train` run, one after another (its
 run directory goes under runs/bench/). The out directory gets curves.csv (every
 evaluation of every run), learning_curves.png and summary.json; it must be new.
+
+    python -m experiments.bench learning --merge=DIR,DIR --out_dir=NEW
+
+combines the outputs of earlier invocations (other agents, other seeds, other
+machines) into one curves.csv, figure and summary.json, and copies their logs.
 """
 
 import argparse
+import csv
 import json
 import os
 import pathlib
+import shutil
 import statistics
 import subprocess
 import sys
@@ -32,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval_every_learner_steps", type=int, default=500)
     parser.add_argument("--set", action="append", default=[], help="config override for every run, as train's --set")
     parser.add_argument("--out_dir", default=None, help="new directory for the results (default runs/bench/learning-<task>-<time>)")
+    parser.add_argument("--merge", default=None,
+                        help="comma list of earlier output directories to combine instead of training")
 
 
 def _curve(run_dir: str) -> list:
@@ -41,6 +50,8 @@ def _curve(run_dir: str) -> list:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.merge:
+        return _merge(args)
     agents = [a for a in args.agents.split(",") if a]
     seeds = [int(s) for s in args.seeds.split(",") if s]
     out_dir, runs_root = results_io.new_results_dir("learning", args.env, args.out_dir)
@@ -67,28 +78,69 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {agent} seed {seed}: final eval {run_summary['final_eval_return']:.1f} at "
                   f"{int(curve[-1]['env_steps']) if curve else 0} env steps, best {run_summary['best_eval_return']:.1f}, "
                   f"{run_summary['wall_time_s']:.0f} s", flush=True)
+    command = " ".join(["python -m experiments.bench learning"] + sys.argv[2:])
+    _write_results(out_dir, rows, summaries, args.env, args.max_env_steps,
+                   f"{args.num_actors} actors", {"command": command})
+    return 0
 
+
+def _merge(args: argparse.Namespace) -> int:
+    sources = [pathlib.Path(d) for d in args.merge.split(",") if d]
+    parts = []
+    for source in sources:
+        missing = [name for name in ("curves.csv", "summary.json") if not (source / name).is_file()]
+        if missing:
+            raise SystemExit(f"error: --merge {source}: no {' or '.join(missing)}; pass directories that "
+                             f"`python -m experiments.bench learning` wrote.")
+        with open(source / "summary.json") as file:
+            parts.append(json.load(file))
+    tasks = {(part["task"], part["max_env_steps"]) for part in parts}
+    if len(tasks) != 1:
+        raise SystemExit(f"error: --merge needs one task and step budget; these have {sorted(tasks)}.")
+    task, max_env_steps = tasks.pop()
+    keys = [(run["agent"], run["seed"]) for part in parts for run in part["runs"]]
+    repeated = sorted({key for key in keys if keys.count(key) > 1})
+    if repeated:
+        raise SystemExit(f"error: --merge: agent and seed {repeated} appear in more than one directory; keep one.")
+    out_dir, _ = results_io.new_results_dir("learning", task, args.out_dir)
+    rows = []
+    for source in sources:
+        with open(source / "curves.csv") as file:
+            for row in csv.DictReader(file):
+                rows.append({k: (row[k] if k == "agent" else int(row[k]) if k in ("seed", "env_steps", "learner_step")
+                                 else float(row[k])) for k in CSV_FIELDS})
+        for log in sorted(source.glob("train-*.log")):
+            shutil.copy2(log, out_dir / log.name)
+    summaries = [run for part in parts for run in part["runs"]]
+    _write_results(out_dir, rows, summaries, task, max_env_steps, "merged",
+                   {"merged_from": [{"dir": str(source), "command": part.get("command")} for source, part in zip(sources, parts)]})
+    return 0
+
+
+def _write_results(out_dir: pathlib.Path, rows: list, summaries: list, task: str, max_env_steps: int,
+                   setting: str, provenance: dict) -> None:
+    agents = list(dict.fromkeys(run["agent"] for run in summaries))
+    seeds = sorted({run["seed"] for run in summaries})
     with open(out_dir / "curves.csv", "w") as file:
         file.write(",".join(CSV_FIELDS) + "\n")
         for row in rows:
             file.write(",".join(str(int(row[k])) if k in ("seed", "env_steps", "learner_step") else
                                 (row[k] if k == "agent" else f"{row[k]:.2f}") for k in CSV_FIELDS) + "\n")
     curves = {}
-    for agent in agents:
-        for seed in seeds:
-            seed_rows = [row for row in rows if row["agent"] == agent and row["seed"] == seed]
-            label = agent if len(seeds) == 1 else f"{agent} s{seed}"
-            curves[label] = ([row["env_steps"] for row in seed_rows], [row["mean_return"] for row in seed_rows])
+    for run in summaries:
+        agent, seed = run["agent"], run["seed"]
+        seed_rows = [row for row in rows if row["agent"] == agent and row["seed"] == seed]
+        label = agent if len(seeds) == 1 else f"{agent} s{seed}"
+        curves[label] = ([row["env_steps"] for row in seed_rows], [row["mean_return"] for row in seed_rows])
     plotting.plot_learning_curves(curves, str(out_dir / "learning_curves.png"),
-                                  title=f"{args.env}, {args.max_env_steps:,} env steps, {args.num_actors} actors",
-                                  reference=PUBLISHED_100K.get(args.env, {}))
+                                  title=f"{task}, {max_env_steps:,} env steps, {setting}",
+                                  reference=PUBLISHED_100K.get(task, {}))
     final = {agent: statistics.mean(s["final_eval_return"] for s in summaries if s["agent"] == agent) for agent in agents}
-    result = {"command": " ".join(["python -m experiments.bench learning"] + sys.argv[2:]),
-              "task": args.env, "max_env_steps": args.max_env_steps, "seeds": seeds,
+    result = {**provenance, "task": task, "max_env_steps": max_env_steps, "seeds": seeds,
               "mean_final_eval_return": final, "runs": summaries}
     with open(out_dir / "summary.json", "w") as file:
         json.dump(result, file, indent=2, sort_keys=True)
     for agent in agents:
-        print(f"{agent}: mean final eval return {final[agent]:.1f} over seeds {seeds}")
+        agent_seeds = sorted(s["seed"] for s in summaries if s["agent"] == agent)
+        print(f"{agent}: mean final eval return {final[agent]:.1f} over seeds {agent_seeds}")
     print(f"wrote {out_dir}/curves.csv, learning_curves.png, summary.json")
-    return 0
