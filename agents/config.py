@@ -44,8 +44,8 @@ class MixtureHead:
 
     num_components: int = 5
     # Initial component stddevs, and the unit in which they grow (stddev =
-    # init_scale * softplus(raw) / softplus(0)): the components stay narrow, so the
-    # likelihood fits their means to the targets rather than widening to cover them.
+    # init_scale * softplus(raw) / softplus(0), as Acme's): they widen only slowly, so
+    # early on the likelihood moves the means to the targets rather than widening.
     init_scale: float = 1e-3
     # Return samples drawn from the target critic at each of the N target-policy
     # actions (Acme's policy_eval_num_val_samples): N x this many targets per transition.
