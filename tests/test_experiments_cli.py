@@ -70,3 +70,18 @@ def test_the_critic_head_is_set_with_the_head_section():
     with pytest.raises(ValueError, match="CategoricalHead needs v_min < v_max"):
         configs.make_experiment_config(agent="dmpo", task="cartpole:swingup", run_dir="/tmp/unused",
                                        overrides=["head.v_min=300"])
+
+
+def test_control_preset_is_acmes_control_baseline_and_set_still_wins():
+    from experiments import configs
+
+    config = configs.make_experiment_config(agent="mog", task="cartpole:swingup", run_dir="/tmp/unused",
+                                            preset="control", overrides=["replay.n_step=3"])
+    assert (config.learner.learning_rate, config.learner.epsilon_mean, config.learner.policy_init_scale) == (3e-4, 0.01, 0.5)
+    assert config.learner.critic_layer_sizes == (256, 256, 256)
+    assert (config.replay.samples_per_insert, config.replay.n_step) == (64.0, 3)
+    # Everything the preset leaves alone keeps its default.
+    default = configs.make_experiment_config(agent="mog", task="cartpole:swingup", run_dir="/tmp/unused")
+    assert config.learner.num_samples == default.learner.num_samples and config.replay.batch_size == 256
+    with pytest.raises(ValueError, match="Unknown preset 'acme'; choose one of default, control, debug"):
+        configs.make_experiment_config(agent="mog", task="cartpole:swingup", run_dir="/tmp/unused", preset="acme")

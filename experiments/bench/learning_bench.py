@@ -37,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", default="0", help="comma list of seeds")
     parser.add_argument("--num_actors", type=int, default=2)
     parser.add_argument("--eval_every_learner_steps", type=int, default=500)
+    parser.add_argument("--preset", default="default", help="train's --preset for every run (default, control)")
     parser.add_argument("--set", action="append", default=[], help="config override for every run, as train's --set")
     parser.add_argument("--out_dir", default=None, help="new directory for the results (default runs/bench/learning-<task>-<time>)")
     parser.add_argument("--merge", default=None,
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
             run_dir = runs_root / f"{agent}-s{seed}"
             command = [sys.executable, "-m", "experiments.train", f"--agent={agent}", f"--env={args.env}",
                        f"--num_actors={args.num_actors}", f"--max_env_steps={args.max_env_steps}", f"--seed={seed}",
-                       f"--run_dir={run_dir}",
+                       f"--run_dir={run_dir}", f"--preset={args.preset}",
                        f"--set=experiment.eval_every_learner_steps={args.eval_every_learner_steps}"]
             command += [f"--set={assignment}" for assignment in args.set]
             print("$", " ".join(command[1:]), flush=True)
@@ -79,8 +80,8 @@ def run(args: argparse.Namespace) -> int:
                   f"{int(curve[-1]['env_steps']) if curve else 0} env steps, best {run_summary['best_eval_return']:.1f}, "
                   f"{run_summary['wall_time_s']:.0f} s", flush=True)
     command = " ".join(["python -m experiments.bench learning"] + sys.argv[2:])
-    _write_results(out_dir, rows, summaries, args.env, args.max_env_steps,
-                   f"{args.num_actors} actors", {"command": command})
+    setting = f"{args.num_actors} actors" + ("" if args.preset == "default" else f", preset {args.preset}")
+    _write_results(out_dir, rows, summaries, args.env, args.max_env_steps, setting, {"command": command})
     return 0
 
 

@@ -33,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num_actors", type=int, default=2)
     parser.add_argument("--rae_ratio", type=float, default=0.5)
     parser.add_argument("--eval_every_learner_steps", type=int, default=500)
+    parser.add_argument("--preset", default="default", help="train's --preset for every run (default, control)")
     parser.add_argument("--parallel", action="store_true", help="run both at once")
     parser.add_argument("--out_dir", default=None, help="new directory for the results (default runs/bench/rae-<task>-<time>)")
 
@@ -46,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     out_dir, runs_root = results_io.new_results_dir("rae", args.env, args.out_dir)
     base = [sys.executable, "-m", "experiments.train", f"--agent={args.agent}", f"--env={args.env}",
             f"--num_actors={args.num_actors}", f"--max_env_steps={args.max_env_steps}", f"--seed={args.seed}",
-            f"--set=experiment.eval_every_learner_steps={args.eval_every_learner_steps}"]
+            f"--preset={args.preset}", f"--set=experiment.eval_every_learner_steps={args.eval_every_learner_steps}"]
     variants = {
         "scratch": base + [f"--run_dir={runs_root / 'scratch'}"],
         "rae": base + [f"--run_dir={runs_root / 'rae'}", f"--rae_from={args.source}", f"--rae_ratio={args.rae_ratio}"],
