@@ -13,8 +13,8 @@ from replay.config import ReplayConfig
 PRESETS: Dict[str, Dict[str, Dict[str, object]]] = {
     "default": {},
     # Acme's JAX baselines for control tasks (examples/baselines/rl_continuous/run_mpo.py,
-    # run_dmpo.py, run_mogmpo.py), the settings behind its published suite curves: twice
-    # the updates per env step, a 3x learning rate, a smaller critic. On cartpole:swingup
+    # run_dmpo.py, run_mogmpo.py): twice the updates per env step, a 3x learning rate,
+    # a smaller critic. On cartpole:swingup
     # the distributional critics learn within 100k steps with it and not with the
     # defaults (experiments/results/README.md).
     "control": {
