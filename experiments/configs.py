@@ -9,19 +9,18 @@ import environments
 from launch.config import ExperimentConfig
 from replay.config import ReplayConfig
 
-# Shrinks every size so that a whole program runs in seconds (tests, smoke runs).
 PRESETS: Dict[str, Dict[str, Dict[str, object]]] = {
     "default": {},
     # Acme's JAX baselines for control tasks (examples/baselines/rl_continuous/run_mpo.py,
     # run_dmpo.py, run_mogmpo.py): twice the updates per env step, a 3x learning rate,
-    # a smaller critic. On cartpole:swingup
-    # the distributional critics learn within 100k steps with it and not with the
-    # defaults (experiments/results/README.md).
+    # a smaller critic. On cartpole:swingup the distributional critics learn within 100k
+    # steps with it and not with the defaults (experiments/results/README.md).
     "control": {
         "learner": {"learning_rate": 3e-4, "epsilon_mean": 0.01, "policy_init_scale": 0.5,
                     "critic_layer_sizes": (256, 256, 256)},
         "replay": {"samples_per_insert": 64.0, "n_step": 4},
     },
+    # Shrinks every size so that a whole program runs in seconds (tests, smoke runs).
     "debug": {
         "learner": {"policy_layer_sizes": (32, 32), "critic_layer_sizes": (32, 32), "num_samples": 8},
         "replay": {"min_size_to_sample": 100, "batch_size": 32, "samples_per_insert": 8.0},

@@ -128,11 +128,15 @@ class ActorNode:
         # never see the stop event: closing the writer on stop makes it return with an error.
         lp.register_stop_handler(writer.close)
         log = MetricsWriter(config.run_dir, f"actor_{self._actor_id}", step_key="actor_steps")
+
+        def fetch_policy():
+            version, params = learner.get_policy_params()
+            self.versions_seen.append(version)
+            return version, agents.params_on_cpu(params)
+
         try:
             loading.wait_for_loaded_data(config, self._replay_client, stop)
-            version, params = learner.get_policy_params()
-            params = agents.params_on_cpu(params)
-            self.versions_seen.append(version)
+            version, params = fetch_policy()
             while not stop.is_set():
                 timestep = env.reset()
                 for sink in sinks:
@@ -150,9 +154,7 @@ class ActorNode:
                         counter.increment(steps=_COUNT_EVERY_STEPS)
                     episode_return += float(timestep.reward)
                     if steps % config.actor_update_period == 0:
-                        version, params = learner.get_policy_params()
-                        params = agents.params_on_cpu(params)
-                        self.versions_seen.append(version)
+                        version, params = fetch_policy()
                 counter.increment(steps=episode_steps % _COUNT_EVERY_STEPS, episodes=int(timestep.last()))
                 if timestep.last():
                     episode_returns.append(episode_return)
