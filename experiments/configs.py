@@ -32,7 +32,8 @@ SECTIONS = ("learner", "head", "replay", "environment", "experiment")
 _SET_ELSEWHERE = {
     "experiment": {"agent": "--agent", "environment": "--set environment.*", "learner": "--set learner.*",
                    "replay": "--set replay.*", "run_dir": "--run_dir", "seed": "--seed",
-                   "num_actors": "--num_actors", "max_env_steps": "--max_env_steps"},
+                   "num_actors": "--num_actors", "envs_per_actor": "--envs_per_actor",
+                   "max_env_steps": "--max_env_steps"},
     "environment": {"task": "--env", "seed": "--seed"},
     "learner": {"critic_head": "--agent (and --set head.*)"},
 }
@@ -89,7 +90,7 @@ def parse_overrides(assignments: Sequence[str], agent: str = "mpo") -> Dict[str,
 
 def make_experiment_config(
     agent: str, task: str, run_dir: str, seed: int = 0, num_actors: int = 4, max_env_steps: int = 1_000_000,
-    preset: str = "default", overrides: Sequence[str] = (),
+    preset: str = "default", overrides: Sequence[str] = (), envs_per_actor: int = 1,
 ) -> ExperimentConfig:
     """The resolved config; every value is validated here, before anything is launched."""
     if preset not in PRESETS:
@@ -100,7 +101,7 @@ def make_experiment_config(
     for section, values in parse_overrides(overrides, agent).items():
         merged[section].update(values)
     environment = environments.EnvironmentConfig(task, seed=seed, **merged["environment"])
-    experiment = dict(num_actors=num_actors, max_env_steps=max_env_steps, seed=seed)
+    experiment = dict(num_actors=num_actors, envs_per_actor=envs_per_actor, max_env_steps=max_env_steps, seed=seed)
     experiment.update(merged["experiment"])
     return ExperimentConfig(
         agent=agent,

@@ -1,6 +1,6 @@
 """Trains an agent with the distributed program: replay, learner, actors, counter.
 
-    python -m experiments.train --agent=mog --env=cartpole:swingup --num_actors=2 \
+    python -m experiments.train --agent=mog --env=cartpole:swingup --num_actors=2 [--envs_per_actor=1] \
         --max_env_steps=100000 --seed=0 [--run_dir=...] [--launch_type=local_mp] \
         [--preset=debug] [--set learner.learning_rate=3e-4 --set replay.batch_size=512]
     python -m experiments.train --resume=RUN_DIR [--max_env_steps=200000]
@@ -24,6 +24,7 @@ from experiments import configs, results_io
 _AGENT = flags.DEFINE_string("agent", "mog", "mpo, dmpo or mog")
 _ENV = flags.DEFINE_string("env", "cartpole:swingup", "dm_control task, domain:task")
 _NUM_ACTORS = flags.DEFINE_integer("num_actors", 2, "actor processes")
+_ENVS_PER_ACTOR = flags.DEFINE_integer("envs_per_actor", 1, "environments each actor steps, one policy call for all")
 _MAX_ENV_STEPS = flags.DEFINE_integer("max_env_steps", 100_000, "stop after this many environment steps")
 _SEED = flags.DEFINE_integer("seed", 0, "experiment seed")
 _RUN_DIR = flags.DEFINE_string("run_dir", None, "default runs/<env>/<agent>/<UTC time>-s<seed>")
@@ -101,8 +102,8 @@ def resolve_init_from(config):
 
 
 # Flags that describe a new run; --resume takes all of that from the run's config.json.
-_NEW_RUN_FLAGS = ("agent", "env", "num_actors", "seed", "run_dir", "preset", "set", "init_from", "rae_from", "rae_ratio",
-                  "rae_final_ratio", "rae_anneal_steps", "rae_max_steps", "rae_min_return", "rae_skip_corrupt")
+_NEW_RUN_FLAGS = ("agent", "env", "num_actors", "envs_per_actor", "seed", "run_dir", "preset", "set", "init_from",
+                  "rae_from", "rae_ratio", "rae_final_ratio", "rae_anneal_steps", "rae_max_steps", "rae_min_return", "rae_skip_corrupt")
 
 
 def resolve_resume(run_dir: str):
@@ -164,6 +165,7 @@ def new_run_config(run_dir: str):
     config = configs.make_experiment_config(
         agent=_AGENT.value, task=_ENV.value, run_dir=os.path.abspath(run_dir), seed=_SEED.value,
         num_actors=_NUM_ACTORS.value, max_env_steps=_MAX_ENV_STEPS.value, preset=_PRESET.value, overrides=_SET.value,
+        envs_per_actor=_ENVS_PER_ACTOR.value,
     )
     if _RAE_FROM.value:
         config = dataclasses.replace(config, rae=resolve_rae(config, run_dir))

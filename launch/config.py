@@ -8,6 +8,9 @@ from agents.config import MPOConfig
 from environments.config import EnvironmentConfig
 from replay.config import ReplayConfig
 
+# Actor environments of one launch take seeds 1-999 above the launch's base (see actor_environment).
+_MAX_ACTOR_ENVIRONMENTS = 999
+
 
 @dataclasses.dataclass(frozen=True)
 class RaEConfig:
@@ -90,6 +93,9 @@ class ExperimentConfig:
     learner: MPOConfig
     replay: ReplayConfig = ReplayConfig()
     num_actors: int = 4
+    # Each actor steps this many environments, choosing all their actions with one policy
+    # call: the call's cost is shared, and one process does the work of several.
+    envs_per_actor: int = 1
     # The program stops once actors have taken this many environment steps in total.
     max_env_steps: int = 1_000_000
     seed: int = 0
@@ -116,7 +122,7 @@ class ExperimentConfig:
     init_from: Optional[InitFromConfig] = None
 
     def __post_init__(self):
-        for name, minimum in (("num_actors", 1), ("max_env_steps", 1), ("actor_update_period", 1),
+        for name, minimum in (("num_actors", 1), ("envs_per_actor", 1), ("max_env_steps", 1), ("actor_update_period", 1),
                               ("learner_publish_period", 1), ("eval_every_learner_steps", 1), ("eval_episodes", 1),
                               ("checkpoint_every_learner_steps", 1), ("checkpoints_to_keep", 1)):
             if getattr(self, name) < minimum:
@@ -131,6 +137,9 @@ class ExperimentConfig:
                                  f"{self.replay.batch_size}; it must leave at least one of each kind.")
         if self.seed < 0:
             raise ValueError(f"ExperimentConfig.seed must be >= 0, got {self.seed!r}.")
+        if self.num_actors * self.envs_per_actor > _MAX_ACTOR_ENVIRONMENTS:
+            raise ValueError(f"num_actors x envs_per_actor = {self.num_actors} x {self.envs_per_actor} environments; "
+                             f"at most {_MAX_ACTOR_ENVIRONMENTS} (each needs its own seed): lower one of them.")
 
     def online_replay(self) -> ReplayConfig:
         """The online table's settings. With RaE, a batch holds fewer online items; the
@@ -146,10 +155,11 @@ class ExperimentConfig:
         """A seed no actor uses."""
         return dataclasses.replace(self.environment, seed=self.seed * 10_000 + 9_999)
 
-    def actor_environment(self, actor_id: int) -> EnvironmentConfig:
-        """Each actor's own seed, derived from the experiment's (and new in each resumed launch)."""
+    def actor_environment(self, actor_id: int, env_index: int = 0) -> EnvironmentConfig:
+        """Each actor environment's own seed, derived from the experiment's (and new in each resumed launch)."""
         launch_index = self.resume.launch_index if self.resume is not None else 0
-        return dataclasses.replace(self.environment, seed=self.seed * 10_000 + 1_000 * launch_index + actor_id + 1)
+        stream = actor_id * self.envs_per_actor + env_index
+        return dataclasses.replace(self.environment, seed=self.seed * 10_000 + 1_000 * launch_index + stream + 1)
 
     @property
     def refill_items(self) -> int:

@@ -5,7 +5,7 @@ import os
 import sys
 import threading
 import time
-from typing import Tuple
+from typing import Optional, Tuple
 
 import courier
 import jax
@@ -78,10 +78,14 @@ class LearnerNode:
         self._published: Tuple[int, dict] = (self._initial_steps, jax.device_get(self._state.policy_params))
         self.metrics: dict = {}
 
-    def get_policy_params(self) -> Tuple[int, dict]:
-        """(version, numpy policy params); the version is the learner step they come from."""
+    def get_policy_params(self, newer_than: int = -1) -> Tuple[int, Optional[dict]]:
+        """(version, numpy policy params); the version is the learner step they come from.
+
+        The params are None when the version is not above `newer_than`: a caller that has
+        them already is not sent ~0.5 MB again."""
         with self._lock:
-            return self._published
+            version, params = self._published
+        return (version, params) if version > newer_than else (version, None)
 
     def _batches(self, stop: threading.Event):
         address, config = reverb_address(self._replay_client), self._config

@@ -8,7 +8,7 @@ given, and returns from `run()` when the program stops, so shutdown is clean.
 import os
 import threading
 import time
-from typing import Tuple
+from typing import Optional, Tuple
 
 import jax
 import launchpad as lp
@@ -85,12 +85,18 @@ class PolicyServer:
         learner = agents.Learner(config.learner, spec.observations.shape[0], spec.actions.shape[0])
         self._published = (0, jax.device_get(learner.init(jax.random.PRNGKey(config.seed)).policy_params))
 
-    def get_policy_params(self) -> Tuple[int, dict]:
-        return self._published
+    def get_policy_params(self, newer_than: int = -1) -> Tuple[int, Optional[dict]]:
+        """As LearnerNode.get_policy_params."""
+        version, params = self._published
+        return (version, params) if version > newer_than else (version, None)
 
 
 class ActorNode:
-    """Steps its own environment with the latest policy and inserts n-step transitions."""
+    """Steps its environments with the latest policy and inserts n-step transitions.
+
+    With `envs_per_actor` > 1 it steps its environments in turn, each with its own seed
+    and episodes, and chooses all their actions with one policy call.
+    """
 
     def __init__(self, config: ExperimentConfig, actor_id: int, replay_client, learner, counter):
         self._config = config
@@ -106,72 +112,102 @@ class ActorNode:
         run_off_main_thread(lambda: self._act(stop), name=f"actor-{self._actor_id}")
 
     def _act(self, stop: threading.Event):
-        config = self._config
+        config, actor_id, num_envs = self._config, self._actor_id, self._config.envs_per_actor
         learner = StoppableClient(self._learner_handle, stop)
         counter = counting.Counter(StoppableClient(self._counter_handle, stop), prefix="actor", time_delta=0.5)
-        env = environments.make_environment(config.actor_environment(self._actor_id))
-        policy = agents.Networks(config.learner, env.action_spec().shape[0]).policy
-        select_action, _ = agents.make_policy_fns(policy)
-        writer = replay.make_writer(self._replay_client, config.replay, replay.ONLINE_TABLE)
+        envs = [environments.make_environment(config.actor_environment(actor_id, k)) for k in range(num_envs)]
+        spec = envs[0].environment_spec
+        select_action, _ = agents.make_policy_fns(agents.Networks(config.learner, spec.actions.shape[0]).policy)
+        writer = replay.make_writer(self._replay_client, config.replay, replay.ONLINE_TABLE, num_envs=num_envs)
         # Steps go to the online table, and to disk for later runs (RaE) unless turned off.
-        sinks = [writer]
+        recorders = []
         if config.record_experience:
-            replay.experience.write_spec(config.run_dir, config.environment.task, env.environment_spec)
-            recorder = replay.experience.ExperienceRecorder(config.run_dir, self._actor_id)
-            sinks.append(recorder)
-        # One raw threefry key per step, [seed, step], built on the host: a jax.random.split
-        # per step would be a second device dispatch, ~40 us of a ~100 us physics step.
-        action_key = np.array([config.actor_environment(self._actor_id).seed, 0], np.uint32)
-        steps = 0
+            replay.experience.write_spec(config.run_dir, config.environment.task, spec)
+            recorders = [replay.experience.ExperienceRecorder(config.run_dir, actor_id,
+                                                              env_index=None if num_envs == 1 else k)
+                         for k in range(num_envs)]
+        # One raw threefry key per policy call, [seed, step], built on the host: a jax.random.split
+        # per call would be a second device dispatch, ~40 us of a ~100 us physics step.
+        action_key = np.array([config.actor_environment(actor_id).seed, 0], np.uint32)
+        observations = np.empty((num_envs,) + spec.observations.shape, np.float32)
+        steps = counted_steps = fetched_at_steps = 0
         episode_returns = []
         # An insert blocked by the rate limiter (the learner has stopped sampling) would
         # never see the stop event: closing the writer on stop makes it return with an error.
         lp.register_stop_handler(writer.close)
-        log = MetricsWriter(config.run_dir, f"actor_{self._actor_id}", step_key="actor_steps")
+        log = MetricsWriter(config.run_dir, f"actor_{actor_id}", step_key="actor_steps")
+
+        version, params = -1, None
 
         def fetch_policy():
-            version, params = learner.get_policy_params()
-            self.versions_seen.append(version)
-            return version, agents.params_on_cpu(params)
+            newest, newer_params = learner.get_policy_params(newer_than=version)
+            self.versions_seen.append(newest)
+            return (newest, agents.params_on_cpu(newer_params)) if newer_params is not None else (version, params)
+
+        # Per environment: its current timestep, and its episode's steps, return, start time and
+        # the actor's step count at the start (a row's steps/s is the actor's, over that episode).
+        timesteps = [None] * num_envs
+        episodes = [None] * num_envs
+
+        def start_episode(k: int, actor_steps: int) -> None:
+            timestep = envs[k].reset()
+            writer.add_first(timestep, k)
+            if recorders:
+                recorders[k].add_first(timestep)
+            timesteps[k] = timestep
+            episodes[k] = [0, 0.0, time.time(), actor_steps]
 
         try:
             loading.wait_for_loaded_data(config, self._replay_client, stop)
             version, params = fetch_policy()
+            for k in range(num_envs):
+                start_episode(k, 0)
             while not stop.is_set():
-                timestep = env.reset()
-                for sink in sinks:
-                    sink.add_first(timestep)
-                episode_steps, episode_return, episode_start = 0, 0.0, time.time()
-                while not timestep.last() and not stop.is_set():
-                    action_key[1] = steps
-                    action = np.asarray(select_action(params, timestep.observation, action_key))
-                    timestep = env.step(action)
-                    for sink in sinks:
-                        sink.add(action, timestep)
-                    steps += 1
-                    episode_steps += 1
-                    if episode_steps % _COUNT_EVERY_STEPS == 0:
-                        counter.increment(steps=_COUNT_EVERY_STEPS)
-                    episode_return += float(timestep.reward)
-                    if steps % config.actor_update_period == 0:
-                        version, params = fetch_policy()
-                counter.increment(steps=episode_steps % _COUNT_EVERY_STEPS, episodes=int(timestep.last()))
-                if timestep.last():
-                    episode_returns.append(episode_return)
-                    now = time.time()
-                    log.write({"actor_steps": steps, "episode": len(episode_returns), "episode_return": episode_return,
-                               "episode_length": episode_steps, "steps_per_s": episode_steps / (now - episode_start),
-                               "param_version": version}, now)
+                for k in range(num_envs):
+                    observations[k] = timesteps[k].observation
+                action_key[1] = steps
+                actions = np.asarray(select_action(params, observations, action_key))
+                for k in range(num_envs):
+                    action = actions[k]
+                    timestep = envs[k].step(action)
+                    writer.add(action, timestep, k)
+                    if recorders:
+                        recorders[k].add(action, timestep)
+                    timesteps[k] = timestep
+                    episode = episodes[k]
+                    episode[0] += 1
+                    episode[1] += float(timestep.reward)
+                    if timestep.last():
+                        episode_steps, episode_return, episode_start, start_steps = episode
+                        episode_returns.append(episode_return)
+                        taken, now = steps + k + 1, time.time()
+                        counter.increment(steps=taken - counted_steps, episodes=1)
+                        counted_steps = taken
+                        log.write({"actor_steps": taken, "episode": len(episode_returns), "env": k,
+                                   "episode_return": episode_return, "episode_length": episode_steps,
+                                   "steps_per_s": (taken - start_steps) / (now - episode_start),
+                                   "param_version": version}, now)
+                        start_episode(k, taken)
+                steps += num_envs
+                if steps - counted_steps >= _COUNT_EVERY_STEPS:
+                    counter.increment(steps=steps - counted_steps)
+                    counted_steps = steps
+                if steps - fetched_at_steps >= config.actor_update_period:
+                    version, params = fetch_policy()
+                    fetched_at_steps = steps
+            counter.increment(steps=steps - counted_steps)
         except Exception:  # a closed writer or an abandoned call: expected only once stopping
             if not stop.is_set():
                 raise
         finally:
-            env.close()
+            for env in envs:
+                env.close()
             log.close()
-            if config.record_experience:
+            for recorder in recorders:
                 recorder.close()
-            write_json(config, f"actor_{self._actor_id}.json", {
-                "actor_steps": steps, "episode_returns": episode_returns, "param_versions_seen": self.versions_seen,
+            write_json(config, f"actor_{actor_id}.json", {
+                "actor_steps": steps, "envs_per_actor": num_envs, "episode_returns": episode_returns,
+                "param_versions_seen": self.versions_seen,
             })
 
 
@@ -201,8 +237,8 @@ class EvaluatorNode:
         next_eval = 0
         try:
             while not stop.wait(0.5):
-                version, params = learner.get_policy_params()
-                if version < next_eval:
+                version, params = learner.get_policy_params(newer_than=next_eval - 1)
+                if params is None:
                     continue
                 params = agents.params_on_cpu(params)
                 returns = []

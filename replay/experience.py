@@ -5,9 +5,10 @@ Format "relay-experience", version 1. Independent of Reverb: plain NumPy files.
     RUN_DIR/experience/
         spec.json                      format, version, task, shapes and dtypes, action bounds
         actor_<i>/<chunk:08d>.npz      one actor's steps, chunk after chunk, in order
+                                       (actor_<i>_env_<k>/ when an actor steps several environments)
 
-A chunk holds the timesteps of one actor as dm_env produced them, K rows, each
-array with K as its first axis:
+A chunk holds the timesteps of one actor environment as dm_env produced them, K rows,
+each array with K as its first axis:
 
     step_type    uint8 [K]       dm_env.StepType: 0 FIRST, 1 MID, 2 LAST
     reward       float32 [K]     the reward that came with this timestep (0 at FIRST)
@@ -79,11 +80,19 @@ def read_spec(run_dir: str) -> dict:
     return data
 
 
-class ExperienceRecorder:
-    """Records one actor's timesteps and actions into experience/actor_<i>/; `add_first` / `add` as a writer."""
+def stream_name(actor_id: int, env_index: Optional[int] = None) -> str:
+    """The directory of one actor environment's steps: actor_<i>, or actor_<i>_env_<k> when an
+    actor steps several environments (each is a stream of whole episodes of its own)."""
+    return f"actor_{actor_id}" if env_index is None else f"actor_{actor_id}_env_{env_index}"
 
-    def __init__(self, run_dir: str, actor_id: int, chunk_steps: int = 1000, flush_every_s: float = 2.0):
-        self._directory = os.path.join(experience_dir(run_dir), f"actor_{actor_id}")
+
+class ExperienceRecorder:
+    """Records one actor environment's timesteps and actions into experience/<stream_name>/;
+    `add_first` / `add` as a writer."""
+
+    def __init__(self, run_dir: str, actor_id: int, chunk_steps: int = 1000, flush_every_s: float = 2.0,
+                 env_index: Optional[int] = None):
+        self._directory = os.path.join(experience_dir(run_dir), stream_name(actor_id, env_index))
         os.makedirs(self._directory, exist_ok=True)
         # A restarted actor continues after the chunks already there; it never rewrites one.
         self._next_chunk = len(_chunk_paths(self._directory))

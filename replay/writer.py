@@ -76,60 +76,71 @@ def transition_signature(spec: specs.EnvironmentSpec) -> dict:
 class NStepWriter:
     """Writes an actor's n-step transitions; `add_first` / `add` as an Acme adder.
 
-    It talks to Reverb's C++ trajectory writer directly: the Python TrajectoryWriter
-    costs about three times as much per item (it flattens and checks structures on
-    every call), and an actor writes every step. Each item is its own one-step chunk,
-    so a sample transfers only its own data.
+    One writer serves all of an actor's environments (`num_envs`); each call names
+    its environment, whose episode is tracked on its own. It talks to Reverb's C++
+    trajectory writer directly: the Python TrajectoryWriter costs about three times
+    as much per item (it flattens and checks structures on every call), and an actor
+    writes every step. Each item is its own one-step chunk, so a sample transfers
+    only its own data.
     """
 
-    def __init__(self, client: reverb.Client, table: str, n_step: int, discount: float, max_in_flight_items: int = 16):
+    def __init__(self, client: reverb.Client, table: str, n_step: int, discount: float, max_in_flight_items: int = 16,
+                 num_envs: int = 1):
         if n_step < 1:
             raise ValueError(f"n_step must be >= 1, got {n_step}.")
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}.")
         self._table = table
         self._n_step = n_step
         self._discount = discount
         self._max_in_flight_items = max_in_flight_items
         self._writer = client._client.NewTrajectoryWriter(  # pylint: disable=protected-access
             pybind.ConstantChunkerOptions(max_chunk_length=1, num_keep_alive_refs=1), _GET_SIGNATURE_TIMEOUT_MS)
-        self._pending = collections.deque()  # (observation, action, reward, discount) of steps not yet written
-        self._observation = None
+        # Per environment: (observation, action, reward, discount) of steps not yet written,
+        # and the newest observation (None between episodes).
+        self._pending = [collections.deque() for _ in range(num_envs)]
+        self._observation = [None] * num_envs
         self._unflushed = 0
         self._closed = False
 
-    def add_first(self, timestep: dm_env.TimeStep) -> None:
-        if self._pending:
-            raise ValueError("add_first was called before the previous episode's last step was added.")
-        self._observation = np.asarray(timestep.observation, np.float32)
+    def add_first(self, timestep: dm_env.TimeStep, env: int = 0) -> None:
+        if self._pending[env]:
+            raise ValueError(f"add_first was called before the last step of environment {env}'s previous episode "
+                             "was added.")
+        self._observation[env] = np.asarray(timestep.observation, np.float32)
 
-    def add(self, action: np.ndarray, next_timestep: dm_env.TimeStep) -> None:
-        if self._observation is None:
-            raise ValueError("add was called before add_first: the episode's first observation is missing.")
-        self._pending.append((self._observation, np.asarray(action, np.float32),
-                              float(next_timestep.reward), float(next_timestep.discount)))
-        self._observation = np.asarray(next_timestep.observation, np.float32)
+    def add(self, action: np.ndarray, next_timestep: dm_env.TimeStep, env: int = 0) -> None:
+        observation = self._observation[env]
+        if observation is None:
+            raise ValueError(f"add was called before add_first: environment {env}'s first observation is missing.")
+        pending = self._pending[env]
+        pending.append((observation, np.asarray(action, np.float32),
+                        float(next_timestep.reward), float(next_timestep.discount)))
+        self._observation[env] = np.asarray(next_timestep.observation, np.float32)
         if next_timestep.last():
-            while self._pending:
-                self._write_oldest()
-            self._observation = None
-        elif len(self._pending) == self._n_step:
-            self._write_oldest()
+            while pending:
+                self._write_oldest(env)
+            self._observation[env] = None
+        elif len(pending) == self._n_step:
+            self._write_oldest(env)
 
-    def end_unfinished_episode(self) -> None:
+    def end_unfinished_episode(self, env: int = 0) -> None:
         """Ends an episode that stopped without a LAST step: its pending steps are written as
         shorter transitions bootstrapping from the last observation added."""
-        while self._pending:
-            self._write_oldest()
-        self._observation = None
+        while self._pending[env]:
+            self._write_oldest(env)
+        self._observation[env] = None
 
-    def _write_oldest(self) -> None:
-        """Writes the transition from the oldest pending step to the newest observation."""
+    def _write_oldest(self, env: int) -> None:
+        """Writes the transition from the oldest pending step of `env` to its newest observation."""
+        pending = self._pending[env]
         n_step_return, bootstrap = 0.0, 1.0
-        for _, _, reward, discount in self._pending:
+        for _, _, reward, discount in pending:
             n_step_return += bootstrap * reward
             bootstrap *= self._discount * discount
-        observation, action, _, _ = self._pending.popleft()
-        packed = np.concatenate([observation, action, np.array([n_step_return, bootstrap], np.float32), self._observation],
-                                dtype=np.float32)  # TransitionLayout.pack, without a call on the actors' hot path
+        observation, action, _, _ = pending.popleft()
+        packed = np.concatenate([observation, action, np.array([n_step_return, bootstrap], np.float32),
+                                 self._observation[env]], dtype=np.float32)  # TransitionLayout.pack, inlined: hot path
         (ref,) = self._writer.Append([packed])
         self._writer.CreateItem(self._table, 1.0, [[ref]], [True])
         self._unflushed += 1
@@ -151,6 +162,6 @@ class NStepWriter:
             self._writer.Close()
 
 
-def make_writer(client: reverb.Client, config, table: str) -> NStepWriter:
+def make_writer(client: reverb.Client, config, table: str, num_envs: int = 1) -> NStepWriter:
     """The writer for `table` with the n and γ of a ReplayConfig."""
-    return NStepWriter(client, table, n_step=config.n_step, discount=config.discount)
+    return NStepWriter(client, table, n_step=config.n_step, discount=config.discount, num_envs=num_envs)

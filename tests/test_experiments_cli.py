@@ -53,6 +53,24 @@ def test_bench_is_runnable_as_a_module(tmp_path):
     assert json.loads((tmp_path / "b.json").read_text())["task"] == "pendulum:swingup"
 
 
+def test_actor_costs_benchmark_times_each_part_of_the_actor_loop(tmp_path):
+    out = tmp_path / "costs.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "experiments.bench", "actor_costs", "--env=cartpole:swingup", "--envs_per_actor=1,2",
+         "--steps_per_block=200", "--blocks=2", f"--out={out}"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    settings = json.loads(out.read_text())["settings"]
+    assert [s["envs_per_actor"] for s in settings] == [1, 2]
+    for setting in settings:
+        for parts, alone in zip(setting["blocks"]["loop_parts_us"], setting["blocks"]["step_alone_us"]):
+            assert set(parts) == {"policy", "step", "write", "record"} and min(parts.values()) > 0 and alone > 0
+        totals = sorted(sum(parts.values()) for parts in setting["blocks"]["loop_parts_us"])
+        assert setting["loop_total_us"] == pytest.approx(sum(totals) / 2)  # the median of two blocks
+    assert "alone/loop" in result.stdout
+
+
 def test_the_critic_head_is_set_with_the_head_section():
     from experiments import configs
 

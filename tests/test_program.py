@@ -122,6 +122,48 @@ def test_program_runs_learns_and_stops_cleanly(tmp_path, launch_type):
     assert new_orphans(before) == []
 
 
+def test_an_actor_steps_several_environments_each_with_its_own_seed_and_episodes(tmp_path):
+    from replay import experience
+
+    run_dir = str(tmp_path / "run")
+    result = subprocess.run(
+        [sys.executable, "-m", "experiments.train", "--preset=debug", "--agent=mpo", "--env=cartpole:swingup",
+         "--num_actors=1", "--envs_per_actor=3", "--max_env_steps=3000", "--launch_type=local_mt", f"--run_dir={run_dir}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    actor = read(run_dir, "actor_0.json")
+    assert actor["envs_per_actor"] == 3 and actor["actor_steps"] >= 3000
+    assert read(run_dir, "summary.json")["env_steps"] == actor["actor_steps"]
+    # The three environments step in turn: each finished its 1000-step episode at the same moment.
+    rows = csv_rows(run_dir, "actor_0")
+    assert sorted(row["env"] for row in rows[:3]) == [0, 1, 2]
+    assert all(row["episode_length"] == 1000 for row in rows) and rows[2]["actor_steps"] == 3000
+    assert [row["episode_return"] for row in rows] == pytest.approx(actor["episode_returns"], rel=1e-6)
+    # Each environment is a stream of its own on disk, holding its own episode.
+    streams = [os.path.join(run_dir, "experience", f"actor_0_env_{k}") for k in range(3)]
+    assert sorted(experience.actor_directories(run_dir)) == streams
+    first_episodes = [next(experience.read_episodes(stream)) for stream in streams]
+    assert all(len(episode["step_type"]) == 1001 and episode["step_type"][-1] == 2 for episode in first_episodes)
+    assert sorted(float(np.sum(episode["reward"])) for episode in first_episodes) == pytest.approx(
+        sorted(row["episode_return"] for row in rows[:3]), rel=1e-4)
+    # Seeded apart: the episodes start from different states.
+    starts = [episode["observation"][0] for episode in first_episodes]
+    assert not np.allclose(starts[0], starts[1]) and not np.allclose(starts[1], starts[2])
+
+
+def test_the_policy_is_sent_again_only_when_newer(tmp_path):
+    from experiments import configs
+    from launch import nodes
+
+    config = configs.make_experiment_config(agent="mpo", task="cartpole:swingup", run_dir=str(tmp_path), preset="debug")
+    server = nodes.PolicyServer(config)
+    version, params = server.get_policy_params()
+    assert version == 0 and params["params"]["mean"]["kernel"].shape == (32, 1)
+    assert server.get_policy_params(newer_than=0) == (0, None)  # the actor has version 0: nothing to send
+    assert server.get_policy_params(newer_than=-1)[1] is params
+
+
 def assert_final_checkpoint(run_dir):
     """The learner saved its state at the stop: the newest checkpoint is its last step, and loads."""
     from launch import checkpoints
@@ -248,6 +290,8 @@ def test_a_signal_to_the_launcher_stops_everything_within_15_s(tmp_path, stop_si
         ("--set=learner.learning_rate=fast", "not a valid float"),
         ("--set=replay.discount=2.0", "ReplayConfig.discount"),
         ("--num_actors=0", "ExperimentConfig.num_actors"),
+        ("--envs_per_actor=0", "ExperimentConfig.envs_per_actor"),
+        ("--envs_per_actor=600", "at most 999 (each needs its own seed)"),
         ("--set=environment.seed=3", "is set with --seed"),
         ("--set=experiment.agent=mog", "is set with --agent"),
     ],

@@ -191,3 +191,51 @@ def test_n_step_return_and_bootstrap_stop_at_a_terminal_step():
         3: (4.0, 0.0, 40.0),               # one step left: k = 1
     }
     server.stop()
+
+
+def test_one_writer_keeps_the_episodes_of_several_environments_apart():
+    """An actor stepping two environments in turn: env 0 ends terminal after rewards 1-4, env 1 is
+    truncated after rewards 10, 20, 30 (discount 1). n = 2, γ = 0.5; items worked by hand."""
+    spec = specs.EnvironmentSpec(
+        observations=specs.Array((1,), np.float32), actions=specs.BoundedArray((1,), np.float32, -1.0, 1.0),
+        rewards=specs.Array((), np.float32), discounts=specs.BoundedArray((), np.float32, 0.0, 1.0))
+    config = ReplayConfig(min_size_to_sample=1, samples_per_insert=None, batch_size=4, n_step=2, discount=0.5)
+    server = reverb.Server(tables=[replay.make_online_table(config, spec)], port=None)
+    client = reverb.Client(f"localhost:{server.port}")
+    writer = replay.make_writer(client, config, replay.ONLINE_TABLE, num_envs=2)
+    observation = lambda env, t: np.array([1000.0 * env + 10.0 * t], np.float32)  # noqa: E731
+    rewards = {0: [1.0, 2.0, 3.0, 4.0], 1: [10.0, 20.0, 30.0]}
+    for env in (0, 1):
+        writer.add_first(dm_env.restart(observation(env, 0)), env)
+    for t in range(4):
+        for env in (0, 1):
+            if t >= len(rewards[env]):
+                continue
+            last = t == len(rewards[env]) - 1
+            reward, next_observation = np.float32(rewards[env][t]), observation(env, t + 1)
+            timestep = (dm_env.transition(reward, next_observation) if not last else
+                        dm_env.termination(reward, next_observation) if env == 0 else
+                        dm_env.truncation(reward, next_observation))
+            writer.add(np.array([100 * env + t], np.float32), timestep, env)
+    with pytest.raises(ValueError, match="environment 1's first observation is missing"):
+        writer.add(np.zeros((1,), np.float32), dm_env.transition(np.float32(0.0), observation(1, 9)), 1)
+    writer.flush()
+    writer.close()
+    assert client.server_info()[replay.ONLINE_TABLE].current_size == 7
+    items = {}
+    batches = replay.transitions(replay.make_dataset(f"localhost:{server.port}", config, replay.TransitionLayout.of(spec)))
+    for _ in range(60):  # 240 uniform draws of 7 items: each is seen
+        batch = next(batches)
+        for action, reward, discount, next_observation in zip(batch.action, batch.reward, batch.discount,
+                                                              batch.next_observation):
+            items[int(action[0])] = (float(reward), float(discount), float(next_observation[0]))
+    assert items == {
+        0: (1 + 0.5 * 2, 0.25, 20.0),
+        1: (2 + 0.5 * 3, 0.25, 30.0),
+        2: (3 + 0.5 * 4, 0.0, 40.0),          # env 0's terminal step ends its bootstrap
+        3: (4.0, 0.0, 40.0),
+        100: (10 + 0.5 * 20, 0.25, 1020.0),
+        101: (20 + 0.5 * 30, 0.25, 1030.0),
+        102: (30.0, 0.5, 1030.0),             # truncated: bootstraps from env 1's own last state
+    }
+    server.stop()

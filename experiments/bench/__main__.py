@@ -1,4 +1,4 @@
-"""python -m experiments.bench {env,learner,actor,scaling,datapath,learning,rae} [flags]  (--help after a name for its flags)."""
+"""python -m experiments.bench {env,learner,actor,actor_costs,scaling,datapath,learning,rae} [flags]  (--help after a name for its flags)."""
 
 import argparse
 import importlib
@@ -10,6 +10,7 @@ BENCHMARKS = {
     "env": ("experiments.bench.env_bench", "raw dm_control vs Relay's environment, steps/s"),
     "learner": ("experiments.bench.learner_bench", "learner SGD steps/s, compile time, memory, FLOP/s"),
     "actor": ("experiments.bench.actor_bench", "one actor in the program vs raw dm_control, steps/s"),
+    "actor_costs": ("experiments.bench.actor_costs_bench", "an actor step's parts, and the physics alone vs in the loop"),
     "scaling": ("experiments.bench.scaling_bench", "total env steps/s with 1, 2, 4 actors"),
     "datapath": ("experiments.bench.datapath_bench", "learner SGD steps/s fed from Reverb vs synthetic batches"),
     "learning": ("experiments.bench.learning_bench", "agents trained for a step budget: curves CSV + PNG"),

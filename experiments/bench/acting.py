@@ -29,24 +29,28 @@ def raw_steps_per_s(task: str, seed: int, steps_per_block: int = 2000, blocks: i
     return rates
 
 
-def run_acting_program(task: str, num_actors: int, max_env_steps: int, run_dir: str, seed: int = 0) -> dict:
+def run_acting_program(task: str, num_actors: int, max_env_steps: int, run_dir: str, seed: int = 0,
+                       envs_per_actor: int = 1) -> dict:
     """Launches the acting program (local_mp) until `max_env_steps`; returns its measured rates."""
     from launch import launching, metrics
     from launch.program import make_acting_program
 
     config = configs.make_experiment_config(
         agent="mpo", task=task, run_dir=os.path.abspath(run_dir), seed=seed, num_actors=num_actors,
-        max_env_steps=max_env_steps, overrides=["replay.samples_per_insert=none", "experiment.log_every_s=0.5"],
+        max_env_steps=max_env_steps, envs_per_actor=envs_per_actor,
+        overrides=["replay.samples_per_insert=none", "experiment.log_every_s=0.5"],
     )
     os.makedirs(run_dir)
     start = time.time()
     launching.launch(make_acting_program(config), "local_mp", run_dir).wait()
     wall_time = time.time() - start
 
-    episode_rates = []  # per actor, each episode after its first (compilation, start-up)
+    # Per actor, the actor's steps/s over each episode after its environments' first ones
+    # (those include compilation and start-up).
+    episode_rates = []
     for actor_id in range(num_actors):
         rows = metrics.read_rows(metrics.csv_path(run_dir, f"actor_{actor_id}"))
-        episode_rates.append([row["steps_per_s"] for row in rows[1:]])
+        episode_rates.append([row["steps_per_s"] for row in rows[envs_per_actor:]])
     # Total rate over the steady part: from 20% of the budget to the end.
     progress = [row for row in metrics.read_rows(metrics.csv_path(run_dir, "progress"))
                 if row["env_steps"] >= 0.2 * max_env_steps]
@@ -54,6 +58,7 @@ def run_acting_program(task: str, num_actors: int, max_env_steps: int, run_dir: 
     total = (last["env_steps"] - first["env_steps"]) / (last["elapsed_s"] - first["elapsed_s"])
     return {
         "num_actors": num_actors,
+        "envs_per_actor": envs_per_actor,
         "max_env_steps": max_env_steps,
         "wall_time_s": wall_time,
         "total_env_steps_per_s": total,

@@ -1,0 +1,180 @@
+"""Where an actor's time goes: the environment step alone vs inside the actor's loop, part by part.
+
+In one process, blocks of two kinds alternate, so that machine noise hits both alike:
+- alone: Relay's environment stepped with a fixed action, nothing else in between;
+- the actor's loop: the jitted default-size policy on the observations of
+  `envs_per_actor` environments, their steps, the n-step writes into a live Reverb
+  server (in its own process, as in the program) and the experience recorder,
+  each part timed on its own.
+Figures are µs per environment step, medians over blocks. `step_in_loop` against
+`step_alone` is what the other parts cost the physics (caches they evict), on top
+of their own time.
+"""
+
+import argparse
+import multiprocessing
+import platform
+import statistics
+import tempfile
+import time
+
+import numpy as np
+
+from experiments import results_io
+
+_PARTS = ("policy", "step", "write", "record")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--env", default="walker:walk", help="task, 'domain:task'")
+    parser.add_argument("--envs_per_actor", default="1,4,8", help="one value or a comma list")
+    parser.add_argument("--steps_per_block", type=int, default=2000)
+    parser.add_argument("--blocks", type=int, default=8, help="timed blocks of each kind, per envs_per_actor value")
+    parser.add_argument("--out", default=None, help="JSON path (default runs/bench/actor_costs-<task>-<time>.json)")
+
+
+def _serve_replay(task: str, ports, stop) -> None:
+    """A Reverb server with the program's online table (no rate limiter) until `stop` is set."""
+    import reverb
+
+    import environments
+    import replay
+
+    env = environments.make_environment(environments.EnvironmentConfig(task))
+    config = replay.ReplayConfig(samples_per_insert=None)
+    server = reverb.Server([replay.make_online_table(config, env.environment_spec)])
+    ports.put(server.port)
+    stop.wait()
+    server.stop()
+
+
+class _ActorLoop:
+    """The actor node's step loop (launch/nodes.py), with each part timed."""
+
+    def __init__(self, task: str, num_envs: int, address: str, record_dir: str):
+        import jax
+        import reverb
+
+        import agents
+        import environments
+        import replay
+        from experiments import configs
+
+        config = configs.make_experiment_config(agent="mpo", task=task, run_dir=record_dir, envs_per_actor=num_envs)
+        self.envs = [environments.make_environment(config.actor_environment(0, k)) for k in range(num_envs)]
+        spec = self.envs[0].environment_spec
+        policy = agents.Networks(config.learner, spec.actions.shape[0]).policy
+        self.select_action, _ = agents.make_policy_fns(policy)
+        learner = agents.Learner(config.learner, spec.observations.shape[0], spec.actions.shape[0])
+        self.params = agents.params_on_cpu(jax.device_get(learner.init(jax.random.PRNGKey(0)).policy_params))
+        self.writer = replay.make_writer(reverb.Client(address), config.replay, replay.ONLINE_TABLE, num_envs=num_envs)
+        self.recorders = [replay.experience.ExperienceRecorder(record_dir, 0, env_index=k) for k in range(num_envs)]
+        self.observations = np.empty((num_envs,) + spec.observations.shape, np.float32)
+        self.key = np.array([1, 0], np.uint32)
+        self.timesteps = [self._start(k) for k in range(num_envs)]
+        self.steps = 0
+
+    def _start(self, k: int):
+        timestep = self.envs[k].reset()
+        self.writer.add_first(timestep, k)
+        self.recorders[k].add_first(timestep)
+        return timestep
+
+    def run(self, env_steps: int) -> dict:
+        """Takes about `env_steps` steps; returns µs per env step of each part."""
+        seconds = dict.fromkeys(_PARTS, 0.0)
+        clock = time.perf_counter
+        taken = 0
+        while taken < env_steps:
+            start = clock()
+            for k, timestep in enumerate(self.timesteps):
+                self.observations[k] = timestep.observation
+            self.key[1] = self.steps
+            actions = np.asarray(self.select_action(self.params, self.observations, self.key))
+            seconds["policy"] += clock() - start
+            for k, env in enumerate(self.envs):
+                action = actions[k]
+                t0 = clock()
+                timestep = env.step(action)
+                t1 = clock()
+                self.writer.add(action, timestep, k)
+                t2 = clock()
+                self.recorders[k].add(action, timestep)
+                t3 = clock()
+                seconds["step"] += t1 - t0
+                seconds["write"] += t2 - t1
+                seconds["record"] += t3 - t2
+                self.timesteps[k] = self._start(k) if timestep.last() else timestep
+            self.steps += len(self.envs)
+            taken += len(self.envs)
+        return {part: 1e6 * value / taken for part, value in seconds.items()}
+
+    def close(self) -> None:
+        self.writer.close()
+        for env in self.envs:
+            env.close()
+
+
+def _step_alone(env, action, steps: int) -> float:
+    """µs per step of `env` with a fixed action, resetting at episode ends."""
+    step = env.step
+    start = time.perf_counter()
+    for _ in range(steps):
+        if step(action).last():
+            env.reset()
+    return 1e6 * (time.perf_counter() - start) / steps
+
+
+def measure(task: str, num_envs: int, address: str, steps_per_block: int, blocks: int) -> dict:
+    import environments
+
+    alone_env = environments.make_environment(environments.EnvironmentConfig(task, seed=0))
+    action = np.zeros(alone_env.action_spec().shape, np.float32)
+    alone_env.reset()
+    with tempfile.TemporaryDirectory() as record_dir:
+        loop = _ActorLoop(task, num_envs, address, record_dir)
+        loop.run(4 * num_envs)  # compiles the policy
+        alone, parts = [], []
+        for _ in range(blocks):
+            alone.append(_step_alone(alone_env, action, steps_per_block))
+            parts.append(loop.run(steps_per_block))
+        loop.close()
+    alone_env.close()
+    totals = [sum(block.values()) for block in parts]
+    result = {"envs_per_actor": num_envs, "step_alone_us": statistics.median(alone),
+              "loop_total_us": statistics.median(totals),
+              "alone_over_loop": statistics.median([a / t for a, t in zip(alone, totals)])}
+    for part in _PARTS:
+        result[f"{part}_us"] = statistics.median([block[part] for block in parts])
+    result["blocks"] = {"step_alone_us": alone, "loop_parts_us": parts}
+    return result
+
+
+def run(args: argparse.Namespace) -> int:
+    from experiments.bench.actor_bench import parse_envs_per_actor
+
+    settings = parse_envs_per_actor(args.envs_per_actor)
+    context = multiprocessing.get_context("spawn")
+    ports, stop = context.Queue(), context.Event()
+    server = context.Process(target=_serve_replay, args=(args.env, ports, stop), daemon=True)
+    server.start()
+    try:
+        address = f"localhost:{ports.get(timeout=120)}"
+        results = [measure(args.env, count, address, args.steps_per_block, args.blocks) for count in settings]
+    finally:
+        stop.set()
+        server.join(timeout=30)
+    name = f"actor_costs-{args.env.replace(':', '_')}"
+    data = {"benchmark": "actor_costs", "task": args.env, "steps_per_block": args.steps_per_block,
+            "blocks": args.blocks, "settings": results,
+            "machine": {"python": platform.python_version(), "processor": platform.processor(),
+                        "node": platform.node()},
+            "time_utc": results_io.timestamp()}
+    path = results_io.write_json_exclusive(data, results_io.bench_output_path(name, args.out))
+    print(f"task {args.env}: µs per env step, medians of {args.blocks} blocks of {args.steps_per_block} steps")
+    print("  envs  step alone | in the loop: policy   step  write  record  total | alone/loop")
+    for r in results:
+        print(f"  {r['envs_per_actor']:4d}  {r['step_alone_us']:10.1f} |   {r['policy_us']:17.1f} {r['step_us']:6.1f} "
+              f"{r['write_us']:6.1f} {r['record_us']:7.1f} {r['loop_total_us']:6.1f} | {r['alone_over_loop']:.3f}")
+    print(f"wrote {path}")
+    return 0
