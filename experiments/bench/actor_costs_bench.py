@@ -49,7 +49,8 @@ def _serve_replay(task: str, ports, stop) -> None:
 
 
 class _ActorLoop:
-    """The actor node's step loop (launch/nodes.py), with each part timed."""
+    """The actor node's step loop (launch/nodes.py: one part for all environments, then the
+    next), with each part timed."""
 
     def __init__(self, task: str, num_envs: int, address: str, record_dir: str):
         import jax
@@ -92,18 +93,19 @@ class _ActorLoop:
             self.key[1] = self.steps
             actions = np.asarray(self.select_action(self.params, self.observations, self.key))
             seconds["policy"] += clock() - start
-            for k, env in enumerate(self.envs):
-                action = actions[k]
-                t0 = clock()
-                timestep = env.step(action)
-                t1 = clock()
-                self.writer.add(action, timestep, k)
-                t2 = clock()
-                self.recorders[k].add(action, timestep)
-                t3 = clock()
-                seconds["step"] += t1 - t0
-                seconds["write"] += t2 - t1
-                seconds["record"] += t3 - t2
+            t0 = clock()
+            stepped = [env.step(action) for env, action in zip(self.envs, actions)]
+            t1 = clock()
+            for k, timestep in enumerate(stepped):
+                self.writer.add(actions[k], timestep, k)
+            t2 = clock()
+            for recorder, action, timestep in zip(self.recorders, actions, stepped):
+                recorder.add(action, timestep)
+            t3 = clock()
+            seconds["step"] += t1 - t0
+            seconds["write"] += t2 - t1
+            seconds["record"] += t3 - t2
+            for k, timestep in enumerate(stepped):
                 self.timesteps[k] = self._start(k) if timestep.last() else timestep
             self.steps += len(self.envs)
             taken += len(self.envs)
