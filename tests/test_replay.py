@@ -161,14 +161,31 @@ def test_without_a_ratio_actors_insert_freely_and_sampling_waits_for_min_size():
     server.stop()
 
 
-def test_n_step_return_and_bootstrap_stop_at_a_terminal_step():
-    """Rewards 1, 2, 3, 4, the last step terminal (discount 0); n = 2, γ = 0.5, worked by hand."""
+def scalar_table(n_step: int, discount: float):
+    """A live table for a task with one-number observations and actions (no rate limiter)."""
     spec = specs.EnvironmentSpec(
         observations=specs.Array((1,), np.float32), actions=specs.BoundedArray((1,), np.float32, -1.0, 1.0),
         rewards=specs.Array((), np.float32), discounts=specs.BoundedArray((), np.float32, 0.0, 1.0))
-    config = ReplayConfig(min_size_to_sample=1, samples_per_insert=None, batch_size=4, n_step=2, discount=0.5)
+    config = ReplayConfig(min_size_to_sample=1, samples_per_insert=None, batch_size=4, n_step=n_step, discount=discount)
     server = reverb.Server(tables=[replay.make_online_table(config, spec)], port=None)
-    client = reverb.Client(f"localhost:{server.port}")
+    return config, spec, server, reverb.Client(f"localhost:{server.port}")
+
+
+def sampled_items(server, config, spec, batches: int) -> dict:
+    """action -> (reward, discount, next observation) of every item seen in `batches` sampled batches."""
+    items = {}
+    transitions = replay.transitions(replay.make_dataset(f"localhost:{server.port}", config, replay.TransitionLayout.of(spec)))
+    for _ in range(batches):
+        batch = next(transitions)
+        for action, reward, discount, next_observation in zip(batch.action, batch.reward, batch.discount,
+                                                              batch.next_observation):
+            items[int(action[0])] = (float(reward), float(discount), float(next_observation[0]))
+    return items
+
+
+def test_n_step_return_and_bootstrap_stop_at_a_terminal_step():
+    """Rewards 1, 2, 3, 4, the last step terminal (discount 0); n = 2, γ = 0.5, worked by hand."""
+    config, spec, server, client = scalar_table(n_step=2, discount=0.5)
     writer = replay.make_writer(client, config, replay.ONLINE_TABLE)
     observation = lambda t: np.array([10.0 * t], np.float32)  # noqa: E731
     writer.add_first(dm_env.restart(observation(0)))
@@ -177,13 +194,7 @@ def test_n_step_return_and_bootstrap_stop_at_a_terminal_step():
     writer.add(np.array([3], np.float32), dm_env.termination(np.float32(4.0), observation(4)))
     writer.flush()
     writer.close()
-    items = {}
-    batches = replay.transitions(replay.make_dataset(f"localhost:{server.port}", config, replay.TransitionLayout.of(spec)))
-    for _ in range(50):  # 200 uniform draws of 4 items: each is seen
-        batch = next(batches)
-        for action, reward, discount, next_observation in zip(batch.action, batch.reward, batch.discount,
-                                                              batch.next_observation):
-            items[int(action[0])] = (float(reward), float(discount), float(next_observation[0]))
+    items = sampled_items(server, config, spec, batches=50)  # 200 uniform draws of 4 items: each is seen
     assert items == {
         0: (1 + 0.5 * 2, 0.25, 20.0),      # r0 + γ r1, γ^2, s2
         1: (2 + 0.5 * 3, 0.25, 30.0),
@@ -196,12 +207,7 @@ def test_n_step_return_and_bootstrap_stop_at_a_terminal_step():
 def test_one_writer_keeps_the_episodes_of_several_environments_apart():
     """An actor stepping two environments in turn: env 0 ends terminal after rewards 1-4, env 1 is
     truncated after rewards 10, 20, 30 (discount 1). n = 2, γ = 0.5; items worked by hand."""
-    spec = specs.EnvironmentSpec(
-        observations=specs.Array((1,), np.float32), actions=specs.BoundedArray((1,), np.float32, -1.0, 1.0),
-        rewards=specs.Array((), np.float32), discounts=specs.BoundedArray((), np.float32, 0.0, 1.0))
-    config = ReplayConfig(min_size_to_sample=1, samples_per_insert=None, batch_size=4, n_step=2, discount=0.5)
-    server = reverb.Server(tables=[replay.make_online_table(config, spec)], port=None)
-    client = reverb.Client(f"localhost:{server.port}")
+    config, spec, server, client = scalar_table(n_step=2, discount=0.5)
     writer = replay.make_writer(client, config, replay.ONLINE_TABLE, num_envs=2)
     observation = lambda env, t: np.array([1000.0 * env + 10.0 * t], np.float32)  # noqa: E731
     rewards = {0: [1.0, 2.0, 3.0, 4.0], 1: [10.0, 20.0, 30.0]}
@@ -222,13 +228,7 @@ def test_one_writer_keeps_the_episodes_of_several_environments_apart():
     writer.flush()
     writer.close()
     assert client.server_info()[replay.ONLINE_TABLE].current_size == 7
-    items = {}
-    batches = replay.transitions(replay.make_dataset(f"localhost:{server.port}", config, replay.TransitionLayout.of(spec)))
-    for _ in range(60):  # 240 uniform draws of 7 items: each is seen
-        batch = next(batches)
-        for action, reward, discount, next_observation in zip(batch.action, batch.reward, batch.discount,
-                                                              batch.next_observation):
-            items[int(action[0])] = (float(reward), float(discount), float(next_observation[0]))
+    items = sampled_items(server, config, spec, batches=60)  # 240 uniform draws of 7 items: each is seen
     assert items == {
         0: (1 + 0.5 * 2, 0.25, 20.0),
         1: (2 + 0.5 * 3, 0.25, 30.0),
