@@ -91,6 +91,16 @@ class PolicyServer:
         return (version, params) if version > newer_than else (version, None)
 
 
+class _Episode:
+    """One actor environment's episode so far, and the actor's step count when it began."""
+
+    __slots__ = ("steps", "total_return", "start_time", "start_actor_steps")
+
+    def __init__(self, start_actor_steps: int):
+        self.steps, self.total_return = 0, 0.0
+        self.start_time, self.start_actor_steps = time.time(), start_actor_steps
+
+
 class ActorNode:
     """Steps its environments with the latest policy and inserts n-step transitions.
 
@@ -144,8 +154,8 @@ class ActorNode:
             self.versions_seen.append(newest)
             return (newest, agents.params_on_cpu(newer_params)) if newer_params is not None else (version, params)
 
-        # Per environment: its current timestep, and its episode's steps, return, start time and
-        # the actor's step count at the start (a row's steps/s is the actor's, over that episode).
+        # Per environment: its current timestep and its episode (a row's steps/s is the actor's
+        # over that episode).
         timesteps = [None] * num_envs
         episodes = [None] * num_envs
 
@@ -155,7 +165,7 @@ class ActorNode:
             if recorders:
                 recorders[k].add_first(timestep)
             timesteps[k] = timestep
-            episodes[k] = [0, 0.0, time.time(), actor_steps]
+            episodes[k] = _Episode(actor_steps)
 
         try:
             loading.wait_for_loaded_data(config, self._replay_client, stop)
@@ -178,17 +188,16 @@ class ActorNode:
                 for k, timestep in enumerate(stepped):
                     timesteps[k] = timestep
                     episode = episodes[k]
-                    episode[0] += 1
-                    episode[1] += float(timestep.reward)
+                    episode.steps += 1
+                    episode.total_return += float(timestep.reward)
                     if timestep.last():
-                        episode_steps, episode_return, episode_start, start_steps = episode
-                        episode_returns.append(episode_return)
+                        episode_returns.append(episode.total_return)
                         taken, now = steps + k + 1, time.time()
                         counter.increment(steps=taken - counted_steps, episodes=1)
                         counted_steps = taken
                         log.write({"actor_steps": taken, "episode": len(episode_returns), "env": k,
-                                   "episode_return": episode_return, "episode_length": episode_steps,
-                                   "steps_per_s": (taken - start_steps) / (now - episode_start),
+                                   "episode_return": episode.total_return, "episode_length": episode.steps,
+                                   "steps_per_s": (taken - episode.start_actor_steps) / (now - episode.start_time),
                                    "param_version": version}, now)
                         start_episode(k, taken)
                 steps += num_envs
