@@ -14,6 +14,8 @@ def make_policy_fns(policy: GaussianPolicy):
     clipped: the environment clips them to [-1, 1], and the replayed action is the
     one the policy sampled.
     """
+    # The same function and params, with the layer norm's form that is fast for a few rows.
+    policy = policy.clone(use_fast_variance=False)
 
     @jax.jit
     def select_action(params, observation, key):
