@@ -19,14 +19,12 @@ import agents
 import environments
 import replay
 from launch import loading, summary
+from launch.actor import Actor
 from launch.config import ExperimentConfig
 from launch.metrics import MetricsWriter
 from launch.rpc import ProgramStopped, StoppableClient
 
 PROGRESS_FILE = "progress.json"
-# Actors add their steps to the shared counter this often: often enough for the step
-# limit and the progress line, rarely enough to cost nothing (an increment is ~3 us).
-_COUNT_EVERY_STEPS = 100
 
 
 def reverb_address(client) -> str:
@@ -91,22 +89,8 @@ class PolicyServer:
         return (version, params) if version > newer_than else (version, None)
 
 
-class _Episode:
-    """One actor environment's episode so far, and the actor's step count when it began."""
-
-    __slots__ = ("steps", "total_return", "start_time", "start_actor_steps")
-
-    def __init__(self, start_actor_steps: int):
-        self.steps, self.total_return = 0, 0.0
-        self.start_time, self.start_actor_steps = time.time(), start_actor_steps
-
-
 class ActorNode:
-    """Steps its environments with the latest policy and inserts n-step transitions.
-
-    With `envs_per_actor` > 1 it steps its environments in turn, each with its own seed
-    and episodes, and chooses all their actions with one policy call.
-    """
+    """Runs one `launch.actor.Actor` until the program stops: RPC clients, files and the stop."""
 
     def __init__(self, config: ExperimentConfig, actor_id: int, replay_client, learner, counter):
         self._config = config
@@ -114,7 +98,6 @@ class ActorNode:
         self._replay_client = replay_client
         self._learner_handle = learner
         self._counter_handle = counter
-        self.versions_seen = []
 
     def run(self):
         # Launchpad's stop event is per node thread: fetched here, handed to the loop.
@@ -122,105 +105,27 @@ class ActorNode:
         run_off_main_thread(lambda: self._act(stop), name=f"actor-{self._actor_id}")
 
     def _act(self, stop: threading.Event):
-        config, actor_id, num_envs = self._config, self._actor_id, self._config.envs_per_actor
-        learner = StoppableClient(self._learner_handle, stop)
+        config, actor_id = self._config, self._actor_id
         counter = counting.Counter(StoppableClient(self._counter_handle, stop), prefix="actor", time_delta=0.5)
-        envs = [environments.make_environment(config.actor_environment(actor_id, k)) for k in range(num_envs)]
-        spec = envs[0].environment_spec
-        select_action, _ = agents.make_policy_fns(agents.Networks(config.learner, spec.actions.shape[0]).policy)
-        writer = replay.make_writer(self._replay_client, config.replay, replay.ONLINE_TABLE, num_envs=num_envs)
-        # Steps go to the online table, and to disk for later runs (RaE) unless turned off.
-        recorders = []
-        if config.record_experience:
-            replay.experience.write_spec(config.run_dir, config.environment.task, spec)
-            recorders = [replay.experience.ExperienceRecorder(config.run_dir, actor_id,
-                                                              env_index=None if num_envs == 1 else k)
-                         for k in range(num_envs)]
-        # One raw threefry key per policy call, [seed, step], built on the host: a jax.random.split
-        # per call would be a second device dispatch, ~40 us of a ~100 us physics step.
-        action_key = np.array([config.actor_environment(actor_id).seed, 0], np.uint32)
-        observations = np.empty((num_envs,) + spec.observations.shape, np.float32)
-        steps = counted_steps = fetched_at_steps = 0
-        episode_returns = []
+        log = MetricsWriter(config.run_dir, f"actor_{actor_id}", step_key="actor_steps")
+        actor = Actor(config, actor_id, self._replay_client, StoppableClient(self._learner_handle, stop),
+                      counter=counter, log=log)
         # An insert blocked by the rate limiter (the learner has stopped sampling) would
         # never see the stop event: closing the writer on stop makes it return with an error.
-        lp.register_stop_handler(writer.close)
-        log = MetricsWriter(config.run_dir, f"actor_{actor_id}", step_key="actor_steps")
-
-        version, params = -1, None
-
-        def fetch_policy():
-            newest, newer_params = learner.get_policy_params(newer_than=version)
-            self.versions_seen.append(newest)
-            return (newest, agents.params_on_cpu(newer_params)) if newer_params is not None else (version, params)
-
-        # Per environment: its current timestep and its episode (a row's steps/s is the actor's
-        # over that episode).
-        timesteps = [None] * num_envs
-        episodes = [None] * num_envs
-
-        def start_episode(k: int, actor_steps: int) -> None:
-            timestep = envs[k].reset()
-            writer.add_first(timestep, k)
-            if recorders:
-                recorders[k].add_first(timestep)
-            timesteps[k] = timestep
-            episodes[k] = _Episode(actor_steps)
-
+        lp.register_stop_handler(actor.writer.close)
         try:
             loading.wait_for_loaded_data(config, self._replay_client, stop)
-            version, params = fetch_policy()
-            for k in range(num_envs):
-                start_episode(k, 0)
+            actor.start()
             while not stop.is_set():
-                for k in range(num_envs):
-                    observations[k] = timesteps[k].observation
-                action_key[1] = steps
-                actions = np.asarray(select_action(params, observations, action_key))
-                # One part for every environment, then the next part: each part's code and data
-                # stay in the caches. Environment by environment through all parts, the physics
-                # ran ~15% slower and the writes ~2x (bench actor_costs, 8 environments).
-                stepped = [env.step(action) for env, action in zip(envs, actions)]
-                for k, timestep in enumerate(stepped):
-                    writer.add(actions[k], timestep, k)
-                for recorder, action, timestep in zip(recorders, actions, stepped):
-                    recorder.add(action, timestep)
-                for k, timestep in enumerate(stepped):
-                    timesteps[k] = timestep
-                    episode = episodes[k]
-                    episode.steps += 1
-                    episode.total_return += float(timestep.reward)
-                    if timestep.last():
-                        episode_returns.append(episode.total_return)
-                        taken, now = steps + k + 1, time.time()
-                        counter.increment(steps=taken - counted_steps, episodes=1)
-                        counted_steps = taken
-                        log.write({"actor_steps": taken, "episode": len(episode_returns), "env": k,
-                                   "episode_return": episode.total_return, "episode_length": episode.steps,
-                                   "steps_per_s": (taken - episode.start_actor_steps) / (now - episode.start_time),
-                                   "param_version": version}, now)
-                        start_episode(k, taken)
-                steps += num_envs
-                if steps - counted_steps >= _COUNT_EVERY_STEPS:
-                    counter.increment(steps=steps - counted_steps)
-                    counted_steps = steps
-                if steps - fetched_at_steps >= config.actor_update_period:
-                    version, params = fetch_policy()
-                    fetched_at_steps = steps
-            counter.increment(steps=steps - counted_steps)
+                actor.step()
+            actor.flush_counts()
         except Exception:  # a closed writer or an abandoned call: expected only once stopping
             if not stop.is_set():
                 raise
         finally:
-            for env in envs:
-                env.close()
+            actor.close()
             log.close()
-            for recorder in recorders:
-                recorder.close()
-            write_json(config, f"actor_{actor_id}.json", {
-                "actor_steps": steps, "envs_per_actor": num_envs, "episode_returns": episode_returns,
-                "param_versions_seen": self.versions_seen,
-            })
+            write_json(config, f"actor_{actor_id}.json", actor.summary())
 
 
 class EvaluatorNode:

@@ -2,10 +2,10 @@
 
 In one process, blocks of two kinds alternate, so that machine noise hits both alike:
 - alone: Relay's environment stepped with a fixed action, nothing else in between;
-- the actor's loop: the jitted default-size policy on the observations of
-  `envs_per_actor` environments, their steps, the n-step writes into a live Reverb
-  server (in its own process, as in the program) and the experience recorder,
-  each part timed on its own.
+- the actor's loop: the program's own actor (`launch.actor.Actor`, default-size
+  policy, `envs_per_actor` environments) writing n-step items into a live Reverb
+  server (in its own process, as in the program) and recording its experience;
+  the actor times each part of its step (policy, step, write, record) itself.
 Figures are µs per environment step, medians over blocks. `step_in_loop` against
 `step_alone` is what the other parts cost the physics (caches they evict), on top
 of their own time.
@@ -21,8 +21,6 @@ import time
 import numpy as np
 
 from experiments import results_io
-
-_PARTS = ("policy", "step", "write", "record")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,73 +46,26 @@ def _serve_replay(task: str, ports, stop) -> None:
     server.stop()
 
 
-class _ActorLoop:
-    """The actor node's step loop (launch/nodes.py: one part for all environments, then the
-    next), with each part timed."""
+def _make_actor(task: str, num_envs: int, address: str, record_dir: str):
+    """The program's actor (launch.actor.Actor) with the default-size policy, writing to `address`."""
+    import reverb
 
-    def __init__(self, task: str, num_envs: int, address: str, record_dir: str):
-        import jax
-        import reverb
+    from experiments import configs
+    from launch.actor import Actor
+    from launch.nodes import PolicyServer
 
-        import agents
-        import environments
-        import replay
-        from experiments import configs
+    config = configs.make_experiment_config(agent="mpo", task=task, run_dir=record_dir, envs_per_actor=num_envs)
+    return Actor(config, 0, reverb.Client(address), PolicyServer(config))
 
-        config = configs.make_experiment_config(agent="mpo", task=task, run_dir=record_dir, envs_per_actor=num_envs)
-        self.envs = [environments.make_environment(config.actor_environment(0, k)) for k in range(num_envs)]
-        spec = self.envs[0].environment_spec
-        policy = agents.Networks(config.learner, spec.actions.shape[0]).policy
-        self.select_action, _ = agents.make_policy_fns(policy)
-        learner = agents.Learner(config.learner, spec.observations.shape[0], spec.actions.shape[0])
-        self.params = agents.params_on_cpu(jax.device_get(learner.init(jax.random.PRNGKey(0)).policy_params))
-        self.writer = replay.make_writer(reverb.Client(address), config.replay, replay.ONLINE_TABLE, num_envs=num_envs)
-        self.recorders = [replay.experience.ExperienceRecorder(record_dir, 0, env_index=k) for k in range(num_envs)]
-        self.observations = np.empty((num_envs,) + spec.observations.shape, np.float32)
-        self.key = np.array([1, 0], np.uint32)
-        self.timesteps = [self._start(k) for k in range(num_envs)]
-        self.steps = 0
 
-    def _start(self, k: int):
-        timestep = self.envs[k].reset()
-        self.writer.add_first(timestep, k)
-        self.recorders[k].add_first(timestep)
-        return timestep
+def _run_block(actor, env_steps: int) -> dict:
+    """µs per env step of each part of the actor's step over about `env_steps` steps."""
+    from launch.actor import PARTS
 
-    def run(self, env_steps: int) -> dict:
-        """Takes about `env_steps` steps; returns µs per env step of each part."""
-        seconds = dict.fromkeys(_PARTS, 0.0)
-        clock = time.perf_counter
-        taken = 0
-        while taken < env_steps:
-            start = clock()
-            for k, timestep in enumerate(self.timesteps):
-                self.observations[k] = timestep.observation
-            self.key[1] = self.steps
-            actions = np.asarray(self.select_action(self.params, self.observations, self.key))
-            seconds["policy"] += clock() - start
-            t0 = clock()
-            stepped = [env.step(action) for env, action in zip(self.envs, actions)]
-            t1 = clock()
-            for k, timestep in enumerate(stepped):
-                self.writer.add(actions[k], timestep, k)
-            t2 = clock()
-            for recorder, action, timestep in zip(self.recorders, actions, stepped):
-                recorder.add(action, timestep)
-            t3 = clock()
-            seconds["step"] += t1 - t0
-            seconds["write"] += t2 - t1
-            seconds["record"] += t3 - t2
-            for k, timestep in enumerate(stepped):
-                self.timesteps[k] = self._start(k) if timestep.last() else timestep
-            self.steps += len(self.envs)
-            taken += len(self.envs)
-        return {part: 1e6 * value / taken for part, value in seconds.items()}
-
-    def close(self) -> None:
-        self.writer.close()
-        for env in self.envs:
-            env.close()
+    before, steps_before = dict(actor.part_seconds), actor.steps
+    actor.run(env_steps)
+    taken = actor.steps - steps_before
+    return {part: 1e6 * (actor.part_seconds[part] - before[part]) / taken for part in PARTS}
 
 
 def _step_alone(env, action, steps: int) -> float:
@@ -129,24 +80,25 @@ def _step_alone(env, action, steps: int) -> float:
 
 def measure(task: str, num_envs: int, address: str, steps_per_block: int, blocks: int) -> dict:
     import environments
+    from launch.actor import PARTS
 
     alone_env = environments.make_environment(environments.EnvironmentConfig(task, seed=0))
     action = np.zeros(alone_env.action_spec().shape, np.float32)
     alone_env.reset()
     with tempfile.TemporaryDirectory() as record_dir:
-        loop = _ActorLoop(task, num_envs, address, record_dir)
-        loop.run(4 * num_envs)  # compiles the policy
+        actor = _make_actor(task, num_envs, address, record_dir)
+        actor.run(4 * num_envs)  # compiles the policy
         alone, parts = [], []
         for _ in range(blocks):
             alone.append(_step_alone(alone_env, action, steps_per_block))
-            parts.append(loop.run(steps_per_block))
-        loop.close()
+            parts.append(_run_block(actor, steps_per_block))
+        actor.close()
     alone_env.close()
     totals = [sum(block.values()) for block in parts]
     result = {"envs_per_actor": num_envs, "step_alone_us": statistics.median(alone),
               "loop_total_us": statistics.median(totals),
               "alone_over_loop": statistics.median([a / t for a, t in zip(alone, totals)])}
-    for part in _PARTS:
+    for part in PARTS:
         result[f"{part}_us"] = statistics.median([block[part] for block in parts])
     result["blocks"] = {"step_alone_us": alone, "loop_parts_us": parts}
     return result
