@@ -144,11 +144,12 @@ class ExperimentConfig:
     def online_replay(self) -> ReplayConfig:
         """The online table's settings. With RaE, a batch holds fewer online items; the
         sample-to-insert ratio shrinks with them, so learner updates per env step stay
-        what they are without RaE. (An annealed share samples a full batch from each
-        table and keeps what the step's share asks: the ratio stays as it is.)"""
-        if self.rae is None or self.rae.annealed or self.replay.samples_per_insert is None:
+        what they are without RaE. An annealed share sets it for the share the anneal
+        ends at (the learner makes more updates per env step during the anneal)."""
+        if self.rae is None or self.replay.samples_per_insert is None:
             return self.replay
-        share = 1.0 - self.rae.offline_batch_size(self.replay.batch_size) / self.replay.batch_size
+        steady_step = self.rae.anneal_learner_steps if self.rae.annealed else 0
+        share = 1.0 - self.rae.offline_batch_size(self.replay.batch_size, steady_step) / self.replay.batch_size
         return dataclasses.replace(self.replay, samples_per_insert=self.replay.samples_per_insert * share)
 
     def evaluator_environment(self) -> EnvironmentConfig:

@@ -93,18 +93,16 @@ class LearnerNode:
                                     rate_limiter_timeout_ms=_SAMPLE_TIMEOUT_MS)
         if config.rae is None:
             return replay.transitions(dataset(), stop)
-        batch_size = config.replay.batch_size
-        if config.rae.annealed:
-            # Batch i is (about) learner step i: the prefetcher runs at most a few batches ahead.
-            return replay.mixed_transitions(
-                dataset(table=replay.ONLINE_TABLE), dataset(table=replay.OFFLINE_TABLE), stop,
-                offline_count=functools.partial(config.rae.offline_batch_size, batch_size),
-            )
-        offline = config.rae.offline_batch_size(batch_size)
+        offline = self._offline_count(0)
         return replay.mixed_transitions(
-            dataset(table=replay.ONLINE_TABLE, batch_size=batch_size - offline),
-            dataset(table=replay.OFFLINE_TABLE, batch_size=offline), stop,
-        )
+            dataset(table=replay.ONLINE_TABLE, batch_size=config.replay.batch_size - offline),
+            dataset(table=replay.OFFLINE_TABLE, batch_size=max(1, offline)),
+            config.replay.batch_size, self._offline_count, stop)
+
+    def _offline_count(self, batch_index: int) -> int:
+        """RaE items in the learner's batch_index-th batch of this launch. Batches are used in
+        order, one an update: a resumed run's anneal goes on from its checkpoint's step."""
+        return self._config.rae.offline_batch_size(self._config.replay.batch_size, self._initial_steps + batch_index)
 
     def run(self):
         stop = lp.stop_event()
@@ -146,7 +144,10 @@ class LearnerNode:
                     self.metrics = {k: float(v) for k, v in metrics.items()}
                     if now - logged_time >= config.log_every_s:
                         rate = (steps - logged_steps) / (now - logged_time)
-                        log.write({"learner_step": steps, "learner_steps_per_s": rate, **self.metrics}, now)
+                        row = {"learner_step": steps, "learner_steps_per_s": rate, **self.metrics}
+                        if config.rae is not None:
+                            row["rae_offline_items"] = self._offline_count(steps - 1 - self._initial_steps)
+                        log.write(row, now)
                         logged_steps, logged_time = steps, now
                         counts = counter.get_counts()
                 counter.increment(steps=1)

@@ -5,9 +5,10 @@
     batch = next(batches)                                      # agents.Transition, already on the devices
 """
 
+import itertools
 import queue
 import threading
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, List, Optional
 
 import jax
 import numpy as np
@@ -56,20 +57,46 @@ def transitions(dataset, stop: Optional[threading.Event] = None) -> Iterator[age
             return
 
 
-def mixed_transitions(online_dataset, offline_dataset, stop: Optional[threading.Event] = None,
-                      offline_count: Optional[Callable[[int], int]] = None) -> Iterator[agents.Transition]:
-    """Batches of online items followed by offline items: the offline share is exact in every batch.
+class _ItemStream:
+    """The items of a stream of batches, handed out in any number: what a batch leaves over
+    is handed out next, so nothing sampled is thrown away."""
 
-    Without `offline_count` the two datasets' batch sizes set the share. With it (a share
-    that changes over time), both datasets give full batches, and batch i keeps the first
-    offline_count(i) offline items and fills the rest from the online batch.
+    def __init__(self, batches: Iterator[agents.Transition]):
+        self._batches = batches
+        self._held: Optional[agents.Transition] = None  # the part of the last batch not yet handed out
+
+    def take(self, count: int) -> List[agents.Transition]:
+        """The next `count` items, as pieces of batches in order; StopIteration when the batches end."""
+        pieces = []
+        while count > 0:
+            if self._held is None:
+                self._held = next(self._batches)
+            held = len(self._held.reward)
+            if held <= count:
+                pieces.append(self._held)
+                self._held, count = None, count - held
+            else:
+                pieces.append(jax.tree_util.tree_map(lambda a: a[:count], self._held))
+                self._held, count = jax.tree_util.tree_map(lambda a: a[count:], self._held), 0
+        return pieces
+
+
+def mixed_transitions(online_dataset, offline_dataset, batch_size: int, offline_count: Callable[[int], int],
+                      stop: Optional[threading.Event] = None) -> Iterator[agents.Transition]:
+    """Batches of online items followed by offline items; batch i holds exactly offline_count(i) offline items.
+
+    Each dataset is drawn from only as its items are used: a share that changes over time
+    (an annealed RaE) takes what each batch needs and carries the rest of a sampled batch
+    into the next. Datasets batched at the share's sizes give each batch from one batch of each.
     """
-    for index, (online, offline) in enumerate(zip(transitions(online_dataset, stop), transitions(offline_dataset, stop))):
-        if offline_count is not None:
-            keep = offline_count(index)
-            online = jax.tree_util.tree_map(lambda a: a[: len(a) - keep], online)
-            offline = jax.tree_util.tree_map(lambda a: a[:keep], offline)
-        yield jax.tree_util.tree_map(lambda a, b: np.concatenate([a, b]), online, offline)
+    online, offline = _ItemStream(transitions(online_dataset, stop)), _ItemStream(transitions(offline_dataset, stop))
+    for index in itertools.count():
+        keep = offline_count(index)
+        try:
+            pieces = online.take(batch_size - keep) + offline.take(keep)
+        except StopIteration:  # a dataset ended: the program is stopping
+            return
+        yield jax.tree_util.tree_map(lambda *parts: np.concatenate(parts), *pieces)
 
 
 class DevicePrefetcher:

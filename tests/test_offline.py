@@ -98,7 +98,8 @@ def test_every_mixed_batch_holds_exactly_the_offline_share(tmp_path, ratio, batc
     offline_size = int(round(ratio * batch_size))
     batches = replay.mixed_transitions(
         replay.make_dataset(address, config, CARTPOLE, replay.ONLINE_TABLE, batch_size - offline_size),
-        replay.make_dataset(address, config, CARTPOLE, offline.OFFLINE_TABLE, offline_size))
+        replay.make_dataset(address, config, CARTPOLE, offline.OFFLINE_TABLE, offline_size),
+        batch_size, offline_count=lambda i: offline_size)
     for _ in range(300):
         batch = next(batches)
         assert batch.observation.shape[0] == batch_size
@@ -106,23 +107,39 @@ def test_every_mixed_batch_holds_exactly_the_offline_share(tmp_path, ratio, batc
     server.stop()
 
 
-def test_an_annealed_share_is_exact_in_every_batch(tmp_path):
+def _items_sampled(server, table):
+    import reverb
+
+    info = reverb.Client(f"localhost:{server.port}").server_info()[table]
+    return info.rate_limiter_info.sample_stats.completed
+
+
+@pytest.mark.parametrize("first_step", [0, 60])
+def test_an_annealed_share_is_exact_in_every_batch_and_samples_only_what_it_uses(tmp_path, first_step):
+    """first_step 60: a run resumed at learner step 60 goes on with the anneal from there."""
     from launch.config import RaEConfig
 
     rae = RaEConfig(runs=("a",), ratio=0.5, final_ratio=0.0, anneal_learner_steps=100)
     server, config, offline_observations = _mixing_server(tmp_path, batch_size=8)
     address = f"localhost:{server.port}"
+    first_offline = rae.offline_batch_size(8, first_step)
     batches = replay.mixed_transitions(
-        replay.make_dataset(address, config, CARTPOLE, replay.ONLINE_TABLE), replay.make_dataset(address, config, CARTPOLE, offline.OFFLINE_TABLE),
-        offline_count=lambda i: rae.offline_batch_size(8, i))
+        replay.make_dataset(address, config, CARTPOLE, replay.ONLINE_TABLE, 8 - first_offline),
+        replay.make_dataset(address, config, CARTPOLE, offline.OFFLINE_TABLE, first_offline),
+        8, offline_count=lambda i: rae.offline_batch_size(8, first_step + i))
     counts = []
     for _ in range(150):
         batch = next(batches)
         assert batch.observation.shape[0] == 8
         counts.append(sum(tuple(o) in offline_observations for o in batch.observation))
-    # 0.5 -> 0 over 100 steps: 4 offline items at first, round(8 x 0.5 x (1 - i/100)) at step i, none from 100 on.
-    assert counts == [int(round(8 * 0.5 * (1 - min(i, 100) / 100))) for i in range(150)]
-    assert counts[0] == 4 and counts[60] == 2 and counts[120] == 0
+    # 0.5 -> 0 over 100 steps: round(8 x 0.5 x (1 - step/100)) offline items at learner step `step`, none from 100 on.
+    assert counts == [int(round(8 * 0.5 * (1 - min(first_step + i, 100) / 100))) for i in range(150)]
+    assert counts[0] == (4 if first_step == 0 else 2)
+    # Items are sampled as batches use them: beyond those used, at most what tf.data and Reverb's
+    # client hold in flight (two batches of the dataset's size each) and one held over. Sampling a
+    # full batch from each table would have taken 8 offline items a step, 1,200 in all.
+    for table, used in ((offline.OFFLINE_TABLE, sum(counts)), (replay.ONLINE_TABLE, 8 * 150 - sum(counts))):
+        assert used <= _items_sampled(server, table) <= used + 5 * 8
     server.stop()
 
 
