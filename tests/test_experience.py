@@ -1,6 +1,5 @@
 """Recorded experience: what an actor saw and did is what a later run reads back, exactly."""
 
-import dm_env
 import numpy as np
 import pytest
 
@@ -83,4 +82,3 @@ def test_a_spec_of_another_format_version_is_refused(tmp_path):
     path.write_text(path.read_text().replace('"version": 1', '"version": 99'))
     with pytest.raises(ValueError, match="version 99; this Relay reads 'relay-experience' version 1"):
         experience.read_spec(str(tmp_path))
-    assert dm_env.StepType.LAST == 2  # the documented step_type codes

@@ -17,15 +17,40 @@ BEST_ACTION = np.array([0.4, -0.3], np.float32)
 SMALL = dict(policy_layer_sizes=(64, 64), critic_layer_sizes=(64, 64))
 
 
-def bandit_batches(rng, k, batch_size):
+def bandit_batches(rng, k, batch_size, best_action=BEST_ACTION):
     """One-step task: one fixed observation, reward 1 - |a - a*|², episode ends (discount 0)."""
     actions = rng.uniform(-1, 1, (k, batch_size, 2)).astype(np.float32)
     observations = np.ones((k, batch_size, 3), np.float32)
-    rewards = (1.0 - np.sum((actions - BEST_ACTION) ** 2, axis=-1)).astype(np.float32)
+    rewards = (1.0 - np.sum((actions - best_action) ** 2, axis=-1)).astype(np.float32)
     return agents.Transition(
         observation=observations, action=actions, reward=rewards,
         discount=np.zeros((k, batch_size), np.float32), next_observation=observations,
     )
+
+
+def train_on_bandit(agent, steps, seed=0, best_action=BEST_ACTION, **overrides):
+    """`steps` updates on the bandit. Returns the policy's mean action at the end, and the
+    critic's value at a* averaged over the last 5 of every 100 steps (the SGD iterate's value
+    wanders by a few percent from step to step; the average is the estimate)."""
+    head = {"dmpo": {"critic_head": agents.CategoricalHead(num_atoms=51, v_min=-8.0, v_max=2.0)}}.get(agent, {})
+    # Defaults are Acme's, tuned for 1e6-step runs; this task is a few thousand steps, so the
+    # duals start small and the stddev may shrink (with Acme's α_stddev = 1000 it stays at 0.7,
+    # and with clipped actions the best mean for a wide Gaussian is not the best action).
+    config = agents.make_config(
+        agent, **{**dict(learning_rate=1e-3, target_update_period=20, init_temperature=1.0, epsilon_stddev=1e-3,
+                         init_alpha_stddev=1.0), **SMALL, **head, **overrides})
+    learner = agents.Learner(config, observation_dim=3, action_dim=2)
+    state = learner.init(jax.random.PRNGKey(seed))
+    rng = np.random.default_rng(seed)
+    observation = jnp.ones((1, 3), jnp.float32)
+    values = []
+    for _ in range(steps // 100):
+        state, _ = learner.update_many(state, bandit_batches(rng, 100, 128, best_action))
+        outputs = learner.networks.critic.apply(state.critic_params, observation, jnp.asarray(best_action[None]))
+        values.append(float(learner.networks.head.expected_q(outputs)[0]))
+    assert int(state.steps) == steps
+    mean = np.asarray(learner.networks.policy.apply(state.policy_params, observation).mean[0])
+    return mean, float(np.mean(values[-5:]))
 
 
 def random_batch(rng, batch_size=32, obs_dim=5, act_dim=2, leading=()):
@@ -39,27 +64,35 @@ def random_batch(rng, batch_size=32, obs_dim=5, act_dim=2, leading=()):
     )
 
 
+# Steps under which each agent converges with margin. Seeds 0-4 on a 2-core AVX-512 AMD EPYC
+# (BANDIT_MARGINS_NOTE). The mixture critic's value converges slowest: 0.87-0.97 after 1,000
+# steps, within 0.93-1.05 from 2,000 on (single readings, not averaged).
+BANDIT_STEPS = {"mpo": 2000, "dmpo": 2000, "mog": 4000}
+
+
 @pytest.mark.parametrize("agent", ["mpo", "dmpo", "mog"])
 def test_each_agent_finds_the_best_action_and_its_value(agent):
-    head = {"dmpo": {"critic_head": agents.CategoricalHead(num_atoms=51, v_min=-8.0, v_max=2.0)}}.get(agent, {})
-    # Defaults are Acme's, tuned for 1e6-step runs; this task is 2,000 steps, so the duals
-    # start small and the stddev may shrink (with Acme's α_stddev = 1000 it stays at 0.7, and
-    # with clipped actions the best mean for a wide Gaussian is not the best action).
-    config = agents.make_config(
-        agent, learning_rate=1e-3, target_update_period=20, init_temperature=1.0,
-        epsilon_stddev=1e-3, init_alpha_stddev=1.0, **SMALL, **head,
-    )
-    learner = agents.Learner(config, observation_dim=3, action_dim=2)
-    state = learner.init(jax.random.PRNGKey(0))
-    rng = np.random.default_rng(0)
-    for _ in range(20):
-        state, metrics = learner.update_many(state, bandit_batches(rng, 100, 128))
-    observation = jnp.ones((1, 3), jnp.float32)
-    mean = np.asarray(learner.networks.policy.apply(state.policy_params, observation).mean[0])
+    mean, value = train_on_bandit(agent, steps=BANDIT_STEPS[agent])
     np.testing.assert_allclose(mean, BEST_ACTION, atol=0.1)
-    outputs = learner.networks.critic.apply(state.critic_params, observation, jnp.asarray(BEST_ACTION[None]))
-    assert float(learner.networks.head.expected_q(outputs)[0]) == pytest.approx(1.0, rel=0.05)
-    assert int(state.steps) == 2000
+    assert value == pytest.approx(1.0, rel=0.05)
+
+
+@pytest.mark.parametrize("agent", ["mpo", "dmpo", "mog"])
+def test_the_policy_improved_at_the_current_observations_finds_the_best_action(agent):
+    mean, value = train_on_bandit(agent, steps=BANDIT_STEPS[agent], policy_states="current")
+    np.testing.assert_allclose(mean, BEST_ACTION, atol=0.1)
+    assert value == pytest.approx(1.0, rel=0.05)
+
+
+def test_action_penalization_keeps_the_mean_near_the_action_bounds():
+    """The best action's first coordinate is 1.5, outside [-1, 1] (the critic extrapolates past
+    the data's bound). Unpenalized, the mean goes most of the way there (1.33-1.34 over seeds
+    0-2 here); penalized, it stays nearer the bound (1.12-1.20): a gap of 0.14-0.22."""
+    outside = np.array([1.5, -0.3], np.float32)
+    penalized, _ = train_on_bandit("mpo", 2000, best_action=outside)
+    free, _ = train_on_bandit("mpo", 2000, best_action=outside, action_penalization=False)
+    assert free[0] > 1.25 and free[0] - penalized[0] > 0.07, (free, penalized)
+    np.testing.assert_allclose([free[1], penalized[1]], [-0.3, -0.3], atol=0.1)
 
 
 def run_steps(config, seed, batches, jit=True):
@@ -186,6 +219,14 @@ TWO_DEVICE_SCRIPT = textwrap.dedent(
         for k in m1:  # metrics near zero differ by float reassociation of the cross-device sums
             np.testing.assert_allclose(m1[k], m2[k], rtol=1e-4, atol=1e-5)
         print(agent, "matches")
+    # A batch that does not split evenly over the devices is refused before any step.
+    learner = agents.Learner(agents.make_config("mpo", **SMALL), observation_dim=5, action_dim=2)
+    learner.check_batch_size(16)
+    try:
+        learner.check_batch_size(17)
+    except ValueError as error:
+        assert "multiple of" in str(error), error
+        print("odd batch refused")
     """
 )
 
@@ -197,15 +238,7 @@ def test_two_device_step_matches_one_device():
         [sys.executable, "-c", TWO_DEVICE_SCRIPT], cwd=root, env=env, capture_output=True, text=True, timeout=600
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count("matches") == 3
-
-
-def test_batch_must_split_over_devices():
-    learner = agents.Learner(agents.make_config("mpo", **SMALL), observation_dim=5, action_dim=2)
-    learner.check_batch_size(len(learner.devices) * 8)
-    if len(learner.devices) > 1:
-        with pytest.raises(ValueError, match="multiple of"):
-            learner.check_batch_size(len(learner.devices) * 8 + 1)
+    assert result.stdout.count("matches") == 3 and "odd batch refused" in result.stdout
 
 
 def test_policy_functions():

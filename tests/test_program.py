@@ -20,6 +20,30 @@ def train_command(run_dir, *extra):
             "--num_actors=2", f"--run_dir={run_dir}", *extra]
 
 
+def wait_for(condition, timeout_s, what):
+    """Polls `condition` until it holds; fails naming `what` after `timeout_s` (generous: loaded machines are slow)."""
+    deadline = time.time() + timeout_s
+    while not condition():
+        if time.time() > deadline:
+            raise AssertionError(f"waited {timeout_s} s for {what}")
+        time.sleep(0.2)
+
+
+def assert_no_orphans(before, timeout_s=30):
+    """Every node process the test started has exited (reaping takes a moment after the launcher returns)."""
+    wait_for(lambda: new_orphans(before) == [], timeout_s, "the program's processes to exit")
+
+
+def learner_has_updated(run_dir):
+    """learner.csv has a row past step 0 (rows are written whole: a row being written is not yet read)."""
+    path = os.path.join(run_dir, "metrics", "learner.csv")
+    if not os.path.exists(path):
+        return False
+    with open(path) as file:
+        return any(line.split(",")[0].isdigit() and int(line.split(",")[0]) > 0 for line in file.readlines()[1:]
+                   if line.endswith("\n"))
+
+
 def new_orphans(before):
     """Launchpad node processes started by the test that outlived their launcher."""
     orphans = []
@@ -118,8 +142,7 @@ def test_program_runs_learns_and_stops_cleanly(tmp_path, launch_type):
         assert os.path.isdir(os.path.join(run_dir, "logs", "actor"))  # node logs stay in the run
     assert_experience_recorded(run_dir)
     assert_final_checkpoint(run_dir)
-    time.sleep(1.0)
-    assert new_orphans(before) == []
+    assert_no_orphans(before)
 
 
 def test_an_actor_steps_several_environments_each_with_its_own_seed_and_episodes(tmp_path):
@@ -262,12 +285,8 @@ def test_a_signal_to_the_launcher_stops_everything_within_15_s(tmp_path, stop_si
         train_command(run_dir, "--max_env_steps=100000000", "--launch_type=local_mp"),
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
-    # Wait until actors are running (their log files exist and have output), then SIGTERM.
-    actor_log = os.path.join(run_dir, "logs", "actor", "0")
-    deadline = time.time() + 120
-    while time.time() < deadline and not (os.path.exists(actor_log) and os.path.getsize(actor_log) > 0):
-        time.sleep(0.5)
-    time.sleep(8.0)  # let the learner start updating
+    # The signal comes once the learner has updated, so the final checkpoint is of a step > 0.
+    wait_for(lambda: learner_has_updated(run_dir), 300, "the learner's first metrics row past step 0")
     launcher.send_signal(stop_signal)
     output, _ = launcher.communicate(timeout=15)  # a hang, or a shutdown slower than promised, fails here
     assert launcher.returncode == 0, output[-3000:]
@@ -277,8 +296,7 @@ def test_a_signal_to_the_launcher_stops_everything_within_15_s(tmp_path, stop_si
     summary = read(run_dir, "summary.json")  # written after a signal too
     assert summary["env_steps"] > 0 and not summary["reached_max_env_steps"]
     assert_final_checkpoint(run_dir)
-    time.sleep(1.0)
-    assert new_orphans(before) == []
+    assert_no_orphans(before)
 
 
 @pytest.mark.parametrize(

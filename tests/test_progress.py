@@ -48,13 +48,15 @@ def test_show_progress_prints_each_evaluation_once_and_the_progress_line(tmp_pat
     stream, done = io.StringIO(), threading.Event()
     shower = threading.Thread(target=progress.show_progress, args=(str(tmp_path), done, stream, interactive),
                               kwargs={"refresh_s": 0.05, "plain_every_s": 0.0})
+    line = progress.format_progress(PROGRESS, {"mean_return": 42.0, "env_steps": 8000})
     shower.start()
-    time.sleep(0.5)
+    deadline = time.time() + 60  # the printer's thread may be slow to run on a loaded machine
+    while not ("42.0 ± 1.0" in stream.getvalue() and line in stream.getvalue()) and time.time() < deadline:
+        time.sleep(0.05)
     done.set()
     shower.join(timeout=5)
     text = stream.getvalue()
     assert text.count("return      0.5 ± 1.0") == 1 and text.count("return     42.0 ± 1.0") == 1
-    line = progress.format_progress(PROGRESS, {"mean_return": 42.0, "env_steps": 8000})
     assert line in text
     if interactive:
         assert "\r\033[K" + line in text and text.endswith("\r\033[K")  # redrawn in place, cleared at the end
