@@ -31,6 +31,8 @@ setuptools.setup(
         "mujoco",
         "dm-env",
         "matplotlib",
+        # Its wheel ships an ffmpeg binary: .mp4 videos without a system ffmpeg.
+        "imageio-ffmpeg",
     ],
     extras_require={
         "test": ["pytest", "pytest-timeout"],

@@ -78,7 +78,9 @@ class MPOConfig:
     # Where the policy is improved: "next" reuses the critic's bootstrap pass at the
     # next observations (one target-critic pass over B x N actions per step, as Acme's
     # TF MPO/DMPO); "current" evaluates N fresh actions at the batch's observations
-    # (a second pass, as Acme's JAX MPO).
+    # and improves the policy there only (a second pass). Acme's JAX MPO does neither
+    # alone: it improves the policy at both, its next-observation samples shared with
+    # the bootstrap.
     policy_states: str = "next"
     # E-step KL bound (temperature dual) and the M-step's per-dimension KL bounds.
     epsilon: float = 0.1

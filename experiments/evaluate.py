@@ -5,14 +5,13 @@
 
 Reads the run's config.json (task, network sizes) and one checkpoint; writes nothing
 into the run. Runs on the CPU whatever device wrote the checkpoint. Videos render
-offscreen with MuJoCo (MUJOCO_GL, see BUILD.md); .gif needs nothing more, .mp4 needs
-ffmpeg on the PATH.
+offscreen with MuJoCo (MUJOCO_GL, see BUILD.md); .gif is written by Pillow, .mp4 (H.264)
+by the ffmpeg binary that the imageio-ffmpeg wheel ships: nothing to install beyond `make setup`.
 """
 
 import argparse
 import dataclasses
 import os
-import shutil
 import subprocess
 import sys
 from typing import List, Optional
@@ -74,7 +73,7 @@ def evaluate(config, policy_params, episodes: int, seed: int, video_episodes: in
 
 
 def write_video(frames: List[np.ndarray], path: str, fps: float) -> None:
-    """Frames (uint8 [H, W, 3]) to a .gif (Pillow) or an .mp4 (ffmpeg)."""
+    """Frames (uint8 [H, W, 3]) to a .gif (Pillow) or an .mp4 (H.264, yuv420p: plays in browsers and players)."""
     if path.endswith(".gif"):
         from PIL import Image
 
@@ -82,7 +81,9 @@ def write_video(frames: List[np.ndarray], path: str, fps: float) -> None:
         images[0].save(path, save_all=True, append_images=images[1:], duration=int(round(1000 / fps)), loop=0)
         return
     height, width, _ = frames[0].shape
-    command = ["ffmpeg", "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
+    import imageio_ffmpeg
+
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
                "-r", f"{fps:.3f}", "-i", "-", "-pix_fmt", "yuv420p", "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", path]
     subprocess.run(command, input=np.stack(frames).tobytes(), check=True)
 
@@ -108,8 +109,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.video is not None:
             if not args.video.endswith(VIDEO_FORMATS):
                 raise ValueError(f"--video={args.video}: use a file name ending in {' or '.join(VIDEO_FORMATS)}.")
-            if args.video.endswith(".mp4") and shutil.which("ffmpeg") is None:
-                raise ValueError("--video: .mp4 needs ffmpeg on the PATH (apt-get install ffmpeg); .gif needs nothing.")
         height, width = (int(part) for part in args.video_size.split(","))
         config, checkpoint = checkpoints.reporting_skips(load_run, args.run, args.checkpoint)
     except ValueError as error:  # checkpoints.CheckpointError included

@@ -2,9 +2,8 @@
 
     python -m experiments.rollout [--env=cartpole:swingup --episodes=5 --seed=0 --run_dir=...]
 
-This is what `make run` does until the training program exists: the real
-environment stack, end to end, with the simplest policy there is. The return of a
-random policy is also the baseline that learning results are compared with.
+The real environment stack, end to end, with the simplest policy there is. The
+return of a random policy is the baseline that learning results are compared with.
 """
 
 import argparse

@@ -8,7 +8,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 MODULES = (
     "tensorflow", "reverb", "launchpad", "jax", "flax", "optax", "chex",
-    "orbax.checkpoint", "acme", "dm_control", "matplotlib",
+    "orbax.checkpoint", "acme", "dm_control", "matplotlib", "imageio_ffmpeg",
     "agents", "environments", "replay", "launch", "experiments",
 )
 

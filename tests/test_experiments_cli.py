@@ -90,16 +90,23 @@ def test_the_critic_head_is_set_with_the_head_section():
                                        overrides=["head.v_min=300"])
 
 
-def test_control_preset_is_acmes_control_baseline_and_set_still_wins():
+def test_the_defaults_are_acmes_control_baseline_acme_is_mpoconfig_and_set_still_wins():
+    import agents
     from experiments import configs
+    from replay.config import ReplayConfig
 
     config = configs.make_experiment_config(agent="mog", task="cartpole:swingup", run_dir="/tmp/unused",
-                                            preset="control", overrides=["replay.n_step=3"])
+                                            overrides=["replay.n_step=3"])
     assert (config.learner.learning_rate, config.learner.epsilon_mean, config.learner.policy_init_scale) == (3e-4, 0.01, 0.5)
     assert config.learner.critic_layer_sizes == (256, 256, 256)
     assert (config.replay.samples_per_insert, config.replay.n_step) == (64.0, 3)
-    # Everything the preset leaves alone keeps its default.
-    default = configs.make_experiment_config(agent="mog", task="cartpole:swingup", run_dir="/tmp/unused")
-    assert config.learner.num_samples == default.learner.num_samples and config.replay.batch_size == 256
-    with pytest.raises(ValueError, match="Unknown preset 'acme'; choose one of default, control, debug"):
-        configs.make_experiment_config(agent="mog", task="cartpole:swingup", run_dir="/tmp/unused", preset="acme")
+    # "control", the name these settings had as a preset, gives the same config.
+    assert configs.make_experiment_config(agent="mog", task="cartpole:swingup", run_dir="/tmp/unused",
+                                          preset="control", overrides=["replay.n_step=3"]) == config
+    # "acme": Acme's MPOConfig and replay defaults, verbatim.
+    acme = configs.make_experiment_config(agent="mog", task="cartpole:swingup", run_dir="/tmp/unused", preset="acme")
+    assert acme.learner == agents.make_config("mog") and acme.replay == ReplayConfig()
+    assert (acme.learner.learning_rate, acme.replay.samples_per_insert, acme.replay.n_step) == (1e-4, 32.0, 5)
+    assert acme.learner.critic_layer_sizes == (512, 512, 256)
+    with pytest.raises(ValueError, match="Unknown preset 'fast'; choose one of default, control, acme, debug"):
+        configs.make_experiment_config(agent="mog", task="cartpole:swingup", run_dir="/tmp/unused", preset="fast")
