@@ -23,6 +23,15 @@ PRESETS: Dict[str, Dict[str, Dict[str, object]]] = {
     "default": _CONTROL_SUITE,
     # The name the defaults had when they were a preset; committed results' commands use it.
     "control": _CONTROL_SUITE,
+    # The defaults made cheap for a 2-core CPU (make run): two 256-unit layers for the policy
+    # and the critic, batch 128, 10 action samples, still one update per 4 env steps. An
+    # update costs about a third of the defaults' (bench learner); per update, cartpole:swingup
+    # learns about as fast (experiments/results/README.md).
+    "small": {
+        "learner": {**_CONTROL_SUITE["learner"], "policy_layer_sizes": (256, 256), "critic_layer_sizes": (256, 256),
+                    "num_samples": 10},
+        "replay": {**_CONTROL_SUITE["replay"], "batch_size": 128, "samples_per_insert": 32.0},
+    },
     # Acme's MPOConfig and replay settings, verbatim (the dataclasses' own defaults). With
     # them DMPO and mixture-critic MPO stay near 200 on cartpole:swingup at 100k steps.
     "acme": {},

@@ -30,8 +30,8 @@ _SEED = flags.DEFINE_integer("seed", 0, "experiment seed")
 _RUN_DIR = flags.DEFINE_string("run_dir", None, "default runs/<env>/<agent>/<UTC time>-s<seed>")
 _LAUNCH_TYPE = flags.DEFINE_enum("launch_type", "local_mp", ["local_mt", "local_mp"], "threads or processes")
 _PRESET = flags.DEFINE_enum("preset", "default", list(configs.PRESETS),
-                            "default: Relay's dm_control settings (control: the same); acme: Acme's MPOConfig "
-                            "verbatim; debug shrinks every size")
+                            "default: Relay's dm_control settings (control: the same); small: cheaper for 2-core "
+                            "CPUs (make run); acme: Acme's MPOConfig verbatim; debug shrinks every size")
 _RAE_FROM = flags.DEFINE_list("rae_from", [], "RaE: earlier run directories or globs whose experience is replayed")
 _RAE_RATIO = flags.DEFINE_float("rae_ratio", 0.5, "RaE: share of every batch drawn from the earlier runs")
 _RAE_FINAL_RATIO = flags.DEFINE_float("rae_final_ratio", None, "RaE: anneal the share linearly to this value")

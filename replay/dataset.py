@@ -165,3 +165,11 @@ class DevicePrefetcher:
         # daemon and must not hold up the node's exit. The learner's source ends within
         # its rate-limiter timeout once stop is set (see `transitions`).
         self._thread.join(timeout=1.0)
+        # Release the source's TF iterator over Reverb now, while the replay server still
+        # answers. Left to the garbage collector, it was released when the learner's run()
+        # returned, and with the server gone that blocked the learner's thread for ~8 s on a
+        # loaded machine (past Launchpad's 10 s grace in local_mt). A generator still running
+        # in the thread (held by the rate limiter) cannot be closed; it ends within the
+        # sampling timeout.
+        if not self._thread.is_alive() and hasattr(self._source, "close"):
+            self._source.close()

@@ -108,5 +108,10 @@ def test_the_defaults_are_acmes_control_baseline_acme_is_mpoconfig_and_set_still
     assert acme.learner == agents.make_config("mog") and acme.replay == ReplayConfig()
     assert (acme.learner.learning_rate, acme.replay.samples_per_insert, acme.replay.n_step) == (1e-4, 32.0, 5)
     assert acme.learner.critic_layer_sizes == (512, 512, 256)
-    with pytest.raises(ValueError, match="Unknown preset 'fast'; choose one of default, control, acme, debug"):
+    # "small": the defaults with smaller networks and batches, the same updates per env step.
+    small = configs.make_experiment_config(agent="mog", task="cartpole:swingup", run_dir="/tmp/unused", preset="small")
+    assert (small.learner.policy_layer_sizes, small.learner.critic_layer_sizes) == ((256, 256), (256, 256))
+    assert (small.learner.num_samples, small.replay.batch_size, small.learner.learning_rate) == (10, 128, 3e-4)
+    assert small.replay.samples_per_insert / small.replay.batch_size == config.replay.samples_per_insert / 256
+    with pytest.raises(ValueError, match="Unknown preset 'fast'; choose one of default, control, small, acme, debug"):
         configs.make_experiment_config(agent="mog", task="cartpole:swingup", run_dir="/tmp/unused", preset="fast")

@@ -64,9 +64,12 @@ def random_batch(rng, batch_size=32, obs_dim=5, act_dim=2, leading=()):
     )
 
 
-# Steps under which each agent converges with margin. Seeds 0-4 on a 2-core AVX-512 AMD EPYC
-# (BANDIT_MARGINS_NOTE). The mixture critic's value converges slowest: 0.87-0.97 after 1,000
-# steps, within 0.93-1.05 from 2,000 on (single readings, not averaged).
+# Steps under which each agent converges with margin (asserted: mean within 0.1 of a*, value
+# within 5% of 1). Seeds 0-4 on a 2-core AVX-512 AMD EPYC: largest mean error / value range
+# mpo 0.044 / 0.998-1.007, dmpo 0.026 / 0.982-0.984, mog 0.038 / 0.985-1.009. The mixture
+# critic's value converges slowest and wanders most: single readings were 0.87-0.97 after
+# 1,000 steps and 0.93-1.05 from 2,000 on (0.906 at 2,000 failed on an AVX2 EPYC), hence
+# 4,000 steps and the average over the last 500.
 BANDIT_STEPS = {"mpo": 2000, "dmpo": 2000, "mog": 4000}
 
 

@@ -344,8 +344,8 @@ def test_evaluations_skip_a_row_still_being_written(tmp_path):
     ]
 
 
-def test_the_program_learns_cartpole_to_three_times_random(tmp_path):
-    """A real program, default sizes, learns cartpole:swingup well past a random policy.
+def test_the_program_learns_cartpole_and_keeps_what_it_learned(tmp_path):
+    """A real program learns cartpole:swingup well past a random policy, and does not lose it.
 
     The rate limiter fixes learner updates per env step, so how much is learned by a
     step budget does not depend on the machine's speed, only how long it takes.
@@ -360,17 +360,19 @@ def test_the_program_learns_cartpole_to_three_times_random(tmp_path):
 
     run_dir = str(tmp_path / "run")
     result = subprocess.run(
-        # MPO (scalar critic): of the three heads the one that learns cartpole most reliably here; a
-        # fresh-clone CI run with mog reached only 37 (bar 83) in 40k steps (see the issue notes).
-        [sys.executable, "-m", "experiments.train", "--agent=mpo", "--env=cartpole:swingup", "--num_actors=2",
-         "--max_env_steps=40000", "--set=experiment.eval_every_learner_steps=500", f"--run_dir={run_dir}",
-         "--launch_type=local_mp"],
+        # make run's agent and settings, a third of its steps: long enough to learn to swing the
+        # pole up and round (returns 150-250), not to balance it.
+        [sys.executable, "-m", "experiments.train", "--agent=mpo", "--preset=small", "--env=cartpole:swingup",
+         "--num_actors=2", "--max_env_steps=30000", "--set=experiment.eval_every_learner_steps=500",
+         f"--run_dir={run_dir}", "--launch_type=local_mp"],
         cwd=ROOT, capture_output=True, text=True, timeout=900,
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     summary = read(run_dir, "summary.json")
-    assert summary["evaluations"] >= 8
-    # "Learns to" 3x random: the best evaluation. The final one is not asserted: one CI run
-    # reached 275 and then collapsed to 11 at its last evaluation, an instability that the
-    # learning benchmark has to explain (reported, not hidden, in the issue's notes).
-    assert summary["best_eval_return"] >= 3.0 * random_mean, (summary, random_mean)
+    returns = [row["mean_return"] for row in csv_rows(run_dir, "evaluator")]
+    assert summary["evaluations"] == len(returns) >= 10
+    # Learned: 3x random at its best. Kept: every evaluation in the run's second half at 3x random
+    # too, so a collapse at the end (once seen with other settings: 275, then 11) fails the test.
+    second_half = returns[len(returns) // 2:]
+    assert summary["best_eval_return"] >= 3.0 * random_mean, (returns, random_mean)
+    assert min(second_half) >= 3.0 * random_mean, (returns, random_mean)

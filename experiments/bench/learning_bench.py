@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", default="0", help="comma list of seeds")
     parser.add_argument("--num_actors", type=int, default=2)
     parser.add_argument("--eval_every_learner_steps", type=int, default=500)
-    parser.add_argument("--preset", default="default", help="train's --preset for every run (default, acme, debug)")
+    parser.add_argument("--preset", default="default", help="train's --preset for every run (default, small, acme, debug)")
     parser.add_argument("--set", action="append", default=[], help="config override for every run, as train's --set")
     parser.add_argument("--out_dir", default=None, help="new directory for the results (default runs/bench/learning-<task>-<time>)")
     parser.add_argument("--merge", default=None,

@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num_actors", type=int, default=2)
     parser.add_argument("--rae_ratio", type=float, default=0.5)
     parser.add_argument("--eval_every_learner_steps", type=int, default=500)
-    parser.add_argument("--preset", default="default", help="train's --preset for every run (default, acme, debug)")
+    parser.add_argument("--preset", default="default", help="train's --preset for every run (default, small, acme, debug)")
     parser.add_argument("--parallel", action="store_true", help="run both at once")
     parser.add_argument("--out_dir", default=None, help="new directory for the results (default runs/bench/rae-<task>-<time>)")
 
