@@ -5,7 +5,7 @@ node wires it to RPC clients and the stop, nothing more.
 """
 
 import time
-from typing import Callable, Optional, Tuple
+from typing import Callable, Optional
 
 import numpy as np
 
