@@ -25,7 +25,7 @@ PRESETS: Dict[str, Dict[str, Dict[str, object]]] = {
     "control": _CONTROL_SUITE,
     # The defaults made cheap for a 2-core CPU (make run): two 256-unit layers for the policy
     # and the critic, batch 128, 10 action samples, still one update per 4 env steps. An
-    # update costs about a third of the defaults' (bench learner); per update, cartpole:swingup
+    # update costs a quarter to a third of the defaults'; per update, cartpole:swingup
     # learns about as fast (experiments/results/README.md).
     "small": {
         "learner": {**_CONTROL_SUITE["learner"], "policy_layer_sizes": (256, 256), "critic_layer_sizes": (256, 256),
