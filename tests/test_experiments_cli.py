@@ -7,7 +7,6 @@ import sys
 import pytest
 
 import agents
-import environments
 from experiments.bench import __main__ as bench
 from experiments import rollout
 

@@ -1,6 +1,5 @@
 """RaE on a live Reverb server: earlier runs' recorded steps become an offline table, mixed exactly."""
 
-import jax
 import numpy as np
 import pytest
 import reverb

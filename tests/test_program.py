@@ -236,7 +236,7 @@ def test_a_run_replays_an_earlier_runs_experience_without_touching_it(tmp_path):
         train_command(run_b, "--max_env_steps=2500", "--launch_type=local_mp", "--seed=1", f"--rae_from={tmp_path}/[a]"),
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
-    assert f"RaE: 1 runs, " in second.stdout and f"{expected} steps" in second.stdout
+    assert "RaE: 1 runs, " in second.stdout and f"{expected} steps" in second.stdout
     assert read(run_b, "rae.json")["items"] == expected
     progress = csv_rows(run_b, "progress")
     assert max(row["offline_size"] for row in progress) == expected  # the offline table held exactly A's transitions
