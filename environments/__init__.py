@@ -19,6 +19,16 @@ def make_environment(config: EnvironmentConfig) -> RelayEnvironment:
     return RelayEnvironment(load_task(config.task, config.seed, time_limit), config)
 
 
+def environment_spec(config: EnvironmentConfig):
+    """The acme EnvironmentSpec of the environment `config` describes (built, read, closed).
+    A launch computes it once and hands it to every node that needs it."""
+    env = make_environment(config)
+    try:
+        return env.environment_spec
+    finally:
+        env.close()
+
+
 __all__ = [
     "ActionRescaler",
     "EnvironmentConfig",
@@ -26,6 +36,7 @@ __all__ = [
     "PixelConfig",
     "RelayEnvironment",
     "RenderingUnavailableError",
+    "environment_spec",
     "load_task",
     "make_environment",
     "parse_task_name",

@@ -1,19 +1,16 @@
-"""The launcher's live progress line, read from what the program's monitor writes.
+"""The launcher's live progress line, read from the program's counter over RPC.
 
 On a terminal one line is redrawn a few times a second; otherwise (a log file, CI)
 a plain line is printed every `plain_every_s` seconds. Evaluations are printed as
 lines of their own as they land, in both cases.
 """
 
-import json
-import os
 import sys
 import threading
 import time
-from typing import Optional, TextIO
+from typing import Callable, Optional, TextIO
 
 from launch import summary
-from launch.nodes import PROGRESS_FILE
 
 
 def _clock(seconds: float) -> str:
@@ -43,23 +40,32 @@ def format_evaluation(row: dict) -> str:
             f"return {row['mean_return']:8.1f} ± {row['std_return']:.1f}  ({row['wall_time_s']:.0f} s)")
 
 
-def _read_progress(run_dir: str) -> Optional[dict]:
-    try:
-        with open(os.path.join(run_dir, PROGRESS_FILE)) as file:
-            return json.load(file)
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
+def counter_progress(address: str) -> Callable[[], Optional[dict]]:
+    """Reads the progress figures from the counter at `address`; None while it does not answer."""
+    import courier
+
+    client = courier.Client(address, call_timeout=1.0)
+
+    def fetch() -> Optional[dict]:
+        try:
+            return client.get_progress()
+        except Exception:  # not up yet, or gone with the program
+            return None
+
+    return fetch
 
 
-def show_progress(run_dir: str, done: threading.Event, stream: TextIO = sys.stdout,
-                  interactive: Optional[bool] = None, refresh_s: float = 0.25, plain_every_s: float = 10.0) -> None:
-    """Shows the run's progress on `stream` until `done` is set."""
+def show_progress(run_dir: str, fetch_progress: Callable[[], Optional[dict]], done: threading.Event,
+                  stream: TextIO = sys.stdout, interactive: Optional[bool] = None, refresh_s: float = 0.25,
+                  plain_every_s: float = 10.0) -> None:
+    """Shows the run's progress on `stream` until `done` is set: the line from `fetch_progress()`
+    (see `counter_progress`), and the evaluator's rows as they land in its metrics file."""
     interactive = stream.isatty() if interactive is None else interactive
     printed_evals, last_plain, line_shown = 0, time.time(), False
     while True:
         finished = done.wait(refresh_s)
         rows = summary.evaluations(run_dir)
-        progress = _read_progress(run_dir)
+        progress = fetch_progress()
         if interactive and line_shown and (len(rows) > printed_evals or finished):
             stream.write("\r\033[K")  # clear the progress line so an evaluation line can take its place
             line_shown = False

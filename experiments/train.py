@@ -5,12 +5,15 @@
         [--preset=debug] [--set learner.learning_rate=3e-4 --set replay.batch_size=512]
     python -m experiments.train --resume=RUN_DIR [--max_env_steps=200000]
     python -m experiments.train ... --init_from=RUN_DIR_or_CHECKPOINT[:policy|critic|all]
+    python -m experiments.train ... --launch_type=slurm --cluster=cluster.json [--dry_run] [--detach]
+    python -m experiments.train ... --launch_type=hosts --cluster=cluster.json
 
 Every flag and config value is checked before any process starts. The run writes
 only under its run directory (default runs/<env>/<agent>/<UTC time>-s<seed>).
 """
 
 import dataclasses
+import json
 import os
 import pathlib
 import sys
@@ -28,7 +31,15 @@ _ENVS_PER_ACTOR = flags.DEFINE_integer("envs_per_actor", 1, "environments each a
 _MAX_ENV_STEPS = flags.DEFINE_integer("max_env_steps", 100_000, "stop after this many environment steps")
 _SEED = flags.DEFINE_integer("seed", 0, "experiment seed")
 _RUN_DIR = flags.DEFINE_string("run_dir", None, "default runs/<env>/<agent>/<UTC time>-s<seed>")
-_LAUNCH_TYPE = flags.DEFINE_enum("launch_type", "local_mp", ["local_mt", "local_mp"], "threads or processes")
+_LAUNCH_TYPE = flags.DEFINE_enum("launch_type", "local_mp", ["local_mt", "local_mp", "hosts", "slurm"],
+                                  "local_mt: threads, local_mp: processes on this machine; hosts: across the hosts "
+                                  "of --cluster without a scheduler; slurm: one SLURM job placed as --cluster says")
+_CLUSTER = flags.DEFINE_string("cluster", None, "cluster spec JSON (launch.cluster): hosts or SLURM components per group")
+_DRY_RUN = flags.DEFINE_bool("dry_run", False, "slurm: print the job script and cluster spec, submit nothing")
+_DETACH = flags.DEFINE_bool("detach", False, "slurm: return once the job is submitted instead of following it")
+_SLURM_PARTITION = flags.DEFINE_string("slurm_partition", None, "slurm: partition (overrides the cluster spec's)")
+_SLURM_ACCOUNT = flags.DEFINE_string("slurm_account", None, "slurm: account (overrides the cluster spec's)")
+_SLURM_TIME = flags.DEFINE_string("slurm_time", None, "slurm: time limit, sbatch --time syntax (overrides the spec's)")
 _PRESET = flags.DEFINE_enum("preset", "default", list(configs.PRESETS),
                             "default: Relay's dm_control settings (control: the same); small: cheaper for 2-core "
                             "CPUs (make run); acme: Acme's MPOConfig verbatim; debug shrinks every size")
@@ -50,9 +61,8 @@ def default_run_dir(task: str, agent: str, seed: int) -> str:
     return str(pathlib.Path("runs", task.replace(":", "_"), agent, f"{results_io.timestamp()}-s{seed}"))
 
 
-def resolve_rae(config, run_dir: str):
+def resolve_rae(config, run_dir: str, spec):
     """The RaE config for --rae_from, with the earlier runs checked and their transitions counted."""
-    import environments
     from launch import loading
     from launch.config import RaEConfig
     from replay import offline
@@ -64,9 +74,6 @@ def resolve_rae(config, run_dir: str):
     runs = offline.resolve_runs(_RAE_FROM.value)
     if os.path.abspath(run_dir) in runs:
         raise ValueError(f"--rae_from includes this run's own directory {run_dir}.")
-    env = environments.make_environment(config.environment)
-    spec = env.environment_spec
-    env.close()
     for run in runs:
         offline.check_compatible(run, config.environment.task, spec.observations.shape, spec.actions.shape)
     rae = dataclasses.replace(rae, runs=tuple(runs))
@@ -83,17 +90,15 @@ def resolve_rae(config, run_dir: str):
     return dataclasses.replace(rae, offline_items=loaded["steps"])
 
 
-def resolve_init_from(config):
+def resolve_init_from(config, spec):
     """The InitFromConfig for --init_from, with the checkpoint loaded and its shapes checked against this run's."""
     import agents
-    import environments
     import jax
     from launch import checkpoints
     from launch.config import InitFromConfig
 
     path, parts = checkpoints.parse_init_spec(_INIT_FROM.value)
     checkpoint = checkpoints.reporting_skips(checkpoints.resolve, path)
-    spec = environments.make_environment(config.environment).environment_spec
     learner = agents.Learner(config.learner, spec.observations.shape[0], spec.actions.shape[0])
     checkpoints.check_networks(learner.init(jax.random.PRNGKey(config.seed)), checkpoint, parts)
     meta = checkpoint.meta
@@ -111,6 +116,7 @@ def resolve_resume(run_dir: str):
     """The run's own config, set to continue from its newest loadable checkpoint."""
     from launch import checkpoints, loading
     from launch.config import ExperimentConfig, ResumeConfig, dataclass_from_json
+    from launch.counter import COUNTS_FILE
     from launch.summary import read_json
     from replay import offline
 
@@ -135,8 +141,9 @@ def resolve_resume(run_dir: str):
         checkpoint, counts = None, {}
         print(f"warning: {run_dir} has no checkpoint yet: the learner starts afresh, with the run's recorded "
               "data back in replay.", file=sys.stderr)
-    # The monitor's last count: the checkpoint's totals may be up to a second older.
-    env_steps_done = max(counts.get("actor_steps", 0), (read_json(os.path.join(run_dir, "progress.json")) or {}).get("env_steps", 0))
+    # The counter's last saved totals: the checkpoint's may be older.
+    saved_counts = read_json(os.path.join(run_dir, COUNTS_FILE)) or {}
+    env_steps_done = max(counts.get("actor_steps", 0), saved_counts.get("actor_steps", 0))
     if env_steps_done >= config.max_env_steps:
         raise ValueError(f"{run_dir} already took {env_steps_done:,.0f} env steps of its {config.max_env_steps:,}; "
                          "pass a larger --max_env_steps to train it further.")
@@ -154,26 +161,38 @@ def resolve_resume(run_dir: str):
     return dataclasses.replace(config, resume=resume, rae=rae)
 
 
-def prepare_run_dir(run_dir: str) -> None:
-    """Creates the run directory; refuses one that already holds a run."""
+def check_run_dir(run_dir: str) -> None:
+    """Refuses a run directory that already holds a run."""
     path = pathlib.Path(run_dir)
     if path.exists() and any(path.iterdir()):
         raise ValueError(f"Run directory {run_dir} already holds a run and is never overwritten; pass another --run_dir.")
-    path.mkdir(parents=True, exist_ok=True)
 
 
-def new_run_config(run_dir: str):
+def prepare_run_dir(run_dir: str) -> None:
+    """Creates the run directory; refuses one that already holds a run."""
+    check_run_dir(run_dir)
+    pathlib.Path(run_dir).mkdir(parents=True, exist_ok=True)
+
+
+def new_run_config(run_dir: str, create: bool = True):
+    """The new run's config and its environment's spec (computed once, here, for every node)."""
+    import environments
+
     config = configs.make_experiment_config(
         agent=_AGENT.value, task=_ENV.value, run_dir=os.path.abspath(run_dir), seed=_SEED.value,
         num_actors=_NUM_ACTORS.value, max_env_steps=_MAX_ENV_STEPS.value, preset=_PRESET.value, overrides=_SET.value,
         envs_per_actor=_ENVS_PER_ACTOR.value,
     )
+    spec = environments.environment_spec(config.environment)
     if _RAE_FROM.value:
-        config = dataclasses.replace(config, rae=resolve_rae(config, run_dir))
+        config = dataclasses.replace(config, rae=resolve_rae(config, run_dir, spec))
     if _INIT_FROM.value:
-        config = dataclasses.replace(config, init_from=resolve_init_from(config))
-    prepare_run_dir(run_dir)
-    return config
+        config = dataclasses.replace(config, init_from=resolve_init_from(config, spec))
+    if create:
+        prepare_run_dir(run_dir)
+    else:
+        check_run_dir(run_dir)
+    return config, spec
 
 
 def write_config(config) -> None:
@@ -187,37 +206,129 @@ def write_config(config) -> None:
     write_json(os.path.join(config.run_dir, "config.json"), dataclasses.asdict(config))
 
 
-def main(argv) -> int:
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    try:
-        if _RESUME.value:
-            run_dir = _RESUME.value
-            config = resolve_resume(run_dir)
-        else:
-            run_dir = _RUN_DIR.value or default_run_dir(_ENV.value, _AGENT.value, _SEED.value)
-            config = new_run_config(run_dir)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    write_config(config)
+def load_cluster():
+    """The --cluster spec with the --slurm_* flags applied; None for a launch on this machine."""
+    from launch import cluster
 
-    # Launchpad and the program are imported only for a valid launch.
-    from experiments import plotting, progress
-    from launch import launching, summary
-    from launch.program import make_program
+    if _LAUNCH_TYPE.value in ("local_mt", "local_mp"):
+        if _CLUSTER.value:
+            raise ValueError(f"--cluster is for --launch_type=hosts or slurm, not {_LAUNCH_TYPE.value}.")
+        return None
+    if not _CLUSTER.value:
+        raise ValueError(f"--launch_type={_LAUNCH_TYPE.value} needs --cluster=SPEC.json (see the README's multi-node section).")
+    spec = cluster.load(_CLUSTER.value)
+    spec.check_program(cluster.PROGRAM_GROUPS, need_hosts=_LAUNCH_TYPE.value == "hosts")
+    overrides = {name: flag.value for name, flag in
+                 (("partition", _SLURM_PARTITION), ("account", _SLURM_ACCOUNT), ("time", _SLURM_TIME)) if flag.value}
+    return dataclasses.replace(spec, slurm=dataclasses.replace(spec.slurm, **overrides)) if overrides else spec
 
-    print(f"Run directory: {run_dir}")
-    start = time.time()
-    launch_index = config.resume.launch_index if config.resume is not None else 0
-    manager = launching.launch(make_program(config), _LAUNCH_TYPE.value, run_dir, launch_index)
+
+def follow(run_dir: str, counter_address, wait) -> None:
+    """Shows the progress line (from the counter) until `wait()` returns."""
+    from experiments import progress
+
+    fetchers = {}
+
+    def fetch():
+        address = counter_address()
+        if address is None:
+            return None  # the counter has not started yet
+        if address not in fetchers:
+            fetchers[address] = progress.counter_progress(address)
+        return fetchers[address]()
+
     done = threading.Event()
-    printer = threading.Thread(target=progress.show_progress, args=(run_dir, done), daemon=True)
+    printer = threading.Thread(target=progress.show_progress, args=(run_dir, fetch, done), daemon=True)
     printer.start()
-    manager.wait()
-    done.set()
-    printer.join()
-    result = summary.write_summary(run_dir, time.time() - start, config.resume)
+    try:
+        wait()
+    finally:
+        done.set()
+        printer.join()
+
+
+def run_on_hosts(program, cluster_spec, run_dir: str, launch_index: int) -> int:
+    from launch import hosts
+
+    launch = hosts.HostsLaunch(program, cluster_spec, run_dir, launch_index)
+    launch.start()
+
+    def wait():
+        try:
+            launch.wait()
+        except KeyboardInterrupt:
+            print("\nStopping every node (Ctrl-C again to kill them)...", flush=True)
+            if not launch.request_stop("Ctrl-C in the launcher"):
+                launch.terminate()
+            try:
+                if not launch.wait(60.0):
+                    launch.terminate()
+            except KeyboardInterrupt:
+                launch.terminate(grace_s=0.0)
+
+    follow(run_dir, lambda: launch.coordinator, wait)
+    failed = launch.failed()
+    if failed:
+        print(f"error: nodes failed: {failed}; their logs: "
+              + ", ".join(launch.log_path(*node.split("/")) for node in failed), file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_on_slurm(program, cluster_spec, run_dir: str, launch_index: int, job_name: str) -> int:
+    import courier
+
+    from launch import entry, launching, slurm
+
+    script = slurm.write_job(program, cluster_spec, run_dir, launch_index, job_name)
+    job_id = slurm.submit(script)
+    launch_dir = launching.launch_dir(run_dir, launch_index)
+    print(f"Submitted SLURM job {job_id} ({script}); node logs under {launching.logs_dir(run_dir, launch_index)}")
+    if _DETACH.value:
+        print(f"Detached. Follow it with squeue -j {job_id} or python -m experiments.runs list; stop it with scancel {job_id}.")
+        return 0
+    coordinator = {}
+
+    def counter_address():
+        if "address" not in coordinator:
+            try:
+                coordinator["address"] = entry.wait_for_coordinator(launch_dir, 0.0)
+            except TimeoutError:
+                return None
+        return coordinator["address"]
+
+    def wait():
+        interrupted = False
+        while slurm.job_state(job_id) in slurm.ACTIVE_STATES:
+            try:
+                time.sleep(0.5)
+            except KeyboardInterrupt:
+                if interrupted or counter_address() is None:
+                    print(f"\nCancelling job {job_id}.", flush=True)
+                    slurm.cancel(job_id)
+                    continue
+                interrupted = True
+                print("\nStopping the job's nodes (Ctrl-C again to scancel it)...", flush=True)
+                try:
+                    courier.Client(counter_address(), call_timeout=2.0).request_stop("Ctrl-C in the launcher")
+                except Exception:  # the counter is gone: cancel
+                    slurm.cancel(job_id)
+
+    follow(run_dir, counter_address, wait)
+    state = slurm.job_state(job_id)
+    print(f"SLURM job {job_id}: {state or 'ended'}")
+    return 0 if state in (None, "COMPLETED", "CANCELLED") else 1
+
+
+def report(config, run_dir: str) -> None:
+    from experiments import plotting
+    from launch import summary
+
+    result = summary.read_json(os.path.join(run_dir, "summary.json"))
+    if result is None:
+        print(f"No summary.json in {run_dir}: the counter node did not finish; see the logs under {run_dir}/logs.",
+              file=sys.stderr)
+        return
     rows = summary.evaluations(run_dir)
     plotting.plot_learning_curves(
         {config.agent: ([row["env_steps"] for row in rows], [row["mean_return"] for row in rows])},
@@ -227,7 +338,69 @@ def main(argv) -> int:
     print(f"Finished: {result['env_steps']} env steps, {result['learner_steps']} learner steps in "
           f"{result['wall_time_s']:.0f} s; final eval return {'n/a' if final is None else f'{final:.1f}'}. "
           f"Outputs in {run_dir}")
+
+
+def dry_run(config, cluster_spec, run_dir: str, launch_index: int) -> int:
+    from launch import cluster, launching, slurm
+
+    if _LAUNCH_TYPE.value != "slurm":
+        raise ValueError("--dry_run is for --launch_type=slurm.")
+    print("# cluster spec (each component's hosts are filled in from SLURM's node lists when the job starts)")
+    print(json.dumps(cluster.to_json(cluster_spec), indent=2))
+    print(f"# {os.path.join(launching.launch_dir(run_dir, launch_index), slurm.SCRIPT_FILE)}")
+    print(slurm.sbatch_script(cluster_spec, launching.launch_dir(run_dir, launch_index), run_dir, _job_name(config)))
     return 0
+
+
+def _job_name(config) -> str:
+    return f"relay-{config.agent}-{config.environment.task.replace(':', '_')}-s{config.seed}"
+
+
+def main(argv) -> int:
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    try:
+        cluster_spec = load_cluster()
+        if _RESUME.value:
+            run_dir = _RESUME.value
+            config = resolve_resume(run_dir)
+            import environments
+
+            spec = environments.environment_spec(config.environment)
+        else:
+            run_dir = _RUN_DIR.value or default_run_dir(_ENV.value, _AGENT.value, _SEED.value)
+            config, spec = new_run_config(run_dir, create=not _DRY_RUN.value)
+        launch_index = config.resume.launch_index if config.resume is not None else 0
+        if _DRY_RUN.value:
+            return dry_run(config, cluster_spec, run_dir, launch_index)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    write_config(config)
+
+    # Launchpad and the program are imported only for a valid launch.
+    from launch import launching
+    from launch.program import make_program
+
+    print(f"Run directory: {run_dir}")
+    program = make_program(config, spec)
+    if _LAUNCH_TYPE.value in launching.LOCAL_LAUNCH_TYPES:
+        manager = launching.launch(program, _LAUNCH_TYPE.value, run_dir, launch_index)
+        address = launching.counter_address(program)
+        follow(run_dir, lambda: address, manager.wait)
+        code = 0
+    elif _LAUNCH_TYPE.value == "hosts":
+        code = run_on_hosts(program, cluster_spec, run_dir, launch_index)
+    else:
+        try:
+            code = run_on_slurm(program, cluster_spec, run_dir, launch_index, _job_name(config))
+        except RuntimeError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        if _DETACH.value:
+            return code
+    report(config, run_dir)
+    return code
 
 
 if __name__ == "__main__":

@@ -7,20 +7,18 @@ import threading
 import time
 from typing import Optional, Tuple
 
-import courier
 import jax
 import launchpad as lp
-from acme.utils import counting
 
 import agents
 import replay
 from launch import checkpoints
+from launch import counter as counter_node
 from launch.config import ExperimentConfig
 from launch.launching import OWN_PROCESS_ENV
 from launch.metrics import MetricsWriter
-from launch.nodes import PROGRESS_FILE, environment_spec, reverb_address, write_json
+from launch.nodes import reverb_address, write_json
 from launch.rpc import ProgramStopped, StoppableClient
-from launch.summary import read_json
 
 # Sampling gives up after this long held by the rate limiter, and starts again unless the
 # program is stopping (replay.transitions).
@@ -43,32 +41,24 @@ def checkpoint_meta(config: ExperimentConfig, learner: agents.Learner) -> dict:
             "observation_dim": learner.observation_dim, "action_dim": learner.action_dim}
 
 
-def final_counts(counter_handle, fallback: dict, run_dir: str) -> dict:
-    """The counter's totals at a stop, from one call that ignores the stop event.
-
-    If the counter is already gone (it stops with the program), `fallback` (the learner's
-    last count, up to `log_every_s` old) updated with the monitor's last progress.json
-    (written every 0.25 s from the same counter), whichever is further on.
-    """
+def final_counts(counter_handle, learner_counts: counter_node.CountBuffer, fallback: dict) -> dict:
+    """The counter's totals at a stop, with the learner's last steps added, from calls that
+    ignore the stop event; `fallback` (the last totals seen) if the counter is already gone."""
     try:
-        return courier.Client(counter_handle.address, call_timeout=1.0).get_counts()
+        client = counter_node.FinalClient(counter_handle)
+        learner_counts.flush(client)
+        return client.get_counts()
     except Exception:  # gone with the program
-        pass
-    counts = dict(fallback)
-    progress = read_json(os.path.join(run_dir, PROGRESS_FILE)) or {}
-    for key, progress_key in (("actor_steps", "env_steps"), ("actor_episodes", "episodes")):
-        counts[key] = max(counts.get(key, 0), progress.get(progress_key, 0))
-    return counts
+        return dict(fallback)
 
 
 class LearnerNode:
     """Samples batches, updates, hands out copies of its policy parameters, and checkpoints."""
 
-    def __init__(self, config: ExperimentConfig, replay_client, counter):
+    def __init__(self, config: ExperimentConfig, spec, replay_client, counter):
         self._config = config
         self._replay_client = replay_client
         self._counter_handle = counter
-        spec = environment_spec(config)
         self._learner = agents.Learner(config.learner, spec.observations.shape[0], spec.actions.shape[0])
         self._learner.check_batch_size(config.replay.batch_size)
         self._layout = replay.TransitionLayout.of(spec)
@@ -107,7 +97,8 @@ class LearnerNode:
     def run(self):
         stop = lp.stop_event()
         config = self._config
-        counter = counting.Counter(StoppableClient(self._counter_handle, stop), prefix="learner", time_delta=0.5)
+        counter = StoppableClient(self._counter_handle, stop)
+        learner_counts = counter_node.CountBuffer(counter, prefix="learner")
         batches = replay.DevicePrefetcher(
             self._batches(stop), self._learner.batch_sharding, size=config.replay.prefetch_batches,
         )
@@ -150,14 +141,14 @@ class LearnerNode:
                         log.write(row, now)
                         logged_steps, logged_time = steps, now
                         counts = counter.get_counts()
-                counter.increment(steps=1)
+                learner_counts.increment(steps=1)
         except ProgramStopped:
             pass
         finally:
             batches.close()
             # At every stop (the step limit, Ctrl-C, SIGTERM), with the counter's totals if it
             # still answers, else the last ones seen; the learner's own step count is exact.
-            counts = final_counts(self._counter_handle, counts, config.run_dir)
+            counts = final_counts(self._counter_handle, learner_counts, counts)
             try:
                 save("final")
                 saver.close()
@@ -165,6 +156,7 @@ class LearnerNode:
                 print(f"learner: the final checkpoint failed: {type(error).__name__}: {error}", flush=True)
             log.close()
             write_json(config, "learner.json", {"learner_steps": steps, "published_version": self._published[0], "metrics": self.metrics})
+            counter_node.finish(self._counter_handle, "learner")
             end_own_process()
 
 

@@ -1,5 +1,5 @@
-"""The program's nodes: actors, evaluator, monitor, counter (the learner is in learner_node,
-the replay loader in loading; the replay server is stock).
+"""The program's nodes: actors, evaluator, monitor (the learner is in learner_node, the counter
+in counter, the replay loader in loading; the replay server is stock).
 
 Each node builds its own objects in its own process from the plain config it is
 given, and returns from `run()` when the program stops, so shutdown is clean.
@@ -13,19 +13,16 @@ from typing import Optional, Tuple
 import jax
 import launchpad as lp
 import numpy as np
-from acme.utils import counting
 
 import agents
 import environments
 import replay
+from launch import counter as counter_node
 from launch import loading, summary
 from launch.actor import Actor
 from launch.config import ExperimentConfig
 from launch.metrics import MetricsWriter
 from launch.rpc import ProgramStopped, StoppableClient
-
-PROGRESS_FILE = "progress.json"
-
 
 def reverb_address(client) -> str:
     """The server address of a reverb.Client (Reverb 0.7 keeps it only in this attribute)."""
@@ -60,26 +57,10 @@ def run_off_main_thread(loop, name: str) -> None:
         raise errors[0]
 
 
-def environment_spec(config: ExperimentConfig):
-    env = environments.make_environment(config.environment)
-    spec = env.environment_spec
-    env.close()
-    return spec
-
-
-def make_counter(config: ExperimentConfig) -> counting.Counter:
-    """The program's counter; a resumed run's starts from the totals of its checkpoint."""
-    counter = counting.Counter()
-    if config.resume is not None:
-        counter.restore({"counts": dict(config.resume.counts), "cache": {}})
-    return counter
-
-
 class PolicyServer:
     """Serves the initial policy parameters as a learner would, and never trains."""
 
-    def __init__(self, config: ExperimentConfig):
-        spec = environment_spec(config)
+    def __init__(self, config: ExperimentConfig, spec):
         learner = agents.Learner(config.learner, spec.observations.shape[0], spec.actions.shape[0])
         self._published = (0, jax.device_get(learner.init(jax.random.PRNGKey(config.seed)).policy_params))
 
@@ -106,7 +87,7 @@ class ActorNode:
 
     def _act(self, stop: threading.Event):
         config, actor_id = self._config, self._actor_id
-        counter = counting.Counter(StoppableClient(self._counter_handle, stop), prefix="actor", time_delta=0.5)
+        counter = counter_node.CountBuffer(StoppableClient(self._counter_handle, stop), prefix="actor")
         log = MetricsWriter(config.run_dir, f"actor_{actor_id}", step_key="actor_steps")
         actor = Actor(config, actor_id, self._replay_client, StoppableClient(self._learner_handle, stop),
                       counter=counter, log=log)
@@ -118,14 +99,15 @@ class ActorNode:
             actor.start()
             while not stop.is_set():
                 actor.step()
-            actor.flush_counts()
         except Exception:  # a closed writer or an abandoned call: expected only once stopping
             if not stop.is_set():
                 raise
         finally:
+            actor.flush_counts()  # into the buffer; `finish` sends it past the stop
             actor.close()
             log.close()
             write_json(config, f"actor_{actor_id}.json", actor.summary())
+            counter_node.finish(self._counter_handle, f"actor_{actor_id}", counter)
 
 
 class EvaluatorNode:
@@ -178,13 +160,14 @@ class EvaluatorNode:
         finally:
             env.close()
             log.close()
+            counter_node.finish(self._counter_handle, "evaluator")
 
 
 class Monitor:
     """Watches the program's totals: reports progress, and stops the program at `max_env_steps`.
 
-    Every poll it rewrites run_dir/progress.json (what the launcher's progress line shows);
-    every `log_every_s` it adds a row to metrics/progress.csv.
+    Every poll it reports rates and table sizes to the counter (the launcher's progress line
+    reads them there); every `log_every_s` it adds a row to metrics/progress.csv.
     """
 
     def __init__(self, config: ExperimentConfig, counter, replay_client, poll_seconds: float = 0.25):
@@ -230,12 +213,11 @@ class Monitor:
                     "env_steps_per_s": env_rate, "learner_steps_per_s": learner_rate,
                     **self._table_sizes(), "elapsed_s": now - start, "max_env_steps": config.max_env_steps,
                 }
-                write_json(config, PROGRESS_FILE, progress)
+                counter.report_progress({k: v for k, v in progress.items() if k.endswith("_per_s") or k.endswith("_size")})
                 if now - logged_time >= config.log_every_s:
                     log.write({k: v for k, v in progress.items() if k != "max_env_steps"}, now)
                     logged_time = now
                 if env_steps >= config.max_env_steps:
-                    write_json(config, "counts.json", counts)
                     lp.stop()
                     return
         except ProgramStopped:

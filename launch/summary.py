@@ -1,6 +1,5 @@
-"""summary.json: what a finished (or stopped) run did, assembled from what its nodes wrote."""
+"""summary.json: what a finished (or stopped) run did, from the counter's totals (the counter node writes it)."""
 
-import glob
 import json
 import os
 from typing import Optional
@@ -29,39 +28,28 @@ def evaluations(run_dir: str) -> list:
     return metrics.read_rows(metrics.csv_path(run_dir, "evaluator"))
 
 
-def _reached_max_env_steps(run_dir: str) -> bool:
-    # The monitor writes counts.json at the limit; a resumed run may have a higher limit now.
-    counts = read_json(os.path.join(run_dir, "counts.json")) or {}
-    limit = (read_json(os.path.join(run_dir, "config.json")) or {}).get("max_env_steps", float("inf"))
-    return counts.get("actor_steps", 0) >= limit
-
-
-def write_summary(run_dir: str, wall_time_s: float, resume=None) -> dict:
-    """`resume`: the ResumeConfig of a resumed launch. Its steps before this launch count in the
-    totals; wall time, rates and episodes are this launch's."""
-    # Actors write their own totals on exit; counts.json exists only if the step limit was reached.
-    actors = [read_json(path) or {} for path in sorted(glob.glob(os.path.join(run_dir, "actor_*.json")))]
-    env_steps_before = int(resume.count("actor_steps")) if resume is not None else 0
-    launch_env_steps = sum(actor.get("actor_steps", 0) for actor in actors)
-    env_steps = env_steps_before + launch_env_steps
-    episodes = sum(len(actor.get("episode_returns", [])) for actor in actors)
-    learner = read_json(os.path.join(run_dir, "learner.json")) or {}
-    learner_steps = learner.get("learner_steps", 0)  # the learner counts on from a restored checkpoint
-    learner_steps_before = int(resume.count("learner_steps")) if resume is not None else 0
-    rows = evaluations(run_dir)
-    summary = {
+def write_summary(config, counts: dict, counts_before: dict, wall_time_s: float) -> dict:
+    """summary.json from the counter's totals at the stop. `counts_before`: the totals a resumed
+    launch started from (they count in the totals; wall time, rates and episodes are this launch's).
+    Evaluations are the evaluator's rows, all launches together."""
+    env_steps = int(counts.get("actor_steps", 0))
+    env_steps_before = int(counts_before.get("actor_steps", 0))
+    learner_steps = int(counts.get("learner_steps", 0))
+    learner_steps_before = int(counts_before.get("learner_steps", 0))
+    rows = evaluations(config.run_dir)
+    result = {
         "env_steps": env_steps,
-        "episodes": episodes,
+        "episodes": int(counts.get("actor_episodes", 0) - counts_before.get("actor_episodes", 0)),
         "learner_steps": learner_steps,
         "wall_time_s": round(wall_time_s, 3),
-        "env_steps_per_s": launch_env_steps / wall_time_s if wall_time_s > 0 else None,
+        "env_steps_per_s": (env_steps - env_steps_before) / wall_time_s if wall_time_s > 0 else None,
         "learner_steps_per_s": (learner_steps - learner_steps_before) / wall_time_s if wall_time_s > 0 else None,
-        "resumed_at": {"env_steps": env_steps_before, "learner_steps": learner_steps_before} if resume is not None else None,
+        "resumed_at": ({"env_steps": env_steps_before, "learner_steps": learner_steps_before}
+                       if config.resume is not None else None),
         "evaluations": len(rows),
         "final_eval_return": rows[-1]["mean_return"] if rows else None,
         "best_eval_return": max(row["mean_return"] for row in rows) if rows else None,
-        "reached_max_env_steps": _reached_max_env_steps(run_dir),
+        "reached_max_env_steps": env_steps >= config.max_env_steps,
     }
-    with open(os.path.join(run_dir, "summary.json"), "w") as file:
-        json.dump(summary, file, indent=2, sort_keys=True)
-    return summary
+    write_json(os.path.join(config.run_dir, "summary.json"), result)
+    return result

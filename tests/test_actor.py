@@ -6,10 +6,11 @@ import reverb
 from acme.utils import counting
 
 import replay
+from environments import environment_spec
 from experiments import configs
 from launch import metrics
 from launch.actor import Actor
-from launch.nodes import PolicyServer, environment_spec
+from launch.nodes import PolicyServer
 from replay import experience
 
 EPISODE, N_STEP, GAMMA = 6, 2, 0.9
@@ -22,11 +23,11 @@ def actor_and_server(tmp_path):
         overrides=[f"environment.max_episode_steps={EPISODE}", f"replay.n_step={N_STEP}", f"replay.discount={GAMMA}",
                    "replay.samples_per_insert=none", "replay.min_size_to_sample=1", "replay.batch_size=8",
                    "experiment.actor_update_period=10"])
-    server = reverb.Server([replay.make_online_table(config.replay, environment_spec(config))], port=None)
+    server = reverb.Server([replay.make_online_table(config.replay, environment_spec(config.environment))], port=None)
     client = reverb.Client(f"localhost:{server.port}")
     counter = counting.Counter(prefix="actor")
     log = metrics.MetricsWriter(config.run_dir, "actor_0", step_key="actor_steps")
-    actor = Actor(config, 0, client, PolicyServer(config), counter=counter, log=log)
+    actor = Actor(config, 0, client, PolicyServer(config, environment_spec(config.environment)), counter=counter, log=log)
     yield config, server, client, actor, counter
     actor.close()
     log.close()
@@ -63,7 +64,7 @@ def test_the_actor_writes_records_and_counts_every_step_of_every_environment(act
 
     # Every item in replay is the n-step transition of a recorded step, worked out from the recording.
     recorded = [e for k in range(2) for e in episodes[k]]
-    layout = replay.TransitionLayout.of(environment_spec(config))
+    layout = replay.TransitionLayout.of(environment_spec(config.environment))
     batches = replay.transitions(replay.make_dataset(f"localhost:{server.port}", config.replay, layout))
     seen = set()
     for _ in range(40):

@@ -45,13 +45,13 @@ def learner_has_updated(run_dir):
 
 
 def new_orphans(before):
-    """Launchpad node processes started by the test that outlived their launcher."""
+    """Node processes (Launchpad's, or launch.entry's) started by the test that outlived their launcher."""
     orphans = []
     for process in psutil.process_iter(["pid", "cmdline"]):
         if process.info["pid"] in before:
             continue
         cmdline = " ".join(process.info["cmdline"] or [])
-        if "launchpad" in cmdline or "experiments.train" in cmdline:
+        if any(name in cmdline for name in ("launchpad", "experiments.train", "launch.entry", "launch.slurm")):
             orphans.append(cmdline[:200])
     return orphans
 
@@ -98,8 +98,10 @@ def assert_metrics_complete(run_dir, learner_steps, evaluator_rows):
     progress = csv_rows(run_dir, "progress")
     assert progress and [row["env_steps"] for row in progress] == sorted(row["env_steps"] for row in progress)
     assert max(row["replay_size"] for row in progress) > 0
-    final = read(run_dir, "progress.json")
-    assert final["env_steps"] >= final["max_env_steps"] and final["learner_steps"] > 0
+    # The counter's totals at the stop: every actor's and the learner's last steps are in them.
+    final = read(run_dir, "counts.json")
+    assert final["actor_steps"] == sum(read(run_dir, f"actor_{i}.json")["actor_steps"] for i in range(2))
+    assert final["learner_steps"] == learner_steps
 
 
 @pytest.mark.parametrize("launch_type", ["local_mt", "local_mp"])
@@ -176,11 +178,12 @@ def test_an_actor_steps_several_environments_each_with_its_own_seed_and_episodes
 
 
 def test_the_policy_is_sent_again_only_when_newer(tmp_path):
+    import environments
     from experiments import configs
     from launch import nodes
 
     config = configs.make_experiment_config(agent="mpo", task="cartpole:swingup", run_dir=str(tmp_path), preset="debug")
-    server = nodes.PolicyServer(config)
+    server = nodes.PolicyServer(config, environments.environment_spec(config.environment))
     version, params = server.get_policy_params()
     assert version == 0 and params["params"]["mean"]["kernel"].shape == (32, 1)
     assert server.get_policy_params(newer_than=0) == (0, None)  # the actor has version 0: nothing to send

@@ -1,7 +1,6 @@
 """The launcher's progress line and the metrics files it reads."""
 
 import io
-import json
 import threading
 import time
 
@@ -34,7 +33,6 @@ def test_progress_line_before_any_rate_or_evaluation():
 
 
 def _write_run(run_dir, evaluations):
-    (run_dir / "progress.json").write_text(json.dumps(PROGRESS))
     writer = metrics.MetricsWriter(str(run_dir), "evaluator", step_key="env_steps")
     for env_steps, mean_return in evaluations:
         writer.write({"env_steps": env_steps, "learner_step": env_steps // 8, "mean_return": mean_return,
@@ -46,7 +44,7 @@ def _write_run(run_dir, evaluations):
 def test_show_progress_prints_each_evaluation_once_and_the_progress_line(tmp_path, interactive):
     _write_run(tmp_path, [(0, 0.5), (8000, 42.0)])
     stream, done = io.StringIO(), threading.Event()
-    shower = threading.Thread(target=progress.show_progress, args=(str(tmp_path), done, stream, interactive),
+    shower = threading.Thread(target=progress.show_progress, args=(str(tmp_path), lambda: PROGRESS, done, stream, interactive),
                               kwargs={"refresh_s": 0.05, "plain_every_s": 0.0})
     line = progress.format_progress(PROGRESS, {"mean_return": 42.0, "env_steps": 8000})
     shower.start()
@@ -97,3 +95,49 @@ def test_metrics_writer_refuses_to_append_rows_of_other_columns(tmp_path):
         second.write({"learner_step": 20, "policy_loss": 0.25}, time.time())
     second.close()
     assert metrics.read_rows(metrics.csv_path(str(tmp_path), "learner")) == [{"learner_step": 10.0, "critic_loss": 0.5}]
+
+
+def test_the_launcher_reads_progress_totals_and_the_stop_from_the_counter_over_rpc(tmp_path):
+    import courier
+
+    from experiments import configs
+    from launch.counter import CounterNode, CountBuffer, FinalClient
+
+    config = configs.make_experiment_config(agent="mpo", task="cartpole:swingup", run_dir=str(tmp_path),
+                                            preset="debug", max_env_steps=500)
+    counter = CounterNode(config, finishing_nodes=("actor_0",))
+    server = courier.Server("counter", port=None)
+    for method in ("increment", "get_counts", "report_progress", "get_progress", "request_stop", "stop_reason",
+                   "node_finished", "register_address", "lookup_address"):
+        server.Bind(method, getattr(counter, method))
+    server.Start()
+    try:
+        address = f"localhost:{server.port}"
+        fetch = progress.counter_progress(address)
+        client = courier.Client(address)
+        actor = CountBuffer(client, prefix="actor", every_s=3600.0)
+        actor.increment(steps=300, episodes=1)
+        actor.increment(steps=150)
+        assert fetch()["env_steps"] == 0  # held in the buffer until its interval or a flush
+        actor.flush()
+        client.report_progress({"env_steps_per_s": 90.0, "replay_size": 440})
+        shown = fetch()
+        assert (shown["env_steps"], shown["episodes"], shown["max_env_steps"]) == (450, 1, 500)
+        assert shown["env_steps_per_s"] == 90.0 and shown["replay_size"] == 440 and shown["stop_reason"] is None
+        assert client.lookup_address("learner/0") is None
+        client.register_address("learner/0", "10.0.0.3:4000")
+        assert client.lookup_address("learner/0") == "10.0.0.3:4000"
+        client.request_stop("max_env_steps")
+        client.request_stop("a later reason")
+        assert fetch()["stop_reason"] == "max_env_steps"
+
+        class Handle:
+            pass
+
+        handle = Handle()
+        handle.address = address
+        FinalClient(handle).node_finished("actor_0")
+        assert counter._all_finished.is_set()
+    finally:
+        server.Stop()
+    assert progress.counter_progress(address)() is None  # gone: the line keeps its last figures

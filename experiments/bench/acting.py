@@ -32,6 +32,7 @@ def raw_steps_per_s(task: str, seed: int, steps_per_block: int = 2000, blocks: i
 def run_acting_program(task: str, num_actors: int, max_env_steps: int, run_dir: str, seed: int = 0,
                        envs_per_actor: int = 1) -> dict:
     """Launches the acting program (local_mp) until `max_env_steps`; returns its measured rates."""
+    import environments
     from launch import launching, metrics
     from launch.program import make_acting_program
 
@@ -42,7 +43,7 @@ def run_acting_program(task: str, num_actors: int, max_env_steps: int, run_dir: 
     )
     os.makedirs(run_dir)
     start = time.time()
-    launching.launch(make_acting_program(config), "local_mp", run_dir).wait()
+    launching.launch(make_acting_program(config, environments.environment_spec(config.environment)), "local_mp", run_dir).wait()
     wall_time = time.time() - start
 
     # Per actor, the actor's steps/s over each episode after its environments' first ones

@@ -50,12 +50,13 @@ def _make_actor(task: str, num_envs: int, address: str, record_dir: str):
     """The program's actor (launch.actor.Actor) with the default-size policy, writing to `address`."""
     import reverb
 
+    import environments
     from experiments import configs
     from launch.actor import Actor
     from launch.nodes import PolicyServer
 
     config = configs.make_experiment_config(agent="mpo", task=task, run_dir=record_dir, envs_per_actor=num_envs)
-    return Actor(config, 0, reverb.Client(address), PolicyServer(config))
+    return Actor(config, 0, reverb.Client(address), PolicyServer(config, environments.environment_spec(config.environment)))
 
 
 def _run_block(actor, env_steps: int) -> dict:

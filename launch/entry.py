@@ -1,0 +1,252 @@
+"""One node of a program in this process: the entry point of every multi-node launch type.
+
+    python -m launch.entry --launch_dir=RUN/launches/K --node=actor/1 --host=10.0.0.3 --coordinator=10.0.0.2:41234
+    python -m launch.entry --launch_dir=RUN/launches/K --node=counter/0 --host=10.0.0.2   (serves as coordinator)
+
+The launcher pickles the program once (`write_program`); every node process loads it
+and runs one node. The counter node is the coordinator: it is started first, picks its
+own port and writes its address to LAUNCH_DIR/coordinator; whoever starts the other
+nodes hands that address to them on the command line. Every other node picks a free
+port on its host, registers host:port with the counter, and finds the nodes it calls
+by asking the counter (`RegistryAddressBuilder`). The stop goes through the counter
+too: `lp.stop()` asks it to stop the program, and each process polls it and stops
+itself as on one machine (SIGTERM to itself: the same path as a local stop).
+"""
+
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+
+from absl import app, flags
+
+from launch import launching
+
+_LAUNCH_DIR = flags.DEFINE_string("launch_dir", None, "the launch's directory (program.pkl)")
+_NODE = flags.DEFINE_string("node", None, "group/index of the node to run; group only: index from --index_env")
+_INDEX_ENV = flags.DEFINE_string("index_env", None, "environment variable with the node's index (SLURM_PROCID)")
+_HOST = flags.DEFINE_string("host", None, "this host's address as other hosts reach it; default: looked up "
+                            "in LAUNCH_DIR/cluster.json by $SLURMD_NODENAME")
+_COORDINATOR = flags.DEFINE_string("coordinator", None, "host:port of the counter node (all nodes but the counter)")
+
+PROGRAM_FILE = "program.pkl"
+CLUSTER_FILE = "cluster.json"
+COORDINATOR_FILE = "coordinator"
+# How long a node waits for the counter, and for a node it calls to register, before giving up.
+_FIND_TIMEOUT_S = 300.0
+# A node whose counter stays unreachable this long stops itself (the program is gone).
+_COUNTER_LOST_S = 60.0
+
+
+def write_program(program, launch_dir: str) -> None:
+    """Pickles the program's nodes, group by group, for `launch.entry` to load."""
+    import cloudpickle
+
+    os.makedirs(launch_dir, exist_ok=True)
+    groups = {label: list(nodes) for label, nodes in program.groups.items()}
+    with open(os.path.join(launch_dir, PROGRAM_FILE + ".tmp"), "wb") as file:
+        cloudpickle.dump(groups, file)
+    os.replace(os.path.join(launch_dir, PROGRAM_FILE + ".tmp"), os.path.join(launch_dir, PROGRAM_FILE))
+
+
+def wait_for_coordinator(launch_dir: str, timeout_s: float, alive=lambda: True) -> str:
+    """The counter's address once it has written it (launchers and job scripts wait on this)."""
+    path = os.path.join(launch_dir, COORDINATOR_FILE)
+    deadline = time.time() + timeout_s
+    while time.time() < deadline and alive():
+        try:
+            with open(path) as file:
+                address = file.read().strip()
+            if address:
+                return address
+        except FileNotFoundError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"The counter node did not start within {timeout_s:.0f} s (no {path}); see its log.")
+
+
+def free_port() -> int:
+    """A port no process on this host listens on now; the node's server binds it next."""
+    with socket.socket(socket.AF_INET6 if socket.has_ipv6 else socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("", 0))
+        return probe.getsockname()[1]
+
+
+class StaticAddressBuilder:
+    """An address known when the process starts (its own, or the counter's)."""
+
+    def __init__(self, address: str):
+        self._address = address
+
+    def build(self) -> str:
+        return self._address
+
+
+class RegistryAddressBuilder:
+    """The address another node registered with the counter; waits until it has."""
+
+    def __init__(self, coordinator, node: str):
+        self._coordinator = coordinator
+        self._node = node
+
+    def build(self) -> str:
+        deadline = time.time() + _FIND_TIMEOUT_S
+        while time.time() < deadline:
+            try:
+                address = self._coordinator.lookup_address(self._node)
+                if address:
+                    return address
+                if self._coordinator.stop_reason():
+                    raise RuntimeError(f"the program stopped before node {self._node} registered")
+            except RuntimeError:
+                raise
+            except Exception:  # the counter is not up yet
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"node {self._node} did not register with the counter within {_FIND_TIMEOUT_S:.0f} s; "
+                           "see its log")
+
+
+def _own_host(launch_dir: str) -> str:
+    if _HOST.value:
+        return _HOST.value
+    from launch import cluster
+    from launch.summary import read_json
+
+    name = os.environ.get("SLURMD_NODENAME")
+    spec = read_json(os.path.join(launch_dir, CLUSTER_FILE))
+    if name is None or spec is None:
+        raise ValueError("launch.entry needs --host, or $SLURMD_NODENAME and LAUNCH_DIR/cluster.json.")
+    for component in cluster.from_json(spec).components:
+        for host in component.hosts:
+            if host.name == name:
+                return host.address
+    raise ValueError(f"Host {name} is not in {os.path.join(launch_dir, CLUSTER_FILE)}.")
+
+
+def _node_name() -> tuple:
+    if "/" in _NODE.value:
+        label, index = _NODE.value.split("/")
+        return label, int(index)
+    if not _INDEX_ENV.value or _INDEX_ENV.value not in os.environ:
+        raise ValueError(f"--node={_NODE.value} has no index: give group/index, or --index_env set in the environment.")
+    return _NODE.value, int(os.environ[_INDEX_ENV.value])
+
+
+def _watch_stop(coordinator, stopped: threading.Event) -> None:
+    """Stops this process the way a local stop does once the counter says the program stops,
+    or once the counter has been unreachable for `_COUNTER_LOST_S`."""
+    last_answer = time.time()
+    while not stopped.wait(0.2):
+        try:
+            reason = coordinator.stop_reason()
+            last_answer = time.time()
+        except Exception:  # busy or gone
+            reason = None if time.time() - last_answer < _COUNTER_LOST_S else "the counter is unreachable"
+        if reason:
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+
+
+def run_node(launch_dir: str, label: str, index: int, host: str, coordinator_address: str = None) -> int:
+    import cloudpickle
+    import courier
+    from launchpad import context
+    from launchpad.launch import worker_manager
+
+    with open(os.path.join(launch_dir, PROGRAM_FILE), "rb") as file:
+        groups = cloudpickle.load(file)
+    if label not in groups or not 0 <= index < len(groups[label]):
+        raise ValueError(f"The program has no node {label}/{index}; its groups: "
+                         + ", ".join(f"{name} ({len(nodes)})" for name, nodes in groups.items()))
+    node = groups[label][index]
+    if len(node.addresses) > 1:
+        raise ValueError(f"Node {label}/{index} serves {len(node.addresses)} addresses; Relay's nodes serve one.")
+    own_address = f"{host}:{free_port()}"
+    if label == "counter":
+        coordinator_address = own_address
+    elif not coordinator_address:
+        raise ValueError("--coordinator is required for every node but the counter.")
+    coordinator = courier.Client(coordinator_address, call_timeout=2.0)
+    counter_node = groups["counter"][0]
+    for group_label, nodes in groups.items():
+        for node_index, other in enumerate(nodes):
+            for address in other.addresses:
+                if other is node:
+                    address.bind(StaticAddressBuilder(own_address))
+                elif other is counter_node:
+                    address.bind(StaticAddressBuilder(coordinator_address))
+                else:
+                    address.bind(RegistryAddressBuilder(coordinator, f"{group_label}/{node_index}"))
+
+    # Launchpad's stop machinery in this process: SIGTERM (and Ctrl-C) set the stop event and
+    # call stop handlers; a node that has not returned 10 s later is killed with its process.
+    worker_manager.WorkerManager(register_in_thread=True)
+    node._launch_context.initialize(  # pylint: disable=protected-access
+        context.LaunchType.LOCAL_MULTI_PROCESSING, None,
+        program_stopper=lambda: courier.Client(coordinator_address, call_timeout=2.0).request_stop(
+            f"lp.stop() by {label}/{index}"))
+    if label == "counter":
+        announce = os.path.join(launch_dir, COORDINATOR_FILE)
+        with open(announce + ".tmp", "w") as file:
+            file.write(own_address + "\n")
+        os.replace(announce + ".tmp", announce)
+    elif node.addresses:
+        _register(coordinator, f"{label}/{index}", own_address)
+    print(f"relay node {label}/{index} on {host} (pid {os.getpid()})"
+          + (f", serving at {own_address}" if node.addresses else "") + f"; counter at {coordinator_address}", flush=True)
+    stopped = threading.Event()
+    threading.Thread(target=_watch_stop, args=(courier.Client(coordinator_address, call_timeout=2.0), stopped),
+                     daemon=True, name="stop-watch").start()
+    try:
+        node._partial_function()  # pylint: disable=protected-access
+    except BaseException:
+        traceback.print_exc()
+        try:
+            courier.Client(coordinator_address, call_timeout=2.0).request_stop(f"node {label}/{index} failed")
+        except Exception:  # the counter is gone too
+            pass
+        return 1
+    finally:
+        stopped.set()
+    return 0
+
+
+def _register(coordinator, node: str, address: str) -> None:
+    deadline = time.time() + _FIND_TIMEOUT_S
+    while True:
+        try:
+            coordinator.register_address(node, address)
+            return
+        except Exception:  # the counter is still starting
+            if time.time() > deadline:
+                raise TimeoutError(f"The counter did not answer within {_FIND_TIMEOUT_S:.0f} s; see its log.") from None
+            time.sleep(0.2)
+
+
+def main(argv) -> None:
+    del argv
+    label, index = _node_name()
+    code = run_node(_LAUNCH_DIR.value, label, index, _own_host(_LAUNCH_DIR.value), _COORDINATOR.value)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Skip interpreter teardown: everything the node writes is closed, and native threads
+    # (gRPC, Reverb, TensorFlow) can hold the exit for seconds (see learner_node.end_own_process).
+    os._exit(code)
+
+
+def _prepare_process() -> None:
+    """Before anything imports JAX: only the learner may open an accelerator."""
+    node = next((arg.split("=", 1)[1] for arg in sys.argv if arg.startswith("--node=")), "")
+    if node.split("/")[0] != "learner":
+        os.environ.update(launching.CPU_ONLY_ENV)
+    os.environ[launching.OWN_PROCESS_ENV] = "1"
+
+
+if __name__ == "__main__":
+    _prepare_process()
+    flags.mark_flags_as_required(["launch_dir", "node"])
+    app.run(main)

@@ -1,0 +1,227 @@
+"""One Relay program across hosts: a real SLURM cluster and the no-scheduler launch, each host a
+network namespace on this machine (experiments/netns_hosts.py, tests/slurm_cluster.py).
+
+Placement in every test: replay, counter, monitor and evaluator on h1, the learner on h2, two
+actors on h3. Skipped, with the reason, where namespaces or SLURM/munge are unavailable.
+"""
+
+import json
+import os
+import pathlib
+import re
+import signal
+import subprocess
+import sys
+
+import psutil
+import pytest
+
+import slurm_cluster
+from experiments import netns_hosts
+from test_program import (ROOT, assert_experience_recorded, assert_final_checkpoint, assert_no_orphans, read,
+                          learner_has_updated, train_command, wait_for)
+
+PLACEMENT = ((("replay", "counter", "monitor", "evaluator"), "h1"), (("learner",), "h2"), (("actor",), "h3"))
+
+
+@pytest.fixture
+def hosts():
+    reason = netns_hosts.unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    with netns_hosts.HostNamespaces(["h1", "h2", "h3"]) as namespaces:
+        yield namespaces
+
+
+@pytest.fixture
+def cluster(hosts, tmp_path):
+    reason = slurm_cluster.unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    with slurm_cluster.SlurmCluster(tmp_path / "slurm", hosts) as slurm:
+        slurm.wait_ready(120)
+        yield slurm
+
+
+def write_spec(path: pathlib.Path, spec: dict) -> str:
+    path.write_text(json.dumps(spec))
+    return str(path)
+
+
+def slurm_spec(tmp_path):
+    return write_spec(tmp_path / "cluster.json", {"components": [{"groups": list(groups)} for groups, _ in PLACEMENT]})
+
+
+def hosts_spec(tmp_path, hosts):
+    # A host's name is its namespace: the template enters it as `ssh {host}` would log in.
+    return write_spec(tmp_path / "cluster.json", {
+        "components": [{"groups": list(groups), "hosts": [{"name": hosts.netns_name(host), "address": hosts.hosts[host]}]}
+                       for groups, host in PLACEMENT],
+        "command_template": "nsenter --net=/run/netns/{host} --",
+    })
+
+
+def node_hosts(run_dir) -> dict:
+    """Where each node ran: "group/index" -> the address it announced in its log."""
+    placed = {}
+    for log in pathlib.Path(run_dir, "logs").glob("*/*"):
+        match = re.search(r"relay node (\S+) on (\S+) ", log.read_text(errors="replace"))
+        if match:
+            placed[match.group(1)] = match.group(2)
+    return placed
+
+
+def assert_placed_as_specified(run_dir, hosts):
+    expected = {"replay/0": "h1", "counter/0": "h1", "monitor/0": "h1", "evaluator/0": "h1", "learner/0": "h2",
+                "actor/0": "h3", "actor/1": "h3"}
+    assert node_hosts(run_dir) == {node: hosts.hosts[host] for node, host in expected.items()}
+
+
+def assert_logs_clean(run_dir):
+    for log in pathlib.Path(run_dir, "logs").glob("*/*"):
+        text = log.read_text(errors="replace")
+        assert "Traceback" not in text and "no final report" not in text, f"{log}:\n{text[-3000:]}"
+
+
+def assert_trained_and_stopped_at_the_limit(run_dir, max_env_steps):
+    """The counter's totals are exact; the learner trained on what the actors inserted; actors
+    took newer parameters; summary, metrics and the final checkpoint agree."""
+    actors = [read(run_dir, f"actor_{i}.json") for i in range(2)]
+    learner = read(run_dir, "learner.json")
+    counts, summary = read(run_dir, "counts.json"), read(run_dir, "summary.json")
+    assert counts["actor_steps"] == summary["env_steps"] == sum(actor["actor_steps"] for actor in actors) >= max_env_steps
+    assert counts["learner_steps"] == summary["learner_steps"] == learner["learner_steps"] > 0
+    assert summary["reached_max_env_steps"] and summary["evaluations"] >= 1
+    for actor in actors:
+        assert actor["param_versions_seen"][0] == 0 and max(actor["param_versions_seen"]) > 0
+    assert_final_checkpoint(run_dir)
+    assert_experience_recorded(run_dir)
+
+
+def test_a_slurm_job_runs_the_program_across_three_hosts(cluster, hosts, tmp_path):
+    run_dir = str(tmp_path / "run")
+    before = set(psutil.pids())
+    result = subprocess.run(
+        train_command(run_dir, "--max_env_steps=4000", "--launch_type=slurm", f"--cluster={slurm_spec(tmp_path)}"),
+        cwd=ROOT, env=cluster.env, capture_output=True, text=True, timeout=600)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:] + cluster.log_tails()
+    job_id = pathlib.Path(run_dir, "launches", "0", "job_id").read_text().strip()
+    assert f"SLURM job {job_id}: COMPLETED" in output and cluster.job_state(job_id) == "COMPLETED"
+    # The job filled the spec's hosts in from SLURM's node lists.
+    spec = read(os.path.join(run_dir, "launches", "0"), "cluster.json")
+    assert [[host["name"] for host in component["hosts"]] for component in spec["components"]] == [["h1"], ["h2"], ["h3"]]
+    assert_placed_as_specified(run_dir, hosts)
+    assert_trained_and_stopped_at_the_limit(run_dir, 4000)
+    assert_logs_clean(run_dir)
+    assert_no_orphans(before)
+
+
+def test_scancel_stops_every_node_cleanly_with_a_final_checkpoint(cluster, hosts, tmp_path):
+    run_dir = str(tmp_path / "run")
+    before = set(psutil.pids())
+    launcher = subprocess.Popen(
+        train_command(run_dir, "--max_env_steps=100000000", "--launch_type=slurm", f"--cluster={slurm_spec(tmp_path)}"),
+        cwd=ROOT, env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: learner_has_updated(run_dir), 300, "the learner's first metrics row past step 0")
+        job_id = pathlib.Path(run_dir, "launches", "0", "job_id").read_text().strip()
+        cluster.run(["scancel", job_id])
+        # KillWait is 10 s: a node still running then is killed, and its final report would be missing.
+        cluster.wait_job(job_id, ["CANCELLED"], timeout_s=60)
+        output, _ = launcher.communicate(timeout=60)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    assert launcher.returncode == 0, output[-3000:]
+    summary = read(run_dir, "summary.json")
+    assert 0 < summary["env_steps"] == read(run_dir, "counts.json")["actor_steps"] and not summary["reached_max_env_steps"]
+    assert summary["learner_steps"] == read(run_dir, "learner.json")["learner_steps"]
+    assert_final_checkpoint(run_dir)
+    assert_experience_recorded(run_dir)
+    assert_logs_clean(run_dir)
+    assert_no_orphans(before)
+
+
+def test_the_hosts_launch_runs_the_program_across_namespaces(hosts, tmp_path):
+    run_dir = str(tmp_path / "run")
+    before = set(psutil.pids())
+    result = subprocess.run(
+        train_command(run_dir, "--max_env_steps=4000", "--launch_type=hosts", f"--cluster={hosts_spec(tmp_path, hosts)}"),
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert_placed_as_specified(run_dir, hosts)
+    assert_trained_and_stopped_at_the_limit(run_dir, 4000)
+    assert_logs_clean(run_dir)
+    assert "env " in output and "Finished: " in output  # the progress line, read from the counter
+    assert_no_orphans(before)
+
+
+def test_ctrl_c_of_the_hosts_launcher_stops_every_node(hosts, tmp_path):
+    run_dir = str(tmp_path / "run")
+    before = set(psutil.pids())
+    launcher = subprocess.Popen(
+        [sys.executable, "-X", "faulthandler"] + train_command(
+            run_dir, "--max_env_steps=100000000", "--launch_type=hosts", f"--cluster={hosts_spec(tmp_path, hosts)}")[1:],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: learner_has_updated(run_dir), 300, "the learner's first metrics row past step 0")
+        launcher.send_signal(signal.SIGINT)
+        output = communicate_or_dump(launcher, timeout_s=30)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    assert launcher.returncode == 0, output[-3000:]
+    summary = read(run_dir, "summary.json")
+    assert summary["env_steps"] == read(run_dir, "counts.json")["actor_steps"] > 0
+    assert_final_checkpoint(run_dir)
+    assert_logs_clean(run_dir)
+    assert_no_orphans(before)
+
+
+def communicate_or_dump(process, timeout_s):
+    """The process's output once it exits; past `timeout_s`, a failure with its threads' stacks
+    (it runs with -X faulthandler: SIGABRT dumps them)."""
+    try:
+        return process.communicate(timeout=timeout_s)[0]
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGABRT)
+        output = process.communicate(timeout=30)[0]
+        raise AssertionError(f"still running {timeout_s} s after the stop:\n{output[-6000:]}") from None
+
+
+def test_dry_run_prints_the_het_job_and_submits_nothing(tmp_path):
+    spec = write_spec(tmp_path / "cluster.json", {
+        "components": [{"groups": ["replay", "counter"], "cpus": 4, "mem": "16G"},
+                       {"groups": ["learner"], "gpus": 2, "cpus": 8},
+                       {"groups": ["actor"], "nodes": 3, "cpus": 32}],
+        "slurm": {"partition": "gpu", "time": "2:00:00"}})
+    run_dir = tmp_path / "run"
+    result = subprocess.run(train_command(str(run_dir), "--launch_type=slurm", f"--cluster={spec}", "--dry_run",
+                                          "--slurm_account=lab"),
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    script = result.stdout[result.stdout.index("#!/bin/bash"):]
+    components = script.split("#SBATCH hetjob")
+    assert len(components) == 3
+    assert "#SBATCH --gres=gpu:2" in components[1] and "--gres" not in components[0] + components[2]
+    assert "#SBATCH --nodes=3" in components[2] and "#SBATCH --cpus-per-task=32" in components[2]
+    assert all("#SBATCH --partition=gpu" in c and "#SBATCH --account=lab" in c and "#SBATCH --time=2:00:00" in c
+               for c in components)
+    assert "-m launch.slurm --launch_dir=" in script
+    assert not run_dir.exists()  # nothing written, nothing submitted
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"components": [{"groups": ["learner"]}, {"groups": ["learner", "actor"]}]}, "place each group in one component"),
+    ({"components": [{"groups": ["replay", "counter"]}, {"groups": ["actors"]}]}, "groups the program does not have: actors"),
+    ({"components": [{"groups": ["replay"], "gpus": -1}]}, "gpus >= 0"),
+])
+def test_a_bad_cluster_spec_is_refused_before_anything_starts(tmp_path, spec, message):
+    run_dir = tmp_path / "run"
+    result = subprocess.run(
+        train_command(str(run_dir), "--launch_type=hosts", f"--cluster={write_spec(tmp_path / 'c.json', spec)}"),
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0 and message in result.stderr, result.stderr[-2000:]
+    assert not (run_dir / "logs").exists()
