@@ -4,7 +4,8 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.relay-installed
-SETUP_INPUTS := setup.py requirements/constraints.txt scripts/setup_venv.sh scripts/verify_install.py
+SETUP_INPUTS := setup.py requirements/constraints.txt scripts/setup_venv.sh scripts/verify_install.py \
+	scripts/install_cluster_tools.sh
 
 .PHONY: setup test test-all run bench clean-venv
 
@@ -12,6 +13,7 @@ setup: $(STAMP)
 
 $(STAMP): $(SETUP_INPUTS)
 	bash scripts/setup_venv.sh
+	bash scripts/install_cluster_tools.sh
 	touch $(STAMP)
 
 # The default test run (< 30 min on 2 cores); tests marked 'slow' are left out.

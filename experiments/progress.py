@@ -59,13 +59,16 @@ def show_progress(run_dir: str, fetch_progress: Callable[[], Optional[dict]], do
                   stream: TextIO = sys.stdout, interactive: Optional[bool] = None, refresh_s: float = 0.25,
                   plain_every_s: float = 10.0) -> None:
     """Shows the run's progress on `stream` until `done` is set: the line from `fetch_progress()`
-    (see `counter_progress`), and the evaluator's rows as they land in its metrics file."""
+    (see `counter_progress`), and the evaluator's rows as they land in its metrics file. In a
+    log the last line seen is printed once more at the end, so a log always holds one."""
     interactive = stream.isatty() if interactive is None else interactive
     printed_evals, last_plain, line_shown = 0, time.time(), False
+    latest, last_printed = None, None
     while True:
         finished = done.wait(refresh_s)
         rows = summary.evaluations(run_dir)
         progress = fetch_progress()
+        latest = progress if progress is not None else latest
         if interactive and line_shown and (len(rows) > printed_evals or finished):
             stream.write("\r\033[K")  # clear the progress line so an evaluation line can take its place
             line_shown = False
@@ -73,6 +76,10 @@ def show_progress(run_dir: str, fetch_progress: Callable[[], Optional[dict]], do
             stream.write(format_evaluation(row) + "\n")
         printed_evals = len(rows)
         if finished:
+            if not interactive and latest is not None:
+                line = format_progress(latest, rows[-1] if rows else None)
+                if line != last_printed:
+                    stream.write(line + "\n")
             stream.flush()
             return
         if progress is not None:
@@ -82,5 +89,5 @@ def show_progress(run_dir: str, fetch_progress: Callable[[], Optional[dict]], do
                 line_shown = True
             elif time.time() - last_plain >= plain_every_s:
                 stream.write(line + "\n")
-                last_plain = time.time()
+                last_plain, last_printed = time.time(), line
         stream.flush()

@@ -16,6 +16,7 @@ import time
 from typing import List, Optional
 
 from launch.checkpoints import checkpoints_dir, list_steps
+from launch.counter import COUNTS_FILE
 from launch.summary import read_json
 
 
@@ -42,7 +43,7 @@ def find_runs(root: str) -> List[dict]:
         subdirectories[:] = []  # a run's own subdirectories hold no runs
         config = read_json(os.path.join(directory, "config.json")) or {}
         summary = read_json(os.path.join(directory, "summary.json")) or {}
-        progress = read_json(os.path.join(directory, "progress.json")) or {}
+        counts = read_json(os.path.join(directory, COUNTS_FILE)) or {}
         rae = config.get("rae") or None
         experience_dir = os.path.join(directory, "experience")
         runs.append({
@@ -51,8 +52,8 @@ def find_runs(root: str) -> List[dict]:
             "task": (config.get("environment") or {}).get("task"),
             "agent": config.get("agent"),
             "seed": config.get("seed"),
-            # A run still going (or killed) has no summary yet: its monitor's latest count.
-            "env_steps": summary.get("env_steps", progress.get("env_steps")),
+            # A run still going (or killed) has no summary yet: the counter's last saved totals.
+            "env_steps": summary.get("env_steps", counts.get("actor_steps")),
             "final_return": summary.get("final_eval_return"),
             "checkpoint": _latest_checkpoint(directory),
             "data_bytes": _directory_bytes(experience_dir) if os.path.isdir(experience_dir) else 0,

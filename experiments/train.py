@@ -32,8 +32,9 @@ _MAX_ENV_STEPS = flags.DEFINE_integer("max_env_steps", 100_000, "stop after this
 _SEED = flags.DEFINE_integer("seed", 0, "experiment seed")
 _RUN_DIR = flags.DEFINE_string("run_dir", None, "default runs/<env>/<agent>/<UTC time>-s<seed>")
 _LAUNCH_TYPE = flags.DEFINE_enum("launch_type", "local_mp", ["local_mt", "local_mp", "hosts", "slurm"],
-                                  "local_mt: threads, local_mp: processes on this machine; hosts: across the hosts "
-                                  "of --cluster without a scheduler; slurm: one SLURM job placed as --cluster says")
+                                  "local_mt: threads of one process; local_mp: a process per node on this machine; "
+                                  "hosts: across the hosts of --cluster, no scheduler; slurm: one SLURM job placed as "
+                                  "--cluster says")
 _CLUSTER = flags.DEFINE_string("cluster", None, "cluster spec JSON (launch.cluster): hosts or SLURM components per group")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "slurm: print the job script and cluster spec, submit nothing")
 _DETACH = flags.DEFINE_bool("detach", False, "slurm: return once the job is submitted instead of following it")
@@ -247,10 +248,19 @@ def follow(run_dir: str, counter_address, wait) -> None:
         printer.join()
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def run_on_hosts(program, cluster_spec, run_dir: str, launch_index: int) -> int:
+    """local_mp (every node on this machine: `cluster_spec` None) and hosts."""
+    import signal
+
     from launch import hosts
 
-    launch = hosts.HostsLaunch(program, cluster_spec, run_dir, launch_index)
+    launch = hosts.HostsLaunch(program, cluster_spec or hosts.local_spec(), run_dir, launch_index)
+    # SIGTERM to the launcher stops the program as Ctrl-C does.
+    signal.signal(signal.SIGTERM, _interrupt)
     launch.start()
 
     def wait():
@@ -280,12 +290,15 @@ def run_on_slurm(program, cluster_spec, run_dir: str, launch_index: int, job_nam
 
     from launch import entry, launching, slurm
 
-    script = slurm.write_job(program, cluster_spec, run_dir, launch_index, job_name)
-    job_id = slurm.submit(script)
+    scripts = slurm.write_job(program, cluster_spec, run_dir, launch_index, job_name)
+    job_ids = slurm.submit(scripts)
     launch_dir = launching.launch_dir(run_dir, launch_index)
-    print(f"Submitted SLURM job {job_id} ({script}); node logs under {launching.logs_dir(run_dir, launch_index)}")
+    jobs = " ".join(job_ids)
+    print(f"Submitted SLURM job{'s' if len(job_ids) > 1 else ''} {jobs} ({', '.join(scripts)}); "
+          f"node logs under {launching.logs_dir(run_dir, launch_index)}")
     if _DETACH.value:
-        print(f"Detached. Follow it with squeue -j {job_id} or python -m experiments.runs list; stop it with scancel {job_id}.")
+        print(f"Detached. Follow it with squeue -j {','.join(job_ids)} or python -m experiments.runs list; "
+              f"stop it with scancel {jobs}.")
         return 0
     coordinator = {}
 
@@ -299,25 +312,26 @@ def run_on_slurm(program, cluster_spec, run_dir: str, launch_index: int, job_nam
 
     def wait():
         interrupted = False
-        while slurm.job_state(job_id) in slurm.ACTIVE_STATES:
+        while slurm.active(job_ids):
             try:
                 time.sleep(0.5)
             except KeyboardInterrupt:
                 if interrupted or counter_address() is None:
-                    print(f"\nCancelling job {job_id}.", flush=True)
-                    slurm.cancel(job_id)
+                    print(f"\nCancelling {jobs}.", flush=True)
+                    slurm.cancel(job_ids)
                     continue
                 interrupted = True
                 print("\nStopping the job's nodes (Ctrl-C again to scancel it)...", flush=True)
                 try:
                     courier.Client(counter_address(), call_timeout=2.0).request_stop("Ctrl-C in the launcher")
                 except Exception:  # the counter is gone: cancel
-                    slurm.cancel(job_id)
+                    slurm.cancel(job_ids)
 
     follow(run_dir, counter_address, wait)
-    state = slurm.job_state(job_id)
-    print(f"SLURM job {job_id}: {state or 'ended'}")
-    return 0 if state in (None, "COMPLETED", "CANCELLED") else 1
+    states = [slurm.job_state(job_id) for job_id in job_ids]
+    for job_id, state in zip(job_ids, states):
+        print(f"SLURM job {job_id}: {state or 'ended'}")
+    return 0 if all(state in (None, "COMPLETED", "CANCELLED") for state in states) else 1
 
 
 def report(config, run_dir: str) -> None:
@@ -347,8 +361,10 @@ def dry_run(config, cluster_spec, run_dir: str, launch_index: int) -> int:
         raise ValueError("--dry_run is for --launch_type=slurm.")
     print("# cluster spec (each component's hosts are filled in from SLURM's node lists when the job starts)")
     print(json.dumps(cluster.to_json(cluster_spec), indent=2))
-    print(f"# {os.path.join(launching.launch_dir(run_dir, launch_index), slurm.SCRIPT_FILE)}")
-    print(slurm.sbatch_script(cluster_spec, launching.launch_dir(run_dir, launch_index), run_dir, _job_name(config)))
+    launch_dir = launching.launch_dir(run_dir, launch_index)
+    for name, script in slurm.sbatch_scripts(cluster_spec, launch_dir, run_dir, _job_name(config)):
+        print(f"# {os.path.join(launch_dir, name)}")
+        print(script)
     return 0
 
 
@@ -384,12 +400,12 @@ def main(argv) -> int:
 
     print(f"Run directory: {run_dir}")
     program = make_program(config, spec)
-    if _LAUNCH_TYPE.value in launching.LOCAL_LAUNCH_TYPES:
-        manager = launching.launch(program, _LAUNCH_TYPE.value, run_dir, launch_index)
+    if _LAUNCH_TYPE.value == "local_mt":
+        manager = launching.launch_threads(program, run_dir, launch_index)
         address = launching.counter_address(program)
         follow(run_dir, lambda: address, manager.wait)
         code = 0
-    elif _LAUNCH_TYPE.value == "hosts":
+    elif _LAUNCH_TYPE.value in ("local_mp", "hosts"):
         code = run_on_hosts(program, cluster_spec, run_dir, launch_index)
     else:
         try:

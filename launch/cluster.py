@@ -18,6 +18,7 @@ address other hosts reach it at is not its name.
 
 import dataclasses
 import json
+import subprocess
 from typing import Dict, List, Optional, Tuple
 
 from launch.config import dataclass_from_json
@@ -37,6 +38,7 @@ class Component:
     cpus: Optional[int] = None  # per host
     gpus: int = 0  # per host
     mem: Optional[str] = None  # per host, SLURM syntax ("16G")
+    partition: Optional[str] = None  # SLURM: this component's, over the spec's "slurm" partition
 
     def __post_init__(self):
         if not self.groups:
@@ -52,6 +54,9 @@ class SlurmOptions:
     time: Optional[str] = None  # sbatch --time
     # Extra `#SBATCH` options for every component (e.g. "--qos=high").
     extra: Tuple[str, ...] = ()
+    # False where a site forbids heterogeneous jobs: one job per component, each started
+    # once the counter's has (sbatch --dependency=after).
+    heterogeneous: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +100,12 @@ class ClusterSpec:
         return dataclasses.replace(self, components=tuple(
             dataclasses.replace(component, hosts=tuple(hosts), nodes=len(hosts))
             for component, hosts in zip(self.components, hosts_per_component)))
+
+    def with_component_hosts(self, index: int, hosts: List[Host]) -> "ClusterSpec":
+        """The spec with component `index`'s hosts filled in (one SLURM job per component)."""
+        components = list(self.components)
+        components[index] = dataclasses.replace(components[index], hosts=tuple(hosts), nodes=len(hosts))
+        return dataclasses.replace(self, components=tuple(components))
 
     def check_program(self, groups, need_hosts: bool) -> None:
         """Refuses a spec that cannot run a program of `groups`: unknown groups, or hosts missing."""
@@ -146,3 +157,12 @@ def load(path: str) -> ClusterSpec:
 
 def to_json(spec: ClusterSpec) -> dict:
     return dataclasses.asdict(spec)
+
+
+def slurm_node_address(name: str) -> str:
+    """The address SLURM reaches node `name` at (its NodeAddr; its name if none is set)."""
+    result = subprocess.run(["scontrol", "show", "node", "-o", name], capture_output=True, text=True)
+    for field in result.stdout.split():
+        if field.startswith("NodeAddr="):
+            return field.split("=", 1)[1]
+    return name

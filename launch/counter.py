@@ -164,8 +164,8 @@ class FinalClient:
     """Courier calls made at a stop, when the program's stop event is already set: a short
     timeout and a few tries, for a node that is still there but busy."""
 
-    def __init__(self, handle, call_timeout_s: float = 1.0, tries: int = 3):
-        self._client = courier.Client(handle.address, call_timeout=call_timeout_s)
+    def __init__(self, address: str, call_timeout_s: float = 1.0, tries: int = 3):
+        self._client = courier.Client(address, call_timeout=call_timeout_s)
         self._tries = tries
 
     def __getattr__(self, method: str):
@@ -185,7 +185,7 @@ class FinalClient:
 def finish(handle, node: str, counts: Optional[CountBuffer] = None) -> None:
     """At a node's stop: sends its last counts and says it has finished, if the counter still answers."""
     try:
-        client = FinalClient(handle)
+        client = FinalClient(handle.address)
         if counts is not None:
             counts.flush(client)
         client.node_finished(node)

@@ -4,10 +4,10 @@
     python -m launch.entry --launch_dir=RUN/launches/K --node=counter/0 --host=10.0.0.2   (serves as coordinator)
 
 The launcher pickles the program once (`write_program`); every node process loads it
-and runs one node. The counter node is the coordinator: it is started first, picks its
-own port and writes its address to LAUNCH_DIR/coordinator; whoever starts the other
-nodes hands that address to them on the command line. Every other node picks a free
-port on its host, registers host:port with the counter, and finds the nodes it calls
+and runs one node. The counter node is the coordinator: it is started first, reserves
+its own port and writes its address to LAUNCH_DIR/coordinator; whoever starts the other
+nodes hands that address to them on the command line. Every other node reserves a port
+on its host (launch.ports), registers host:port with the counter, and finds the nodes it calls
 by asking the counter (`RegistryAddressBuilder`). The stop goes through the counter
 too: `lp.stop()` asks it to stop the program, and each process polls it and stops
 itself as on one machine (SIGTERM to itself: the same path as a local stop).
@@ -15,7 +15,6 @@ itself as on one machine (SIGTERM to itself: the same path as a local stop).
 
 import os
 import signal
-import socket
 import sys
 import threading
 import time
@@ -23,14 +22,16 @@ import traceback
 
 from absl import app, flags
 
-from launch import launching
+from launch import launching, ports
 
 _LAUNCH_DIR = flags.DEFINE_string("launch_dir", None, "the launch's directory (program.pkl)")
 _NODE = flags.DEFINE_string("node", None, "group/index of the node to run; group only: index from --index_env")
 _INDEX_ENV = flags.DEFINE_string("index_env", None, "environment variable with the node's index (SLURM_PROCID)")
-_HOST = flags.DEFINE_string("host", None, "this host's address as other hosts reach it; default: looked up "
-                            "in LAUNCH_DIR/cluster.json by $SLURMD_NODENAME")
+_HOST = flags.DEFINE_string("host", None, "this host's address as other hosts reach it; default in a SLURM "
+                            "step: $SLURMD_NODENAME's NodeAddr")
 _COORDINATOR = flags.DEFINE_string("coordinator", None, "host:port of the counter node (all nodes but the counter)")
+_PORT = flags.DEFINE_integer("port", None, "the port this node serves at; default: a free one (the counter's may be "
+                             "chosen by a launcher on the same host, so that every node can start at once); default: one reserved on this host (launch.ports)")
 
 PROGRAM_FILE = "program.pkl"
 CLUSTER_FILE = "cluster.json"
@@ -56,7 +57,7 @@ def wait_for_coordinator(launch_dir: str, timeout_s: float, alive=lambda: True) 
     """The counter's address once it has written it (launchers and job scripts wait on this)."""
     path = os.path.join(launch_dir, COORDINATOR_FILE)
     deadline = time.time() + timeout_s
-    while time.time() < deadline and alive():
+    while True:
         try:
             with open(path) as file:
                 address = file.read().strip()
@@ -64,15 +65,10 @@ def wait_for_coordinator(launch_dir: str, timeout_s: float, alive=lambda: True) 
                 return address
         except FileNotFoundError:
             pass
+        if time.time() >= deadline or not alive():
+            break
         time.sleep(0.1)
     raise TimeoutError(f"The counter node did not start within {timeout_s:.0f} s (no {path}); see its log.")
-
-
-def free_port() -> int:
-    """A port no process on this host listens on now; the node's server binds it next."""
-    with socket.socket(socket.AF_INET6 if socket.has_ipv6 else socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("", 0))
-        return probe.getsockname()[1]
 
 
 class StaticAddressBuilder:
@@ -110,21 +106,15 @@ class RegistryAddressBuilder:
                            "see its log")
 
 
-def _own_host(launch_dir: str) -> str:
+def _own_host() -> str:
     if _HOST.value:
         return _HOST.value
-    from launch import cluster
-    from launch.summary import read_json
-
     name = os.environ.get("SLURMD_NODENAME")
-    spec = read_json(os.path.join(launch_dir, CLUSTER_FILE))
-    if name is None or spec is None:
-        raise ValueError("launch.entry needs --host, or $SLURMD_NODENAME and LAUNCH_DIR/cluster.json.")
-    for component in cluster.from_json(spec).components:
-        for host in component.hosts:
-            if host.name == name:
-                return host.address
-    raise ValueError(f"Host {name} is not in {os.path.join(launch_dir, CLUSTER_FILE)}.")
+    if name is None:
+        raise ValueError("launch.entry needs --host (this host's address), or to run in a SLURM step.")
+    from launch import cluster
+
+    return cluster.slurm_node_address(name)
 
 
 def _node_name() -> tuple:
@@ -151,7 +141,8 @@ def _watch_stop(coordinator, stopped: threading.Event) -> None:
             return
 
 
-def run_node(launch_dir: str, label: str, index: int, host: str, coordinator_address: str = None) -> int:
+def run_node(launch_dir: str, label: str, index: int, host: str, coordinator_address: str = None,
+             port: int = None) -> int:
     import cloudpickle
     import courier
     from launchpad import context
@@ -165,7 +156,7 @@ def run_node(launch_dir: str, label: str, index: int, host: str, coordinator_add
     node = groups[label][index]
     if len(node.addresses) > 1:
         raise ValueError(f"Node {label}/{index} serves {len(node.addresses)} addresses; Relay's nodes serve one.")
-    own_address = f"{host}:{free_port()}"
+    own_address = f"{host}:{port or ports.reserve_port()}"
     if label == "counter":
         coordinator_address = own_address
     elif not coordinator_address:
@@ -196,7 +187,8 @@ def run_node(launch_dir: str, label: str, index: int, host: str, coordinator_add
         os.replace(announce + ".tmp", announce)
     elif node.addresses:
         _register(coordinator, f"{label}/{index}", own_address)
-    print(f"relay node {label}/{index} on {host} (pid {os.getpid()})"
+    accelerators = "CPU only" if os.environ.get("JAX_PLATFORMS") == "cpu" else "accelerators allowed"
+    print(f"relay node {label}/{index} on {host} (pid {os.getpid()}, {accelerators})"
           + (f", serving at {own_address}" if node.addresses else "") + f"; counter at {coordinator_address}", flush=True)
     stopped = threading.Event()
     threading.Thread(target=_watch_stop, args=(courier.Client(coordinator_address, call_timeout=2.0), stopped),
@@ -230,7 +222,7 @@ def _register(coordinator, node: str, address: str) -> None:
 def main(argv) -> None:
     del argv
     label, index = _node_name()
-    code = run_node(_LAUNCH_DIR.value, label, index, _own_host(_LAUNCH_DIR.value), _COORDINATOR.value)
+    code = run_node(_LAUNCH_DIR.value, label, index, _own_host(), _COORDINATOR.value, _PORT.value)
     sys.stdout.flush()
     sys.stderr.flush()
     # Skip interpreter teardown: everything the node writes is closed, and native threads

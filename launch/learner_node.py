@@ -45,7 +45,7 @@ def final_counts(counter_handle, learner_counts: counter_node.CountBuffer, fallb
     """The counter's totals at a stop, with the learner's last steps added, from calls that
     ignore the stop event; `fallback` (the last totals seen) if the counter is already gone."""
     try:
-        client = counter_node.FinalClient(counter_handle)
+        client = counter_node.FinalClient(counter_handle.address)
         learner_counts.flush(client)
         return client.get_counts()
     except Exception:  # gone with the program

@@ -1,6 +1,6 @@
 """`--launch_type=slurm`: a program as one SLURM job, a heterogeneous job of one component per
 cluster-spec component (replay and counter on one host, the learner on a GPU host, actors on
-CPU hosts, ...).
+CPU hosts, ...); where a site forbids heterogeneous jobs, one job per component.
 
 The launcher writes the launch directory (pickled program, cluster spec, job.json) and an
 sbatch script, and submits it. In the job, the script runs this module's job driver on the
@@ -21,7 +21,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from launch import cluster, entry, hosts, launching
 
@@ -42,20 +42,19 @@ def _component_options(component: cluster.Component, options: cluster.SlurmOptio
     if component.gpus:
         lines.append(f"--gres=gpu:{component.gpus}")
     for name in ("partition", "account", "time"):
-        value = getattr(options, name)
+        value = component.partition if name == "partition" and component.partition else getattr(options, name)
         if value:
             lines.append(f"--{name}={value}")
     lines.extend(options.extra)
     return lines
 
 
-def sbatch_script(spec: cluster.ClusterSpec, launch_dir: str, run_dir: str, job_name: str,
-                  python: str = sys.executable) -> str:
-    """The job script: one `#SBATCH` block per component, `hetjob` between them, then the driver."""
+def _script(blocks: List[Tuple[int, cluster.Component]], spec: cluster.ClusterSpec, launch_dir: str, run_dir: str,
+            job_name: str, python: str, driver_args: str) -> str:
     logs = os.path.join(launching.logs_dir(run_dir, int(os.path.basename(launch_dir))), "slurm-%j.out")
     lines = ["#!/bin/bash", f"#SBATCH --job-name={job_name}", f"#SBATCH --output={logs}"]
-    for index, component in enumerate(spec.components):
-        if index:
+    for position, (index, component) in enumerate(blocks):
+        if position:
             lines.append("#SBATCH hetjob")
         lines.append(f"# component {index}: {', '.join(component.groups)}")
         lines.extend(f"#SBATCH {option}" for option in _component_options(component, spec.slurm))
@@ -63,14 +62,29 @@ def sbatch_script(spec: cluster.ClusterSpec, launch_dir: str, run_dir: str, job_
         "",
         f"cd {shlex.quote(hosts.ROOT)}",
         f"export PYTHONPATH={shlex.quote(hosts.ROOT)}",
-        f"exec {shlex.quote(python)} -m launch.slurm --launch_dir={shlex.quote(launch_dir)}",
+        f"exec {shlex.quote(python)} -m launch.slurm --launch_dir={shlex.quote(launch_dir)}{driver_args}",
         "",
     ]
     return "\n".join(lines)
 
 
-def write_job(program, spec: cluster.ClusterSpec, run_dir: str, launch_index: int, job_name: str) -> str:
-    """The launch directory, job.json and the sbatch script; returns the script's path."""
+def sbatch_scripts(spec: cluster.ClusterSpec, launch_dir: str, run_dir: str, job_name: str,
+                   python: str = sys.executable) -> List[Tuple[str, str]]:
+    """(file name, script) of each job to submit, the counter's first: one heterogeneous job
+    (`#SBATCH hetjob` between the components), or with `"slurm": {"heterogeneous": false}`
+    one job per component."""
+    components = list(enumerate(spec.components))
+    if spec.slurm.heterogeneous:
+        return [(SCRIPT_FILE, _script(components, spec, launch_dir, run_dir, job_name, python, ""))]
+    counter = spec.component_of("counter")
+    ordered = [components[counter]] + [item for item in components if item[0] != counter]
+    return [(f"job_{index}.sbatch", _script([(index, component)], spec, launch_dir, run_dir, f"{job_name}-{index}",
+                                            python, f" --component={index}"))
+            for index, component in ordered]
+
+
+def write_job(program, spec: cluster.ClusterSpec, run_dir: str, launch_index: int, job_name: str) -> List[str]:
+    """The launch directory, job.json and the sbatch scripts; returns the scripts' paths, the counter's first."""
     sizes = {label: len(nodes) for label, nodes in program.groups.items()}
     spec.check_program(sizes, need_hosts=False)
     launch_dir = hosts.write_launch(program, spec, run_dir, launch_index)
@@ -78,21 +92,28 @@ def write_job(program, spec: cluster.ClusterSpec, run_dir: str, launch_index: in
         json.dump({"groups": sizes, "run_dir": os.path.abspath(run_dir), "launch_index": launch_index,
                    "python": sys.executable}, file, indent=2)
     os.makedirs(launching.logs_dir(run_dir, launch_index), exist_ok=True)  # sbatch writes the job's output there
-    path = os.path.join(launch_dir, SCRIPT_FILE)
-    with open(path, "w") as file:
-        file.write(sbatch_script(spec, launch_dir, run_dir, job_name))
-    return path
+    paths = []
+    for name, script in sbatch_scripts(spec, launch_dir, run_dir, job_name):
+        paths.append(os.path.join(launch_dir, name))
+        with open(paths[-1], "w") as file:
+            file.write(script)
+    return paths
 
 
-def submit(script_path: str) -> str:
-    """Submits the script with sbatch; returns the job id."""
-    result = subprocess.run(["sbatch", "--parsable", script_path], capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"sbatch refused the job: {result.stderr.strip() or result.stdout.strip()}")
-    job_id = result.stdout.strip().split(";")[0]
-    with open(os.path.join(os.path.dirname(script_path), JOB_ID_FILE), "w") as file:
-        file.write(job_id + "\n")
-    return job_id
+def submit(script_paths: List[str]) -> List[str]:
+    """Submits the scripts with sbatch, every one after the first once the first has started
+    (it runs the counter); returns the job ids."""
+    job_ids = []
+    for path in script_paths:
+        dependency = [f"--dependency=after:{job_ids[0]}"] if job_ids else []
+        result = subprocess.run(["sbatch", "--parsable", *dependency, path], capture_output=True, text=True)
+        if result.returncode != 0:
+            cancel(job_ids)
+            raise RuntimeError(f"sbatch refused {path}: {result.stderr.strip() or result.stdout.strip()}")
+        job_ids.append(result.stdout.strip().split(";")[0])
+    with open(os.path.join(os.path.dirname(script_paths[0]), JOB_ID_FILE), "w") as file:
+        file.write("".join(f"{job_id}\n" for job_id in job_ids))
+    return job_ids
 
 
 def job_state(job_id: str) -> Optional[str]:
@@ -105,8 +126,13 @@ def job_state(job_id: str) -> Optional[str]:
     return None
 
 
-def cancel(job_id: str) -> None:
-    subprocess.run(["scancel", job_id], capture_output=True)
+def active(job_ids: List[str]) -> bool:
+    return any(job_state(job_id) in ACTIVE_STATES for job_id in job_ids)
+
+
+def cancel(job_ids: List[str]) -> None:
+    if job_ids:
+        subprocess.run(["scancel", *job_ids], capture_output=True)
 
 
 # The job driver: runs inside the allocation.
@@ -116,26 +142,17 @@ def _expand(nodelist: str) -> List[str]:
     return result.stdout.split()
 
 
-def _node_address(name: str) -> str:
-    """The address SLURM reaches node `name` at (NodeAddr; its name if none is set)."""
-    result = subprocess.run(["scontrol", "show", "node", "-o", name], capture_output=True, text=True)
-    for field in result.stdout.split():
-        if field.startswith("NodeAddr="):
-            return field.split("=", 1)[1]
-    return name
-
-
 def allocated_hosts(num_components: int, environ=os.environ) -> List[List[cluster.Host]]:
-    """Each component's hosts, from SLURM's node lists."""
+    """Each component's hosts, from SLURM's node lists (a job of one component: its own)."""
     if num_components == 1:
         lists = [environ["SLURM_JOB_NODELIST"]]
     else:
         lists = [environ[f"SLURM_JOB_NODELIST_HET_GROUP_{index}"] for index in range(num_components)]
-    return [[cluster.Host(name, _node_address(name)) for name in _expand(nodelist)] for nodelist in lists]
+    return [[cluster.Host(name, cluster.slurm_node_address(name)) for name in _expand(nodelist)] for nodelist in lists]
 
 
 def _srun(spec: cluster.ClusterSpec, group: str, ntasks: int, launch_dir: str, logs_dir: str, python: str,
-          coordinator: Optional[str], node: str, nodelist: Optional[str] = None) -> subprocess.Popen:
+          coordinator: Optional[str], node: str, heterogeneous: bool, nodelist: Optional[str] = None) -> subprocess.Popen:
     component_index = spec.component_of(group)
     component = spec.components[component_index]
     nodes = min(ntasks, len(component.hosts))
@@ -148,7 +165,7 @@ def _srun(spec: cluster.ClusterSpec, group: str, ntasks: int, launch_dir: str, l
             f"--nodes={nodes}", f"--ntasks-per-node={tasks_per_node}", f"--cpus-per-task={cpus_per_task}",
             "--distribution=cyclic",
             f"--output={os.path.join(logs_dir, group, '%t')}", f"--job-name={group}"]
-    if len(spec.components) > 1:
+    if heterogeneous and len(spec.components) > 1:
         argv.append(f"--het-group={component_index}")
     if nodelist:
         argv.append(f"--nodelist={nodelist}")
@@ -158,34 +175,44 @@ def _srun(spec: cluster.ClusterSpec, group: str, ntasks: int, launch_dir: str, l
     return subprocess.Popen(argv, stdin=subprocess.DEVNULL)
 
 
-def run_job(launch_dir: str) -> int:
-    """Starts the counter step, then one step per other group; returns when all have ended."""
+def run_job(launch_dir: str, component: Optional[int] = None) -> int:
+    """Starts the counter step, then one step per other group; returns when all have ended.
+    `component`: this job runs only that component's groups (one job per component)."""
     with open(os.path.join(launch_dir, JOB_FILE)) as file:
         job = json.load(file)
     with open(os.path.join(launch_dir, entry.CLUSTER_FILE)) as file:
         spec = cluster.from_json(json.load(file))
-    spec = spec.with_hosts(allocated_hosts(len(spec.components)))
-    with open(os.path.join(launch_dir, entry.CLUSTER_FILE), "w") as file:
-        json.dump(cluster.to_json(spec), file, indent=2)
+    heterogeneous = component is None
+    if heterogeneous:
+        spec = spec.with_hosts(allocated_hosts(len(spec.components)))
+        with open(os.path.join(launch_dir, entry.CLUSTER_FILE), "w") as file:
+            json.dump(cluster.to_json(spec), file, indent=2)
+    else:
+        spec = spec.with_component_hosts(component, allocated_hosts(1)[0])
+    groups = {group: size for group, size in job["groups"].items() if heterogeneous or spec.component_of(group) == component}
     logs_dir = launching.logs_dir(job["run_dir"], job["launch_index"])
-    placement = {group: [host.name for host in spec.components[spec.component_of(group)].hosts] for group in job["groups"]}
+    placement = {group: [host.name for host in spec.components[spec.component_of(group)].hosts] for group in groups}
     print(f"relay job: hosts per group {json.dumps(placement)}", flush=True)
 
     # scancel signals every step itself; the driver waits for them to end.
     signal.signal(signal.SIGTERM, lambda *_: print("relay job: SIGTERM, waiting for the nodes to stop", flush=True))
     python = job["python"]
-    counter_host = spec.host_of("counter", 0).name
-    steps: Dict[str, subprocess.Popen] = {
-        "counter": _srun(spec, "counter", 1, launch_dir, logs_dir, python, None, "counter/0", nodelist=counter_host)}
+    steps: Dict[str, subprocess.Popen] = {}
+    if "counter" in groups:
+        steps["counter"] = _srun(spec, "counter", 1, launch_dir, logs_dir, python, None, "counter/0",
+                                 heterogeneous, nodelist=spec.host_of("counter", 0).name)
     try:
-        coordinator = entry.wait_for_coordinator(launch_dir, 300.0, alive=lambda: steps["counter"].poll() is None)
+        # The counter's job started first; another job's counter may still be starting.
+        coordinator = entry.wait_for_coordinator(
+            launch_dir, 600.0, alive=lambda: "counter" not in steps or steps["counter"].poll() is None)
     except TimeoutError as error:
         print(f"relay job: {error}", flush=True)
-        steps["counter"].wait()
+        for step in steps.values():
+            step.wait()
         return 1
-    for group, size in job["groups"].items():
+    for group, size in groups.items():
         if group != "counter":
-            steps[group] = _srun(spec, group, size, launch_dir, logs_dir, python, coordinator, group)
+            steps[group] = _srun(spec, group, size, launch_dir, logs_dir, python, coordinator, group, heterogeneous)
     codes = {}
     while len(codes) < len(steps):
         for group, step in steps.items():
@@ -203,8 +230,9 @@ def main(argv=None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m launch.slurm", description="Relay's SLURM job driver.")
     parser.add_argument("--launch_dir", required=True)
+    parser.add_argument("--component", type=int, default=None, help="one job per component: this job's")
     args = parser.parse_args(argv)
-    return run_job(args.launch_dir)
+    return run_job(args.launch_dir, args.component)
 
 
 if __name__ == "__main__":

@@ -48,8 +48,9 @@ def write_spec(path: pathlib.Path, spec: dict) -> str:
     return str(path)
 
 
-def slurm_spec(tmp_path):
-    return write_spec(tmp_path / "cluster.json", {"components": [{"groups": list(groups)} for groups, _ in PLACEMENT]})
+def slurm_spec(tmp_path, heterogeneous=True):
+    return write_spec(tmp_path / "cluster.json", {"components": [{"groups": list(groups)} for groups, _ in PLACEMENT],
+                                                  "slurm": {"heterogeneous": heterogeneous}})
 
 
 def hosts_spec(tmp_path, hosts):
@@ -77,6 +78,20 @@ def assert_placed_as_specified(run_dir, hosts):
     assert node_hosts(run_dir) == {node: hosts.hosts[host] for node, host in expected.items()}
 
 
+def assert_progress_line_shown(output, max_env_steps):
+    """The launcher's progress line, read from the counter: env steps past the limit, learner steps."""
+    lines = re.findall(r"^env ([\d,]+)/" + f"{max_env_steps:,}" + r" \(.*\| learner ([\d,]+) ", output, re.MULTILINE)
+    assert lines and int(lines[-1][0].replace(",", "")) >= max_env_steps and int(lines[-1][1].replace(",", "")) > 0, \
+        output[-3000:]
+
+
+def assert_accelerators_only_for_the_learner(run_dir):
+    for log in pathlib.Path(run_dir, "logs").glob("*/*"):
+        text = log.read_text(errors="replace")
+        expected = "accelerators allowed" if log.parent.name == "learner" else "CPU only"
+        assert f", {expected}" in text, f"{log}:\n{text[:2000]}"
+
+
 def assert_logs_clean(run_dir):
     for log in pathlib.Path(run_dir, "logs").glob("*/*"):
         text = log.read_text(errors="replace")
@@ -98,20 +113,43 @@ def assert_trained_and_stopped_at_the_limit(run_dir, max_env_steps):
     assert_experience_recorded(run_dir)
 
 
-def test_a_slurm_job_runs_the_program_across_three_hosts(cluster, hosts, tmp_path):
+@pytest.mark.parametrize("heterogeneous", [True, False], ids=["het_job_followed", "one_job_per_component_detached"])
+def test_a_slurm_job_runs_the_program_across_three_hosts(cluster, hosts, tmp_path, heterogeneous):
+    """The het job is followed by the launcher; the jobs of the other case run detached."""
+    from experiments import runs
+
     run_dir = str(tmp_path / "run")
     before = set(psutil.pids())
     result = subprocess.run(
-        train_command(run_dir, "--max_env_steps=4000", "--launch_type=slurm", f"--cluster={slurm_spec(tmp_path)}"),
+        train_command(run_dir, "--max_env_steps=4000", "--launch_type=slurm",
+                      f"--cluster={slurm_spec(tmp_path, heterogeneous)}", *([] if heterogeneous else ["--detach"])),
         cwd=ROOT, env=cluster.env, capture_output=True, text=True, timeout=600)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:] + cluster.log_tails()
-    job_id = pathlib.Path(run_dir, "launches", "0", "job_id").read_text().strip()
-    assert f"SLURM job {job_id}: COMPLETED" in output and cluster.job_state(job_id) == "COMPLETED"
-    # The job filled the spec's hosts in from SLURM's node lists.
-    spec = read(os.path.join(run_dir, "launches", "0"), "cluster.json")
-    assert [[host["name"] for host in component["hosts"]] for component in spec["components"]] == [["h1"], ["h2"], ["h3"]]
-    assert_placed_as_specified(run_dir, hosts)
+    job_ids = pathlib.Path(run_dir, "launches", "0", "job_id").read_text().split()
+    assert len(job_ids) == (1 if heterogeneous else 3)
+    if heterogeneous:
+        assert_progress_line_shown(output, 4000)
+    else:
+        assert "Detached." in output and "Finished" not in output
+        for job_id in job_ids:
+            cluster.wait_job(job_id, ["COMPLETED", "FAILED", "CANCELLED"], timeout_s=300)
+    for job_id in job_ids:
+        assert cluster.job_state(job_id) == "COMPLETED"
+        assert not heterogeneous or f"SLURM job {job_id}: COMPLETED" in output
+    # The runs index shows it like any run.
+    [listed] = runs.find_runs(str(tmp_path))
+    assert listed["env_steps"] == read(run_dir, "summary.json")["env_steps"] and listed["checkpoint"] is not None
+    if heterogeneous:  # the job filled the spec's hosts in from SLURM's node lists
+        spec = read(os.path.join(run_dir, "launches", "0"), "cluster.json")
+        assert [[host["name"] for host in c["hosts"]] for c in spec["components"]] == [["h1"], ["h2"], ["h3"]]
+        assert_placed_as_specified(run_dir, hosts)
+    else:  # each job got the host SLURM chose for it, and its nodes ran there
+        for job_id, groups in zip(job_ids, [groups for groups, _ in PLACEMENT]):
+            job_host = hosts.hosts[re.search(r" NodeList=(\S+)", cluster.job_info(job_id)).group(1)]
+            placed = {node: address for node, address in node_hosts(run_dir).items() if node.split("/")[0] in groups}
+            assert placed and set(placed.values()) == {job_host}
+    assert_accelerators_only_for_the_learner(run_dir)
     assert_trained_and_stopped_at_the_limit(run_dir, 4000)
     assert_logs_clean(run_dir)
     assert_no_orphans(before)
@@ -143,6 +181,32 @@ def test_scancel_stops_every_node_cleanly_with_a_final_checkpoint(cluster, hosts
     assert_no_orphans(before)
 
 
+def test_ctrl_c_of_the_slurm_launcher_stops_the_job_through_the_counter(cluster, hosts, tmp_path):
+    run_dir = str(tmp_path / "run")
+    before = set(psutil.pids())
+    launcher = subprocess.Popen(
+        [sys.executable, "-X", "faulthandler"] + train_command(
+            run_dir, "--max_env_steps=100000000", "--launch_type=slurm", f"--cluster={slurm_spec(tmp_path)}")[1:],
+        cwd=ROOT, env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: learner_has_updated(run_dir), 300, "the learner's first metrics row past step 0")
+        launcher.send_signal(signal.SIGINT)
+        output = communicate_or_dump(launcher, timeout_s=60)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    assert launcher.returncode == 0, output[-3000:]
+    job_id = pathlib.Path(run_dir, "launches", "0", "job_id").read_text().strip()
+    # Stopped by the counter, not cancelled: every node returned and the job ended well.
+    assert f"SLURM job {job_id}: COMPLETED" in output, output[-3000:]
+    assert cluster.job_state(job_id) == "COMPLETED"
+    summary = read(run_dir, "summary.json")
+    assert summary["env_steps"] == read(run_dir, "counts.json")["actor_steps"] > 0
+    assert_final_checkpoint(run_dir)
+    assert_logs_clean(run_dir)
+    assert_no_orphans(before)
+
+
 def test_the_hosts_launch_runs_the_program_across_namespaces(hosts, tmp_path):
     run_dir = str(tmp_path / "run")
     before = set(psutil.pids())
@@ -152,9 +216,10 @@ def test_the_hosts_launch_runs_the_program_across_namespaces(hosts, tmp_path):
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     assert_placed_as_specified(run_dir, hosts)
+    assert_accelerators_only_for_the_learner(run_dir)
     assert_trained_and_stopped_at_the_limit(run_dir, 4000)
     assert_logs_clean(run_dir)
-    assert "env " in output and "Finished: " in output  # the progress line, read from the counter
+    assert_progress_line_shown(output, 4000)
     assert_no_orphans(before)
 
 
@@ -195,7 +260,7 @@ def test_dry_run_prints_the_het_job_and_submits_nothing(tmp_path):
     spec = write_spec(tmp_path / "cluster.json", {
         "components": [{"groups": ["replay", "counter"], "cpus": 4, "mem": "16G"},
                        {"groups": ["learner"], "gpus": 2, "cpus": 8},
-                       {"groups": ["actor"], "nodes": 3, "cpus": 32}],
+                       {"groups": ["actor"], "nodes": 3, "cpus": 32, "partition": "cpu"}],
         "slurm": {"partition": "gpu", "time": "2:00:00"}})
     run_dir = tmp_path / "run"
     result = subprocess.run(train_command(str(run_dir), "--launch_type=slurm", f"--cluster={spec}", "--dry_run",
@@ -207,8 +272,8 @@ def test_dry_run_prints_the_het_job_and_submits_nothing(tmp_path):
     assert len(components) == 3
     assert "#SBATCH --gres=gpu:2" in components[1] and "--gres" not in components[0] + components[2]
     assert "#SBATCH --nodes=3" in components[2] and "#SBATCH --cpus-per-task=32" in components[2]
-    assert all("#SBATCH --partition=gpu" in c and "#SBATCH --account=lab" in c and "#SBATCH --time=2:00:00" in c
-               for c in components)
+    assert all("#SBATCH --account=lab" in c and "#SBATCH --time=2:00:00" in c for c in components)
+    assert [c.count("#SBATCH --partition=gpu") for c in components] == [1, 1, 0] and "--partition=cpu" in components[2]
     assert "-m launch.slurm --launch_dir=" in script
     assert not run_dir.exists()  # nothing written, nothing submitted
 

@@ -130,13 +130,7 @@ def test_the_launcher_reads_progress_totals_and_the_stop_from_the_counter_over_r
         client.request_stop("max_env_steps")
         client.request_stop("a later reason")
         assert fetch()["stop_reason"] == "max_env_steps"
-
-        class Handle:
-            pass
-
-        handle = Handle()
-        handle.address = address
-        FinalClient(handle).node_finished("actor_0")
+        FinalClient(address).node_finished("actor_0")
         assert counter._all_finished.is_set()
     finally:
         server.Stop()

@@ -1,4 +1,4 @@
-"""python -m experiments.bench {env,learner,actor,actor_costs,scaling,datapath,learning,rae} [flags]  (--help after a name for its flags)."""
+"""python -m experiments.bench {env,learner,actor,actor_costs,scaling,datapath,multinode,learning,rae} [flags]  (--help after a name for its flags)."""
 
 import argparse
 import importlib
@@ -13,6 +13,7 @@ BENCHMARKS = {
     "actor_costs": ("experiments.bench.actor_costs_bench", "an actor step's parts, and the physics alone vs in the loop"),
     "scaling": ("experiments.bench.scaling_bench", "total env steps/s with 1, 2, 4 actors"),
     "datapath": ("experiments.bench.datapath_bench", "learner SGD steps/s fed from Reverb vs synthetic batches"),
+    "multinode": ("experiments.bench.multinode_bench", "actors on 1 vs 2 hosts, learner fed across hosts (namespaces)"),
     "learning": ("experiments.bench.learning_bench", "agents trained for a step budget: curves CSV + PNG"),
     "rae": ("experiments.bench.rae_bench", "from scratch vs replaying an earlier run (RaE): curves CSV + PNG"),
 }

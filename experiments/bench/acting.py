@@ -30,10 +30,11 @@ def raw_steps_per_s(task: str, seed: int, steps_per_block: int = 2000, blocks: i
 
 
 def run_acting_program(task: str, num_actors: int, max_env_steps: int, run_dir: str, seed: int = 0,
-                       envs_per_actor: int = 1) -> dict:
-    """Launches the acting program (local_mp) until `max_env_steps`; returns its measured rates."""
+                       envs_per_actor: int = 1, cluster_spec=None) -> dict:
+    """Launches the acting program until `max_env_steps` (local_mp, or on the hosts of
+    `cluster_spec`, a launch.cluster.ClusterSpec with a command template); returns its measured rates."""
     import environments
-    from launch import launching, metrics
+    from launch import hosts, metrics
     from launch.program import make_acting_program
 
     config = configs.make_experiment_config(
@@ -43,7 +44,10 @@ def run_acting_program(task: str, num_actors: int, max_env_steps: int, run_dir: 
     )
     os.makedirs(run_dir)
     start = time.time()
-    launching.launch(make_acting_program(config, environments.environment_spec(config.environment)), "local_mp", run_dir).wait()
+    launch = hosts.HostsLaunch(make_acting_program(config, environments.environment_spec(config.environment)),
+                               cluster_spec or hosts.local_spec(), run_dir)
+    launch.start()
+    launch.wait()
     wall_time = time.time() - start
 
     # Per actor, the actor's steps/s over each episode after its environments' first ones
