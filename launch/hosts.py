@@ -55,7 +55,7 @@ class HostsLaunch:
 
     def __init__(self, program, spec: cluster.ClusterSpec, run_dir: str, launch_index: int = 0):
         sizes = {label: len(nodes) for label, nodes in program.groups.items()}
-        spec.check_program(sizes, need_hosts=True)
+        spec.check_program(cluster.PROGRAM_GROUPS, need_hosts=True)
         self._spec = spec
         self._sizes = sizes
         self._launch_dir = write_launch(program, spec, run_dir, launch_index)

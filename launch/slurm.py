@@ -86,7 +86,7 @@ def sbatch_scripts(spec: cluster.ClusterSpec, launch_dir: str, run_dir: str, job
 def write_job(program, spec: cluster.ClusterSpec, run_dir: str, launch_index: int, job_name: str) -> List[str]:
     """The launch directory, job.json and the sbatch scripts; returns the scripts' paths, the counter's first."""
     sizes = {label: len(nodes) for label, nodes in program.groups.items()}
-    spec.check_program(sizes, need_hosts=False)
+    spec.check_program(cluster.PROGRAM_GROUPS, need_hosts=False)
     launch_dir = hosts.write_launch(program, spec, run_dir, launch_index)
     with open(os.path.join(launch_dir, JOB_FILE), "w") as file:
         json.dump({"groups": sizes, "run_dir": os.path.abspath(run_dir), "launch_index": launch_index,

@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num_actors", type=int, default=2)
     parser.add_argument("--max_env_steps", type=int, default=60_000, help="env steps per acting run")
     parser.add_argument("--agent", default="mpo", help="the learner fed from Reverb")
-    parser.add_argument("--rounds", type=int, default=3, help="learner measurements per placement, alternating")
+    parser.add_argument("--rounds", type=int, default=3, help="measurements per placement, in alternating order")
     parser.add_argument("--steps", type=int, default=300, help="SGD steps per learner measurement")
     parser.add_argument("--parts", default="actors,learner", help="which measurements: actors, learner")
     parser.add_argument("--out", default=None, help="JSON path (default runs/bench/multinode-<time>.json)")
@@ -60,13 +60,20 @@ def measure_actors(args, hosts, bench_dir) -> dict:
         "actors_on_1_host": _spec(hosts, [central, (("actor",), ["h2"])]),
         "actors_on_2_hosts": _spec(hosts, [central, (("actor",), ["h2", "h3"])]),
     }
-    results = {}
-    for name, spec in placements.items():
-        results[name] = acting.run_acting_program(args.env, args.num_actors, args.max_env_steps,
-                                                  os.path.join(bench_dir, name), cluster_spec=spec)
-        print(f"  {name:18s} {results[name]['total_env_steps_per_s']:8.0f} env steps/s", flush=True)
-    base = results["local_mp"]["total_env_steps_per_s"]
-    return {"runs": results, "over_local_mp": {name: run["total_env_steps_per_s"] / base for name, run in results.items()}}
+    runs = {name: [] for name in placements}
+    for round_index in range(args.rounds):
+        order = list(placements) if round_index % 2 == 0 else list(reversed(placements))
+        for name in order:
+            run = acting.run_acting_program(args.env, args.num_actors, args.max_env_steps,
+                                            os.path.join(bench_dir, f"{name}-{round_index}"), cluster_spec=placements[name])
+            runs[name].append(run)
+            print(f"  round {round_index}: {name:18s} {run['total_env_steps_per_s']:8.0f} env steps/s", flush=True)
+    rates = {name: [run["total_env_steps_per_s"] for run in values] for name, values in runs.items()}
+    # Ratios within each round (the rounds' conditions differ more than placements within one).
+    ratios = {name: statistics.median(rate / base for rate, base in zip(rates[name], rates["local_mp"])) for name in rates}
+    return {"runs": runs, "env_steps_per_s": rates,
+            "median_env_steps_per_s": {name: statistics.median(values) for name, values in rates.items()},
+            "over_local_mp_median": ratios}
 
 
 def _in_namespace(hosts, name, argv):
@@ -113,8 +120,10 @@ def serve(args) -> int:
     from experiments.bench.datapath_bench import fill_table
 
     config = replay.ReplayConfig(samples_per_insert=None)
+    # Reverb's default checkpointer would make a directory under /tmp; this one stays in the bench's.
+    checkpointer = reverb.checkpointers.DefaultCheckpointer(os.path.join(os.path.dirname(args.port_file), "replay_checkpoint"))
     server = reverb.Server([replay.make_online_table(config, environments.environment_spec(
-        environments.EnvironmentConfig(args.env)))], port=None)
+        environments.EnvironmentConfig(args.env)))], port=None, checkpointer=checkpointer)
     fill_table(server, args.env, args.episodes, config)
     with open(args.port_file + ".tmp", "w") as file:
         file.write(str(server.port))
@@ -156,8 +165,8 @@ def run(args: argparse.Namespace) -> int:
     reason = netns_hosts.unavailable_reason()
     if reason:
         raise SystemExit(f"bench multinode needs network namespaces: {reason}")
-    name = f"multinode-{args.env.replace(':', '_')}-{results_io.timestamp()}"
-    bench_dir = str(results_io.DEFAULT_BENCH_DIR / name)
+    name = f"multinode-{args.env.replace(':', '_')}"
+    bench_dir = str(results_io.DEFAULT_BENCH_DIR / f"{name}-{results_io.timestamp()}")
     os.makedirs(bench_dir)
     parts = [part for part in args.parts.split(",") if part]
     result = {"benchmark": "multinode", "task": args.env, "num_actors": args.num_actors, "cpu_count": os.cpu_count(),
@@ -174,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
     result["time_utc"] = results_io.timestamp()
     path = results_io.write_json_exclusive(result, results_io.bench_output_path(name, args.out))
     if "actors" in result:
-        ratios = result["actors"]["over_local_mp"]
+        ratios = result["actors"]["over_local_mp_median"]
         print("env steps/s over local_mp: " + ", ".join(f"{k} {v:.3f}" for k, v in ratios.items()))
     if "learner" in result:
         print(f"learner on another host / on the server's host: {result['learner']['another_host_over_own_host_median']:.3f} (median)")
