@@ -18,8 +18,8 @@ import pytest
 
 import slurm_cluster
 from experiments import netns_hosts
-from test_program import (ROOT, assert_experience_recorded, assert_final_checkpoint, assert_no_orphans, read,
-                          learner_has_updated, train_command, wait_for)
+from test_program import (ROOT, assert_experience_recorded, assert_final_checkpoint, assert_metrics_complete,
+                          assert_no_orphans, csv_rows, learner_has_updated, read, train_command, wait_for)
 
 PLACEMENT = ((("replay", "counter", "monitor", "evaluator"), "h1"), (("learner",), "h2"), (("actor",), "h3"))
 
@@ -111,6 +111,7 @@ def assert_trained_and_stopped_at_the_limit(run_dir, max_env_steps):
         assert actor["param_versions_seen"][0] == 0 and max(actor["param_versions_seen"]) > 0
     assert_final_checkpoint(run_dir)
     assert_experience_recorded(run_dir)
+    assert_metrics_complete(run_dir, learner["learner_steps"], csv_rows(run_dir, "evaluator"))
 
 
 @pytest.mark.parametrize("heterogeneous", [True, False], ids=["het_job_followed", "one_job_per_component_detached"])
@@ -191,7 +192,7 @@ def test_ctrl_c_of_the_slurm_launcher_stops_the_job_through_the_counter(cluster,
     try:
         wait_for(lambda: learner_has_updated(run_dir), 300, "the learner's first metrics row past step 0")
         launcher.send_signal(signal.SIGINT)
-        output = communicate_or_dump(launcher, timeout_s=60)
+        output = communicate_or_dump(launcher, timeout_s=30)  # the nodes' stop, then SLURM ends the job
     finally:
         if launcher.poll() is None:
             launcher.kill()
@@ -233,7 +234,7 @@ def test_ctrl_c_of_the_hosts_launcher_stops_every_node(hosts, tmp_path):
     try:
         wait_for(lambda: learner_has_updated(run_dir), 300, "the learner's first metrics row past step 0")
         launcher.send_signal(signal.SIGINT)
-        output = communicate_or_dump(launcher, timeout_s=30)
+        output = communicate_or_dump(launcher, timeout_s=15)  # as on one machine (test_program)
     finally:
         if launcher.poll() is None:
             launcher.kill()
