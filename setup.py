@@ -33,6 +33,8 @@ setuptools.setup(
         "matplotlib",
         # Its wheel ships an ffmpeg binary: .mp4 videos without a system ffmpeg.
         "imageio-ffmpeg",
+        # launch.entry: the program pickled once for every node process.
+        "cloudpickle",
     ],
     extras_require={
         "test": ["pytest", "pytest-timeout"],

@@ -16,8 +16,7 @@ import time
 from typing import List, Optional
 
 from launch.checkpoints import checkpoints_dir, list_steps
-from launch.counter import COUNTS_FILE
-from launch.summary import read_json
+from launch.summary import COUNTS_FILE, read_json
 
 
 def _directory_bytes(path: str) -> int:

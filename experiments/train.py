@@ -52,7 +52,7 @@ _RAE_MAX_STEPS = flags.DEFINE_integer("rae_max_steps", None, "RaE: keep each run
 _RAE_MIN_RETURN = flags.DEFINE_float("rae_min_return", None, "RaE: keep episodes with at least this return")
 _RAE_SKIP_CORRUPT = flags.DEFINE_bool("rae_skip_corrupt", False, "RaE: load the readable rest of a damaged run")
 _RESUME = flags.DEFINE_string("resume", None, "continue this stopped or killed run from its newest checkpoint, "
-                               "with its own config (only --max_env_steps and --launch_type may change)")
+                               "with its own config (only --max_env_steps and the launch flags may change)")
 _INIT_FROM = flags.DEFINE_string("init_from", None, "start from the networks of RUN_DIR (its newest checkpoint) or of "
                                  "one checkpoint directory; append :policy, :critic or :all (default)")
 _SET = flags.DEFINE_multi_string("set", [], "config override section.field=value (learner, replay, environment, experiment)")
@@ -117,14 +117,13 @@ def resolve_resume(run_dir: str):
     """The run's own config, set to continue from its newest loadable checkpoint."""
     from launch import checkpoints, loading
     from launch.config import ExperimentConfig, ResumeConfig, dataclass_from_json
-    from launch.counter import COUNTS_FILE
-    from launch.summary import read_json
+    from launch.summary import COUNTS_FILE, read_json
     from replay import offline
 
     given = [f"--{name}" for name in _NEW_RUN_FLAGS if flags.FLAGS[name].present]
     if given:
         raise ValueError(f"--resume continues a run with its own config; drop {', '.join(given)} "
-                         "(only --max_env_steps and --launch_type can change).")
+                         "(only --max_env_steps, --launch_type, --cluster and the --slurm_* flags can change).")
     saved = read_json(os.path.join(run_dir, "config.json"))
     if saved is None:
         raise ValueError(f"--resume={run_dir}: no config.json there, so it is not a Relay run directory.")
@@ -261,17 +260,19 @@ def run_on_hosts(program, cluster_spec, run_dir: str, launch_index: int) -> int:
     launch = hosts.HostsLaunch(program, cluster_spec or hosts.local_spec(), run_dir, launch_index)
     # SIGTERM to the launcher stops the program as Ctrl-C does.
     signal.signal(signal.SIGTERM, _interrupt)
-    launch.start()
+    try:
+        launch.start()
+    except KeyboardInterrupt:  # while the counter was starting: the nodes started so far go too
+        launch.terminate()
+        raise
 
     def wait():
         try:
             launch.wait()
         except KeyboardInterrupt:
             print("\nStopping every node (Ctrl-C again to kill them)...", flush=True)
-            if not launch.request_stop("Ctrl-C in the launcher"):
-                launch.terminate()
             try:
-                if not launch.wait(60.0):
+                if not launch.request_stop("Ctrl-C in the launcher") or not launch.wait(60.0):
                     launch.terminate()
             except KeyboardInterrupt:
                 launch.terminate(grace_s=0.0)
@@ -286,9 +287,7 @@ def run_on_hosts(program, cluster_spec, run_dir: str, launch_index: int) -> int:
 
 
 def run_on_slurm(program, cluster_spec, run_dir: str, launch_index: int, job_name: str) -> int:
-    import courier
-
-    from launch import entry, launching, slurm
+    from launch import entry, launching, rpc, slurm
 
     scripts = slurm.write_job(program, cluster_spec, run_dir, launch_index, job_name)
     job_ids = slurm.submit(scripts)
@@ -312,8 +311,10 @@ def run_on_slurm(program, cluster_spec, run_dir: str, launch_index: int, job_nam
 
     def wait():
         interrupted = False
-        while slurm.active(job_ids):
+        while True:
             try:
+                if not slurm.active(job_ids):
+                    return
                 time.sleep(0.5)
             except KeyboardInterrupt:
                 if interrupted or counter_address() is None:
@@ -323,7 +324,7 @@ def run_on_slurm(program, cluster_spec, run_dir: str, launch_index: int, job_nam
                 interrupted = True
                 print("\nStopping the job's nodes (Ctrl-C again to scancel it)...", flush=True)
                 try:
-                    courier.Client(counter_address(), call_timeout=2.0).request_stop("Ctrl-C in the launcher")
+                    rpc.final_client(counter_address(), call_timeout_s=2.0).request_stop("Ctrl-C in the launcher")
                 except Exception:  # the counter is gone: cancel
                     slurm.cancel(job_ids)
 
@@ -401,7 +402,7 @@ def main(argv) -> int:
     print(f"Run directory: {run_dir}")
     program = make_program(config, spec)
     if _LAUNCH_TYPE.value == "local_mt":
-        manager = launching.launch_threads(program, run_dir, launch_index)
+        manager = launching.launch_threads(program)
         address = launching.counter_address(program)
         follow(run_dir, lambda: address, manager.wait)
         code = 0

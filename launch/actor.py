@@ -41,7 +41,8 @@ class Actor:
 
     policy_source: anything with `get_policy_params(newer_than) -> (version, params or None)`
         (the learner's RPC client, or a local `PolicyServer`).
-    counter: an acme Counter (prefix "actor") to add steps and episodes to, or None.
+    counter: what the steps and episodes are added to, with `increment(steps=, episodes=)` (the
+        node's `launch.counter.CountBuffer`, or an acme Counter), or None.
     log: where a row per finished episode goes, or None.
     """
 

@@ -10,15 +10,14 @@ own outputs: counts.json and summary.json.
 import os
 import threading
 import time
-from typing import Dict, Iterable, Optional
+import uuid
+from typing import Dict, Iterable, Optional, Tuple
 
-import courier
 import launchpad as lp
 
 from launch import summary
 from launch.config import ExperimentConfig
 
-COUNTS_FILE = "counts.json"
 # At a stop the counter waits this long at most for the finishing nodes' last reports;
 # Launchpad kills a node 10 s after its stop notice, and the summary must be written first.
 FINISH_WAIT_S = 6.0
@@ -38,20 +37,26 @@ class CounterNode:
         self._lock = threading.Lock()
         self._counts: Dict[str, float] = dict(config.resume.counts) if config.resume is not None else {}
         self._counts_before = dict(self._counts)
+        self._applied: Dict[str, int] = {}  # the last batch applied from each sender
         self._progress: dict = {}
         self._addresses: Dict[str, str] = {}
         self._stop_reason: Optional[str] = None
         self._expected = frozenset(finishing_nodes)
         self._finished = set()
         self._all_finished = threading.Event()
+        self._watchers, self._told_to_stop = set(), set()
+        self._all_told = threading.Event()
         self._start = time.time()
 
-    # acme's counting.Counter interface: children add to and read these totals.
-    def increment(self, **counts) -> Dict[str, float]:
+    def add_counts(self, sender: str, sequence: int, counts: Dict[str, float]) -> None:
+        """Adds `counts` once: a batch whose `sequence` the sender already sent (a retried call
+        the counter had already applied) is ignored, so nothing is counted twice."""
         with self._lock:
+            if sequence <= self._applied.get(sender, 0):
+                return
+            self._applied[sender] = sequence
             for key, value in counts.items():
                 self._counts[key] = self._counts.get(key, 0) + value
-            return dict(self._counts)
 
     def get_counts(self) -> Dict[str, float]:
         with self._lock:
@@ -89,9 +94,19 @@ class CounterNode:
         with self._lock:
             if self._stop_reason is None:
                 self._stop_reason = reason
+                if not self._watchers:
+                    self._all_told.set()
 
-    def stop_reason(self) -> Optional[str]:
+    def stop_reason(self, watcher: Optional[str] = None) -> Optional[str]:
+        """Why the program stops, or None while it runs. `watcher`: the node process asking
+        (multi-node launches poll this); the counter outlives the stop until each has heard it."""
         with self._lock:
+            if watcher is not None:
+                self._watchers.add(watcher)
+                if self._stop_reason is not None:
+                    self._told_to_stop.add(watcher)
+                    if self._watchers <= self._told_to_stop:
+                        self._all_told.set()
             return self._stop_reason
 
     def node_finished(self, node: str) -> None:
@@ -108,6 +123,8 @@ class CounterNode:
             if time.time() - saved >= _SAVE_EVERY_S:
                 self._save_counts()
                 saved = time.time()
+        self.request_stop("the counter was stopped")  # a stop by signal: watchers hear it from here
+        deadline = time.time() + FINISH_WAIT_S
         self._all_finished.wait(FINISH_WAIT_S)
         with self._lock:
             missing = sorted(self._expected - self._finished)
@@ -116,27 +133,32 @@ class CounterNode:
                   "the summary has their counts up to their last report", flush=True)
         self._save_counts()
         summary.write_summary(self._config, self.get_counts(), self._counts_before, time.time() - self._start)
+        # Every polling node hears the stop before the counter goes (one that polled after the
+        # counter had gone would wait for it to come back).
+        self._all_told.wait(max(0.0, deadline - time.time()))
 
     def _save_counts(self) -> None:
-        summary.write_json(os.path.join(self._config.run_dir, COUNTS_FILE), self.get_counts())
+        summary.write_json(os.path.join(self._config.run_dir, summary.COUNTS_FILE), self.get_counts())
 
 
 class CountBuffer:
     """Adds counts to the counter in batches, prefixed as acme's child counters do ("actor_steps").
 
-    Increments are sent at most every `every_s` seconds; one that cannot be sent (the counter
-    is busy, the program is stopping) stays pending, so nothing is lost or counted twice.
-    `flush(client)` sends what is left, through another client if given (at a stop, one
-    that ignores the stop event).
+    A batch is sent at most every `every_s` seconds, numbered: one whose call fails (the
+    counter is busy, the program is stopping) is sent again with its number, so the counter
+    applies each batch exactly once. `flush(client)` sends what is left, through another
+    client if given (at a stop, `rpc.final_client`).
     """
 
     def __init__(self, client, prefix: str, every_s: float = 0.5):
         self._client = client
         self._prefix = prefix
         self._every_s = every_s
+        self._sender = f"{prefix}-{uuid.uuid4().hex}"
         self._pending: Dict[str, float] = {}
+        self._unacknowledged: Optional[Tuple[int, Dict[str, float]]] = None
+        self._sequence = 0
         self._sent_at = time.time()
-        self.last_counts: Dict[str, float] = {}
 
     def increment(self, **counts) -> None:
         for key, value in counts.items():
@@ -145,47 +167,25 @@ class CountBuffer:
         if time.time() - self._sent_at >= self._every_s:
             try:
                 self.flush()
-            except Exception:  # kept pending; the next send or the final flush takes it
+            except Exception:  # kept; the next send or the final flush takes it
                 pass
 
     def flush(self, client=None) -> None:
-        pending, self._pending = self._pending, {}
+        """Sends every count not yet acknowledged; raises if a call fails (nothing is lost)."""
         self._sent_at = time.time()
-        try:
-            self.last_counts = (client or self._client).increment(**pending)
-        except BaseException:
-            # Not sent: kept for the next flush (the caller decides whether to try again).
-            for key, value in pending.items():
-                self._pending[key] = self._pending.get(key, 0) + value
-            raise
+        while self._unacknowledged is not None or self._pending:
+            if self._unacknowledged is None:
+                self._sequence += 1
+                self._unacknowledged, self._pending = (self._sequence, self._pending), {}
+            sequence, counts = self._unacknowledged
+            (client or self._client).add_counts(self._sender, sequence, counts)
+            self._unacknowledged = None
 
 
-class FinalClient:
-    """Courier calls made at a stop, when the program's stop event is already set: a short
-    timeout and a few tries, for a node that is still there but busy."""
-
-    def __init__(self, address: str, call_timeout_s: float = 1.0, tries: int = 3):
-        self._client = courier.Client(address, call_timeout=call_timeout_s)
-        self._tries = tries
-
-    def __getattr__(self, method: str):
-        remote = getattr(self._client, method)
-
-        def call(*args, **kwargs):
-            for attempt in range(self._tries):
-                try:
-                    return remote(*args, **kwargs)
-                except Exception:  # the counter went away, or is busy
-                    if attempt == self._tries - 1:
-                        raise
-
-        return call
-
-
-def finish(handle, node: str, counts: Optional[CountBuffer] = None) -> None:
-    """At a node's stop: sends its last counts and says it has finished, if the counter still answers."""
+def finish(client, node: str, counts: Optional[CountBuffer] = None) -> None:
+    """At a node's stop: its last counts and that it has finished, if the counter still answers.
+    `client`: `rpc.final_client(counter)`."""
     try:
-        client = FinalClient(handle.address)
         if counts is not None:
             counts.flush(client)
         client.node_finished(node)

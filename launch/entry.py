@@ -22,7 +22,7 @@ import traceback
 
 from absl import app, flags
 
-from launch import launching, ports
+from launch import launching, ports, rpc
 
 _LAUNCH_DIR = flags.DEFINE_string("launch_dir", None, "the launch's directory (program.pkl)")
 _NODE = flags.DEFINE_string("node", None, "group/index of the node to run; group only: index from --index_env")
@@ -30,8 +30,9 @@ _INDEX_ENV = flags.DEFINE_string("index_env", None, "environment variable with t
 _HOST = flags.DEFINE_string("host", None, "this host's address as other hosts reach it; default in a SLURM "
                             "step: $SLURMD_NODENAME's NodeAddr")
 _COORDINATOR = flags.DEFINE_string("coordinator", None, "host:port of the counter node (all nodes but the counter)")
-_PORT = flags.DEFINE_integer("port", None, "the port this node serves at; default: a free one (the counter's may be "
-                             "chosen by a launcher on the same host, so that every node can start at once); default: one reserved on this host (launch.ports)")
+_PORT = flags.DEFINE_integer("port", None, "the port this node serves at (a launcher on the counter's host reserves "
+                             "the counter's, so that every node starts at once); default: one reserved on this host "
+                             "(launch.ports)")
 
 PROGRAM_FILE = "program.pkl"
 CLUSTER_FILE = "cluster.json"
@@ -53,22 +54,39 @@ def write_program(program, launch_dir: str) -> None:
     os.replace(os.path.join(launch_dir, PROGRAM_FILE + ".tmp"), os.path.join(launch_dir, PROGRAM_FILE))
 
 
-def wait_for_coordinator(launch_dir: str, timeout_s: float, alive=lambda: True) -> str:
-    """The counter's address once it has written it (launchers and job scripts wait on this)."""
-    path = os.path.join(launch_dir, COORDINATOR_FILE)
+class StoppedBeforeStart(Exception):
+    """The program stopped while this node was still starting: nothing to run."""
+
+
+def poll(attempt, timeout_s: float, failure: str, interval_s: float = 0.2, go_on=lambda: True):
+    """`attempt()`'s first result that is not None, tried until `timeout_s` has passed (at
+    least once) or `go_on()` is false; then TimeoutError(failure). An exception from
+    `attempt` counts as no result (the other side is not up yet)."""
     deadline = time.time() + timeout_s
     while True:
         try:
-            with open(path) as file:
-                address = file.read().strip()
-            if address:
-                return address
-        except FileNotFoundError:
+            result = attempt()
+            if result is not None:
+                return result
+        except StoppedBeforeStart:
+            raise
+        except Exception:  # not up yet
             pass
-        if time.time() >= deadline or not alive():
-            break
-        time.sleep(0.1)
-    raise TimeoutError(f"The counter node did not start within {timeout_s:.0f} s (no {path}); see its log.")
+        if time.time() >= deadline or not go_on():
+            raise TimeoutError(failure)
+        time.sleep(interval_s)
+
+
+def wait_for_coordinator(launch_dir: str, timeout_s: float, alive=lambda: True) -> str:
+    """The counter's address once it has written it (launchers and job scripts wait on this)."""
+    path = os.path.join(launch_dir, COORDINATOR_FILE)
+
+    def read():
+        with open(path) as file:
+            return file.read().strip() or None
+
+    return poll(read, timeout_s, f"The counter node did not start within {timeout_s:.0f} s (no {path}); see its log.",
+                interval_s=0.1, go_on=alive)
 
 
 class StaticAddressBuilder:
@@ -89,21 +107,14 @@ class RegistryAddressBuilder:
         self._node = node
 
     def build(self) -> str:
-        deadline = time.time() + _FIND_TIMEOUT_S
-        while time.time() < deadline:
-            try:
-                address = self._coordinator.lookup_address(self._node)
-                if address:
-                    return address
-                if self._coordinator.stop_reason():
-                    raise RuntimeError(f"the program stopped before node {self._node} registered")
-            except RuntimeError:
-                raise
-            except Exception:  # the counter is not up yet
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(f"node {self._node} did not register with the counter within {_FIND_TIMEOUT_S:.0f} s; "
-                           "see its log")
+        def lookup():
+            address = self._coordinator.lookup_address(self._node)
+            if not address and self._coordinator.stop_reason():
+                raise StoppedBeforeStart(f"the program stopped before node {self._node} registered")
+            return address or None
+
+        return poll(lookup, _FIND_TIMEOUT_S,
+                    f"node {self._node} did not register with the counter within {_FIND_TIMEOUT_S:.0f} s; see its log")
 
 
 def _own_host() -> str:
@@ -126,13 +137,13 @@ def _node_name() -> tuple:
     return _NODE.value, int(os.environ[_INDEX_ENV.value])
 
 
-def _watch_stop(coordinator, stopped: threading.Event) -> None:
+def _watch_stop(coordinator, node: str, stopped: threading.Event) -> None:
     """Stops this process the way a local stop does once the counter says the program stops,
     or once the counter has been unreachable for `_COUNTER_LOST_S`."""
     last_answer = time.time()
     while not stopped.wait(0.2):
         try:
-            reason = coordinator.stop_reason()
+            reason = coordinator.stop_reason(node)
             last_answer = time.time()
         except Exception:  # busy or gone
             reason = None if time.time() - last_answer < _COUNTER_LOST_S else "the counter is unreachable"
@@ -161,7 +172,7 @@ def run_node(launch_dir: str, label: str, index: int, host: str, coordinator_add
         coordinator_address = own_address
     elif not coordinator_address:
         raise ValueError("--coordinator is required for every node but the counter.")
-    coordinator = courier.Client(coordinator_address, call_timeout=2.0)
+    coordinator = courier.Client(coordinator_address, call_timeout=2.0)  # courier clients are thread-safe
     counter_node = groups["counter"][0]
     for group_label, nodes in groups.items():
         for node_index, other in enumerate(nodes):
@@ -178,7 +189,7 @@ def run_node(launch_dir: str, label: str, index: int, host: str, coordinator_add
     worker_manager.WorkerManager(register_in_thread=True)
     node._launch_context.initialize(  # pylint: disable=protected-access
         context.LaunchType.LOCAL_MULTI_PROCESSING, None,
-        program_stopper=lambda: courier.Client(coordinator_address, call_timeout=2.0).request_stop(
+        program_stopper=lambda: rpc.final_client(coordinator_address, call_timeout_s=2.0).request_stop(
             f"lp.stop() by {label}/{index}"))
     if label == "counter":
         announce = os.path.join(launch_dir, COORDINATOR_FILE)
@@ -186,37 +197,28 @@ def run_node(launch_dir: str, label: str, index: int, host: str, coordinator_add
             file.write(own_address + "\n")
         os.replace(announce + ".tmp", announce)
     elif node.addresses:
-        _register(coordinator, f"{label}/{index}", own_address)
+        poll(lambda: coordinator.register_address(f"{label}/{index}", own_address) or True, _FIND_TIMEOUT_S,
+             f"The counter did not answer within {_FIND_TIMEOUT_S:.0f} s; see its log.")
     accelerators = "CPU only" if os.environ.get("JAX_PLATFORMS") == "cpu" else "accelerators allowed"
     print(f"relay node {label}/{index} on {host} (pid {os.getpid()}, {accelerators})"
           + (f", serving at {own_address}" if node.addresses else "") + f"; counter at {coordinator_address}", flush=True)
     stopped = threading.Event()
-    threading.Thread(target=_watch_stop, args=(courier.Client(coordinator_address, call_timeout=2.0), stopped),
-                     daemon=True, name="stop-watch").start()
+    watcher = f"{label}/{index}:{os.getpid()}"
+    threading.Thread(target=_watch_stop, args=(coordinator, watcher, stopped), daemon=True, name="stop-watch").start()
     try:
         node._partial_function()  # pylint: disable=protected-access
+    except StoppedBeforeStart as stopped_early:
+        print(f"relay node {label}/{index}: {stopped_early}", flush=True)
     except BaseException:
         traceback.print_exc()
         try:
-            courier.Client(coordinator_address, call_timeout=2.0).request_stop(f"node {label}/{index} failed")
+            rpc.final_client(coordinator_address, call_timeout_s=2.0).request_stop(f"node {label}/{index} failed")
         except Exception:  # the counter is gone too
             pass
         return 1
     finally:
         stopped.set()
     return 0
-
-
-def _register(coordinator, node: str, address: str) -> None:
-    deadline = time.time() + _FIND_TIMEOUT_S
-    while True:
-        try:
-            coordinator.register_address(node, address)
-            return
-        except Exception:  # the counter is still starting
-            if time.time() > deadline:
-                raise TimeoutError(f"The counter did not answer within {_FIND_TIMEOUT_S:.0f} s; see its log.") from None
-            time.sleep(0.2)
 
 
 def main(argv) -> None:
@@ -226,7 +228,7 @@ def main(argv) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     # Skip interpreter teardown: everything the node writes is closed, and native threads
-    # (gRPC, Reverb, TensorFlow) can hold the exit for seconds (see learner_node.end_own_process).
+    # (TensorFlow, Reverb, gRPC, orbax) were once seen to hold a learner's exit for over 9 s.
     os._exit(code)
 
 
@@ -235,7 +237,6 @@ def _prepare_process() -> None:
     node = next((arg.split("=", 1)[1] for arg in sys.argv if arg.startswith("--node=")), "")
     if node.split("/")[0] != "learner":
         os.environ.update(launching.CPU_ONLY_ENV)
-    os.environ[launching.OWN_PROCESS_ENV] = "1"
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import sys
 import time
 from typing import Dict, Optional, Tuple
 
-from launch import cluster, entry, launching, ports
+from launch import cluster, entry, launching, ports, rpc
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -114,10 +114,8 @@ class HostsLaunch:
 
     def request_stop(self, reason: str) -> bool:
         """Asks the counter to stop the program; False if it does not answer (three tries)."""
-        from launch.counter import FinalClient
-
         try:
-            FinalClient(self.coordinator, call_timeout_s=2.0).request_stop(reason)
+            rpc.final_client(self.coordinator, call_timeout_s=2.0).request_stop(reason)
             return True
         except Exception:  # gone, or never started
             return False

@@ -13,8 +13,6 @@ import launchpad as lp
 # N actors must not open N GPU contexts. TensorFlow (CPU build) never sees a GPU either way.
 # launch.entry sets this in every node process but the learner's.
 CPU_ONLY_ENV = {"JAX_PLATFORMS": "cpu", "CUDA_VISIBLE_DEVICES": ""}
-# Set in every node process: a node that owns its process may end it itself.
-OWN_PROCESS_ENV = "RELAY_NODE_OWNS_PROCESS"
 
 
 def logs_dir(run_dir: str, launch_index: int = 0) -> str:
@@ -35,8 +33,7 @@ def counter_address(program: lp.Program) -> str:
     return program.groups["counter"][0].courier_address.resolve()
 
 
-def launch_threads(program: lp.Program, run_dir: str, launch_index: int = 0):
+def launch_threads(program: lp.Program):
     """Starts `program` as threads of this process (local_mt); returns Launchpad's worker
     manager (call .wait() on it)."""
-    del run_dir, launch_index  # every node's output is this process's
     return lp.launch(program, launch_type="local_mt", serialize_py_nodes=False)

@@ -15,10 +15,9 @@ import replay
 from launch import checkpoints
 from launch import counter as counter_node
 from launch.config import ExperimentConfig
-from launch.launching import OWN_PROCESS_ENV
 from launch.metrics import MetricsWriter
 from launch.nodes import reverb_address, write_json
-from launch.rpc import ProgramStopped, StoppableClient
+from launch.rpc import ProgramStopped, StoppableClient, final_client
 
 # Sampling gives up after this long held by the rate limiter, and starts again unless the
 # program is stopping (replay.transitions).
@@ -42,11 +41,11 @@ def checkpoint_meta(config: ExperimentConfig, learner: agents.Learner) -> dict:
 
 
 def final_counts(counter_handle, learner_counts: counter_node.CountBuffer, fallback: dict) -> dict:
-    """The counter's totals at a stop, with the learner's last steps added, from calls that
-    ignore the stop event; `fallback` (the last totals seen) if the counter is already gone."""
+    """At a stop: sends the learner's last steps, says the learner has finished reporting, and
+    returns the counter's totals; `fallback` (the last totals seen) if the counter is gone."""
+    client = final_client(counter_handle)
+    counter_node.finish(client, "learner", learner_counts)
     try:
-        client = counter_node.FinalClient(counter_handle.address)
-        learner_counts.flush(client)
         return client.get_counts()
     except Exception:  # gone with the program
         return dict(fallback)
@@ -156,19 +155,3 @@ class LearnerNode:
                 print(f"learner: the final checkpoint failed: {type(error).__name__}: {error}", flush=True)
             log.close()
             write_json(config, "learner.json", {"learner_steps": steps, "published_version": self._published[0], "metrics": self.metrics})
-            counter_node.finish(self._counter_handle, "learner")
-            end_own_process()
-
-
-def end_own_process() -> None:
-    """Ends the learner's process now that everything it writes is closed, if it owns one (local_mp).
-
-    Seen once in a CI run: the learner's run() returned 1.2 s into the stop with every file
-    written, and the process still had not exited 9 s later, somewhere in interpreter teardown
-    (TensorFlow, Reverb, gRPC and orbax native threads), so Launchpad killed the program.
-    Skipping teardown loses nothing here, and the learner's stop now takes ~1 s instead of 3-5 s.
-    """
-    if os.environ.get(OWN_PROCESS_ENV) == "1":
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)

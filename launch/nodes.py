@@ -22,7 +22,8 @@ from launch import loading, summary
 from launch.actor import Actor
 from launch.config import ExperimentConfig
 from launch.metrics import MetricsWriter
-from launch.rpc import ProgramStopped, StoppableClient
+from launch.rpc import ProgramStopped, StoppableClient, final_client
+
 
 def reverb_address(client) -> str:
     """The server address of a reverb.Client (Reverb 0.7 keeps it only in this attribute)."""
@@ -103,11 +104,12 @@ class ActorNode:
             if not stop.is_set():
                 raise
         finally:
+            # The last counts first: the counter waits only so long for them.
             actor.flush_counts()  # into the buffer; `finish` sends it past the stop
+            counter_node.finish(final_client(self._counter_handle), f"actor_{actor_id}", counter)
             actor.close()
             log.close()
             write_json(config, f"actor_{actor_id}.json", actor.summary())
-            counter_node.finish(self._counter_handle, f"actor_{actor_id}", counter)
 
 
 class EvaluatorNode:
@@ -160,7 +162,7 @@ class EvaluatorNode:
         finally:
             env.close()
             log.close()
-            counter_node.finish(self._counter_handle, "evaluator")
+            counter_node.finish(final_client(self._counter_handle), "evaluator")
 
 
 class Monitor:

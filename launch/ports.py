@@ -4,9 +4,10 @@ A port picked by binding port 0 and releasing it is an ephemeral port: the next 
 connection on the host (gRPC clients make many while a node starts) may take it before the
 node's server binds it; seen as "Address already in use". So a node's port comes from below
 the kernel's ephemeral range, where outgoing connections never land, and is reserved by an
-flock on RUN-independent lock file, /tmp/relay-ports/<port>.lock, held until the process
-ends: two Relay processes on one host (of one run or of two) never take the same port. A
-candidate is taken only if it is also bindable now.
+flock on a lock file shared by every run on the host, /tmp/relay-ports/<port>.lock, held
+until the process ends: two Relay processes on one host (of one run or of two) never take
+the same port. A candidate is taken only if it is also bindable now. The lock files stay
+(empty; one per port ever used).
 """
 
 import fcntl
@@ -69,7 +70,14 @@ def reserve_port(attempts: int = 500) -> int:
     rng = random.SystemRandom()
     for _ in range(attempts):
         port = rng.randrange(low, high)
-        lock = open(os.path.join(lock_dir, f"{port}.lock"), "a")
+        try:
+            lock = open(os.path.join(lock_dir, f"{port}.lock"), "a")
+        except PermissionError:  # another user's lock file: theirs
+            continue
+        try:
+            os.fchmod(lock.fileno(), 0o666)  # every user may lock it in turn
+        except PermissionError:  # already another user's, and open to all
+            pass
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:  # another Relay process holds it

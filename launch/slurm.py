@@ -23,7 +23,7 @@ import sys
 import time
 from typing import Dict, List, Optional, Tuple
 
-from launch import cluster, entry, hosts, launching
+from launch import cluster, entry, hosts, launching, rpc
 
 JOB_FILE = "job.json"
 SCRIPT_FILE = "job.sbatch"
@@ -126,8 +126,18 @@ def job_state(job_id: str) -> Optional[str]:
     return None
 
 
-def active(job_ids: List[str]) -> bool:
-    return any(job_state(job_id) in ACTIVE_STATES for job_id in job_ids)
+def active(job_ids: List[str], tries: int = 3) -> bool:
+    """Whether any of the jobs has not ended. A job SLURM does not know (yet, or any more, or
+    scontrol failed) counts as ended only if `tries` queries a second apart all say so."""
+    for attempt in range(tries):
+        states = [job_state(job_id) for job_id in job_ids]
+        if any(state in ACTIVE_STATES for state in states):
+            return True
+        if all(state is not None for state in states):
+            return False
+        if attempt < tries - 1:
+            time.sleep(1.0)
+    return False
 
 
 def cancel(job_ids: List[str]) -> None:
@@ -167,6 +177,8 @@ def _srun(spec: cluster.ClusterSpec, group: str, ntasks: int, launch_dir: str, l
             f"--output={os.path.join(logs_dir, group, '%t')}", f"--job-name={group}"]
     if heterogeneous and len(spec.components) > 1:
         argv.append(f"--het-group={component_index}")
+    if component.gpus:  # the step asks for the component's GPUs itself: a step's GRES default varies by site
+        argv.append(f"--gres=gpu:{component.gpus}")
     if nodelist:
         argv.append(f"--nodelist={nodelist}")
     os.makedirs(os.path.join(logs_dir, group), exist_ok=True)
@@ -194,8 +206,10 @@ def run_job(launch_dir: str, component: Optional[int] = None) -> int:
     placement = {group: [host.name for host in spec.components[spec.component_of(group)].hosts] for group in groups}
     print(f"relay job: hosts per group {json.dumps(placement)}", flush=True)
 
-    # scancel signals every step itself; the driver waits for them to end.
-    signal.signal(signal.SIGTERM, lambda *_: print("relay job: SIGTERM, waiting for the nodes to stop", flush=True))
+    # scancel signals every step itself; a SIGTERM to this script alone (`scancel --batch`,
+    # `--signal=B:TERM@60`) asks the counter to stop the program.
+    terminated = []
+    signal.signal(signal.SIGTERM, lambda *_: terminated.append(True))
     python = job["python"]
     steps: Dict[str, subprocess.Popen] = {}
     if "counter" in groups:
@@ -213,11 +227,20 @@ def run_job(launch_dir: str, component: Optional[int] = None) -> int:
     for group, size in groups.items():
         if group != "counter":
             steps[group] = _srun(spec, group, size, launch_dir, logs_dir, python, coordinator, group, heterogeneous)
-    codes = {}
+    codes, stop_asked = {}, False
     while len(codes) < len(steps):
         for group, step in steps.items():
             if group not in codes and step.poll() is not None:
                 codes[group] = step.returncode
+        failed = {group: code for group, code in codes.items() if code != 0}
+        if (failed or terminated) and not stop_asked:
+            stop_asked = True  # a step that died (OOM, a crash, a failed start) stops the program, as a SIGTERM does
+            reason = f"SLURM step {', '.join(failed)} exited with {failed}" if failed else "SIGTERM to the job script"
+            print(f"relay job: {reason}; stopping the program", flush=True)
+            try:
+                rpc.final_client(coordinator, call_timeout_s=2.0).request_stop(reason)
+            except Exception:  # the counter is gone: its nodes stop themselves once they cannot reach it
+                pass
         time.sleep(0.2)
     failed = {group: code for group, code in codes.items() if code != 0}
     if failed:

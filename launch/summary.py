@@ -6,6 +6,9 @@ from typing import Optional
 
 from launch import metrics
 
+# The counter's totals, saved while the run goes and at its stop.
+COUNTS_FILE = "counts.json"
+
 
 def read_json(path: str) -> Optional[dict]:
     """The JSON at `path`, or None if it is missing or (being written) not valid yet."""

@@ -5,6 +5,7 @@ Placement in every test: replay, counter, monitor and evaluator on h1, the learn
 actors on h3. Skipped, with the reason, where namespaces or SLURM/munge are unavailable.
 """
 
+import contextlib
 import json
 import os
 import pathlib
@@ -156,22 +157,24 @@ def test_a_slurm_job_runs_the_program_across_three_hosts(cluster, hosts, tmp_pat
     assert_no_orphans(before)
 
 
-def test_scancel_stops_every_node_cleanly_with_a_final_checkpoint(cluster, hosts, tmp_path):
-    run_dir = str(tmp_path / "run")
-    before = set(psutil.pids())
+@contextlib.contextmanager
+def launched_until_the_learner_updates(run_dir, *flags, env=None):
+    """The launcher of a run without a step limit, once its learner has updated (so the final
+    checkpoint is past step 0); killed at the end if still there. It runs with -X faulthandler
+    (see communicate_or_dump)."""
     launcher = subprocess.Popen(
-        train_command(run_dir, "--max_env_steps=100000000", "--launch_type=slurm", f"--cluster={slurm_spec(tmp_path)}"),
-        cwd=ROOT, env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [sys.executable, "-X", "faulthandler"] + train_command(run_dir, "--max_env_steps=100000000", *flags)[1:],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         wait_for(lambda: learner_has_updated(run_dir), 300, "the learner's first metrics row past step 0")
-        job_id = pathlib.Path(run_dir, "launches", "0", "job_id").read_text().strip()
-        cluster.run(["scancel", job_id])
-        # KillWait is 10 s: a node still running then is killed, and its final report would be missing.
-        cluster.wait_job(job_id, ["CANCELLED"], timeout_s=60)
-        output, _ = launcher.communicate(timeout=60)
+        yield launcher
     finally:
         if launcher.poll() is None:
             launcher.kill()
+
+
+def assert_stopped_cleanly_mid_run(run_dir, launcher, output):
+    """Every node returned: exact totals in the summary, a final checkpoint that loads, clean logs."""
     assert launcher.returncode == 0, output[-3000:]
     summary = read(run_dir, "summary.json")
     assert 0 < summary["env_steps"] == read(run_dir, "counts.json")["actor_steps"] and not summary["reached_max_env_steps"]
@@ -179,32 +182,34 @@ def test_scancel_stops_every_node_cleanly_with_a_final_checkpoint(cluster, hosts
     assert_final_checkpoint(run_dir)
     assert_experience_recorded(run_dir)
     assert_logs_clean(run_dir)
+
+
+def test_scancel_stops_every_node_cleanly_with_a_final_checkpoint(cluster, hosts, tmp_path):
+    run_dir = str(tmp_path / "run")
+    before = set(psutil.pids())
+    with launched_until_the_learner_updates(run_dir, "--launch_type=slurm", f"--cluster={slurm_spec(tmp_path)}",
+                                            env=cluster.env) as launcher:
+        job_id = pathlib.Path(run_dir, "launches", "0", "job_id").read_text().strip()
+        cluster.run(["scancel", job_id])
+        # KillWait is 10 s: a node still running then is killed, and its final report would be missing.
+        cluster.wait_job(job_id, ["CANCELLED"], timeout_s=60)
+        output = communicate_or_dump(launcher, timeout_s=60)
+    assert_stopped_cleanly_mid_run(run_dir, launcher, output)
     assert_no_orphans(before)
 
 
 def test_ctrl_c_of_the_slurm_launcher_stops_the_job_through_the_counter(cluster, hosts, tmp_path):
     run_dir = str(tmp_path / "run")
     before = set(psutil.pids())
-    launcher = subprocess.Popen(
-        [sys.executable, "-X", "faulthandler"] + train_command(
-            run_dir, "--max_env_steps=100000000", "--launch_type=slurm", f"--cluster={slurm_spec(tmp_path)}")[1:],
-        cwd=ROOT, env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        wait_for(lambda: learner_has_updated(run_dir), 300, "the learner's first metrics row past step 0")
+    with launched_until_the_learner_updates(run_dir, "--launch_type=slurm", f"--cluster={slurm_spec(tmp_path)}",
+                                            env=cluster.env) as launcher:
         launcher.send_signal(signal.SIGINT)
         output = communicate_or_dump(launcher, timeout_s=30)  # the nodes' stop, then SLURM ends the job
-    finally:
-        if launcher.poll() is None:
-            launcher.kill()
-    assert launcher.returncode == 0, output[-3000:]
+    assert_stopped_cleanly_mid_run(run_dir, launcher, output)
     job_id = pathlib.Path(run_dir, "launches", "0", "job_id").read_text().strip()
     # Stopped by the counter, not cancelled: every node returned and the job ended well.
     assert f"SLURM job {job_id}: COMPLETED" in output, output[-3000:]
     assert cluster.job_state(job_id) == "COMPLETED"
-    summary = read(run_dir, "summary.json")
-    assert summary["env_steps"] == read(run_dir, "counts.json")["actor_steps"] > 0
-    assert_final_checkpoint(run_dir)
-    assert_logs_clean(run_dir)
     assert_no_orphans(before)
 
 
@@ -227,22 +232,11 @@ def test_the_hosts_launch_runs_the_program_across_namespaces(hosts, tmp_path):
 def test_ctrl_c_of_the_hosts_launcher_stops_every_node(hosts, tmp_path):
     run_dir = str(tmp_path / "run")
     before = set(psutil.pids())
-    launcher = subprocess.Popen(
-        [sys.executable, "-X", "faulthandler"] + train_command(
-            run_dir, "--max_env_steps=100000000", "--launch_type=hosts", f"--cluster={hosts_spec(tmp_path, hosts)}")[1:],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        wait_for(lambda: learner_has_updated(run_dir), 300, "the learner's first metrics row past step 0")
+    with launched_until_the_learner_updates(run_dir, "--launch_type=hosts",
+                                            f"--cluster={hosts_spec(tmp_path, hosts)}") as launcher:
         launcher.send_signal(signal.SIGINT)
         output = communicate_or_dump(launcher, timeout_s=15)  # as on one machine (test_program)
-    finally:
-        if launcher.poll() is None:
-            launcher.kill()
-    assert launcher.returncode == 0, output[-3000:]
-    summary = read(run_dir, "summary.json")
-    assert summary["env_steps"] == read(run_dir, "counts.json")["actor_steps"] > 0
-    assert_final_checkpoint(run_dir)
-    assert_logs_clean(run_dir)
+    assert_stopped_cleanly_mid_run(run_dir, launcher, output)
     assert_no_orphans(before)
 
 

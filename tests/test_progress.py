@@ -101,13 +101,14 @@ def test_the_launcher_reads_progress_totals_and_the_stop_from_the_counter_over_r
     import courier
 
     from experiments import configs
-    from launch.counter import CounterNode, CountBuffer, FinalClient
+    from launch.counter import CounterNode, CountBuffer
+    from launch.rpc import final_client
 
     config = configs.make_experiment_config(agent="mpo", task="cartpole:swingup", run_dir=str(tmp_path),
                                             preset="debug", max_env_steps=500)
     counter = CounterNode(config, finishing_nodes=("actor_0",))
     server = courier.Server("counter", port=None)
-    for method in ("increment", "get_counts", "report_progress", "get_progress", "request_stop", "stop_reason",
+    for method in ("add_counts", "get_counts", "report_progress", "get_progress", "request_stop", "stop_reason",
                    "node_finished", "register_address", "lookup_address"):
         server.Bind(method, getattr(counter, method))
     server.Start()
@@ -120,9 +121,11 @@ def test_the_launcher_reads_progress_totals_and_the_stop_from_the_counter_over_r
         actor.increment(steps=150)
         assert fetch()["env_steps"] == 0  # held in the buffer until its interval or a flush
         actor.flush()
+        client.add_counts("actor-x", 1, {"actor_steps": 50})
+        client.add_counts("actor-x", 1, {"actor_steps": 50})  # a retried call the counter had applied
         client.report_progress({"env_steps_per_s": 90.0, "replay_size": 440})
         shown = fetch()
-        assert (shown["env_steps"], shown["episodes"], shown["max_env_steps"]) == (450, 1, 500)
+        assert (shown["env_steps"], shown["episodes"], shown["max_env_steps"]) == (500, 1, 500)
         assert shown["env_steps_per_s"] == 90.0 and shown["replay_size"] == 440 and shown["stop_reason"] is None
         assert client.lookup_address("learner/0") is None
         client.register_address("learner/0", "10.0.0.3:4000")
@@ -130,7 +133,7 @@ def test_the_launcher_reads_progress_totals_and_the_stop_from_the_counter_over_r
         client.request_stop("max_env_steps")
         client.request_stop("a later reason")
         assert fetch()["stop_reason"] == "max_env_steps"
-        FinalClient(address).node_finished("actor_0")
+        final_client(address).node_finished("actor_0")
         assert counter._all_finished.is_set()
     finally:
         server.Stop()

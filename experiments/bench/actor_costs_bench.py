@@ -38,9 +38,9 @@ def _serve_replay(task: str, ports, stop) -> None:
     import environments
     import replay
 
-    env = environments.make_environment(environments.EnvironmentConfig(task))
     config = replay.ReplayConfig(samples_per_insert=None)
-    server = reverb.Server([replay.make_online_table(config, env.environment_spec)])
+    server = reverb.Server([replay.make_online_table(config, environments.environment_spec(
+        environments.EnvironmentConfig(task)))])
     ports.put(server.port)
     stop.wait()
     server.stop()
