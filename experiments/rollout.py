@@ -7,7 +7,6 @@ return of a random policy is the baseline that learning results are compared wit
 """
 
 import argparse
-import json
 import pathlib
 import sys
 import time

@@ -168,10 +168,6 @@ class Actor:
             self._counter.increment(steps=self.steps - self._counted_steps)
         self._counted_steps = self.steps
 
-    def part_us_per_step(self) -> dict:
-        """Microseconds per environment step in each part, since the actor began."""
-        return {part: 1e6 * value / max(1, self.steps) for part, value in self.part_seconds.items()}
-
     def summary(self) -> dict:
         return {"actor_steps": self.steps, "envs_per_actor": self.num_envs, "episode_returns": self.episode_returns,
                 "param_versions_seen": self.versions_seen}

@@ -1,8 +1,6 @@
 """The learner node: samples batches, updates, publishes its policy, and checkpoints."""
 
 import functools
-import os
-import sys
 import threading
 import time
 from typing import Optional, Tuple

@@ -16,7 +16,6 @@ machines) into one curves.csv, figure and summary.json, and copies their logs.
 import argparse
 import csv
 import json
-import os
 import pathlib
 import shutil
 import statistics
