@@ -1,7 +1,10 @@
 """The MPO learner step: `(state, batch) -> (state, metrics)`, pure.
 
 `make_update_step` builds the step for a config; `agents.learner.Learner` jits it
-(the one jit boundary) and shards it over devices.
+(the one jit boundary) and shards it over devices. An update whose loss or gradients
+hold a NaN or an infinity is not applied: the step returns its input state and says so
+in the metrics (`nonfinite_updates`); `launch.nonfinite` counts these and ends a run
+that keeps making them.
 """
 
 from typing import Callable, Dict, Tuple
@@ -49,6 +52,28 @@ def _optimizer(learning_rate: float, grad_norm_clip: float) -> optax.GradientTra
 
 def _dual_values(raw: chex.Array) -> chex.Array:
     return jax.nn.softplus(raw) + _DUAL_EPSILON
+
+
+def _all_finite(tree) -> chex.Array:
+    """One bool: no NaN or infinity in any leaf of `tree`."""
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(tree)]))
+
+
+def _select(keep_new: chex.Array, new: LearnerState, old: LearnerState) -> LearnerState:
+    return jax.tree_util.tree_map(lambda a, b: jnp.where(keep_new, a, b), new, old)
+
+
+def _cond(keep_new: chex.Array, new: LearnerState, old: LearnerState) -> LearnerState:
+    return jax.lax.cond(keep_new, lambda: new, lambda: old)
+
+
+def _choose(keep_new: chex.Array, new: LearnerState, old: LearnerState) -> LearnerState:
+    """`new` if keep_new else `old`, with no host sync. XLA:GPU runs a conditional by copying
+    its predicate to the host and waiting for it, so there it is a select. XLA:CPU has no such
+    wait, and there a conditional (which nothing is fused across) leaves the update's compiled
+    code, and so its rounding, exactly as without the choice; a select fused into the update
+    can round a finite update differently in the last bit."""
+    return jax.lax.platform_dependent(keep_new, new, old, cpu=_cond, default=_select)
 
 
 def init_state(config: MPOConfig, networks: Networks, key: chex.PRNGKey, observation_dim: int, action_dim: int) -> LearnerState:
@@ -186,11 +211,26 @@ def make_update_step(config: MPOConfig, networks: Networks) -> Callable[[Learner
             steps=steps,
             key=key,
         )
+        # A NaN or inf in a loss or a gradient leaves the state as it was. Such a gradient always
+        # reaches the updated state: clip_by_global_norm turns a non-finite norm into NaN updates,
+        # and Adam's moments carry them; a NaN or inf loss gives NaN or inf gradients (a loss
+        # term that did not would move the state by finite amounts only). So the test is on the
+        # updated state, which also refuses a state that came out non-finite any other way. A
+        # flag from the losses or gradients themselves is known earlier in the step; XLA then
+        # fuses the update's code differently, and on XLA:CPU (which contracts a*b+c to an FMA
+        # within a fusion) some configurations' finite updates round differently in the last bit.
+        # From the state, a finite update is bitwise the unguarded one (checked against the
+        # unguarded step for mpo/dmpo/mog, periodic and Polyak targets, update and update_many).
+        # The state is replicated: under data parallelism every device decides alike.
+        finite = _all_finite(new_state)
+        new_state = _choose(finite, new_state, state)
         metrics = {
             "critic_loss": critic_loss_value, **critic_metrics, **policy_metrics,
             # Before clipping at grad_norm_clip: how often (and how hard) clipping bites.
             "critic_grad_norm": optax.global_norm(critic_grads),
             "policy_grad_norm": optax.global_norm(policy_grads),
+            # 1.0 when this update was not applied (a NaN or inf in a loss or a gradient).
+            "nonfinite_updates": 1.0 - finite.astype(jnp.float32),
         }
         return new_state, metrics
 
@@ -198,10 +238,13 @@ def make_update_step(config: MPOConfig, networks: Networks) -> Callable[[Learner
 
 
 def make_multi_step(update_step):
-    """k updates in one call over a stacked batch [k, B, ...]; metrics are the k-step means."""
+    """k updates in one call over a stacked batch [k, B, ...]; metrics are the k-step means,
+    but `nonfinite_updates` is the sum: how many of the k were skipped (each update is
+    guarded on its own; a skipped one's NaN losses make those means NaN)."""
 
     def multi_step(state: LearnerState, batches: Transition) -> Tuple[LearnerState, Metrics]:
         state, metrics = jax.lax.scan(update_step, state, batches)
-        return state, jax.tree_util.tree_map(lambda m: jnp.mean(m, axis=0), metrics)
+        reduced = {name: (jnp.sum if name == "nonfinite_updates" else jnp.mean)(m, axis=0) for name, m in metrics.items()}
+        return state, reduced
 
     return multi_step

@@ -40,6 +40,14 @@ def format_evaluation(row: dict) -> str:
             f"return {row['mean_return']:8.1f} ± {row['std_return']:.1f}  ({row['wall_time_s']:.0f} s)")
 
 
+def format_restart(record: dict) -> str:
+    """A node's supervisor restarted it, or gave up on it (`launch.supervisor`)."""
+    if not record.get("restarted"):
+        return f"error: {record['message']}"
+    return (f"restart: node {record['node']} died ({record['cause']}) after {record['ran_s']:.1f} s; "
+            f"started again ({record['attempt'] + 1})")
+
+
 def counter_progress(address: str) -> Callable[[], Optional[dict]]:
     """Reads the progress figures from the counter at `address`; None while it does not answer."""
     import courier
@@ -62,19 +70,22 @@ def show_progress(run_dir: str, fetch_progress: Callable[[], Optional[dict]], do
     (see `counter_progress`), and the evaluator's rows as they land in its metrics file. In a
     log the last line seen is printed once more at the end, so a log always holds one."""
     interactive = stream.isatty() if interactive is None else interactive
-    printed_evals, last_plain, line_shown = 0, time.time(), False
+    printed_evals, printed_restarts, last_plain, line_shown = 0, 0, time.time(), False
     latest, last_printed = None, None
     while True:
         finished = done.wait(refresh_s)
         rows = summary.evaluations(run_dir)
         progress = fetch_progress()
         latest = progress if progress is not None else latest
-        if interactive and line_shown and (len(rows) > printed_evals or finished):
+        restarts = (latest or {}).get("restarts", [])
+        if interactive and line_shown and (len(rows) > printed_evals or len(restarts) > printed_restarts or finished):
             stream.write("\r\033[K")  # clear the progress line so an evaluation line can take its place
             line_shown = False
         for row in rows[printed_evals:]:
             stream.write(format_evaluation(row) + "\n")
-        printed_evals = len(rows)
+        for record in restarts[printed_restarts:]:
+            stream.write(format_restart(record) + "\n")
+        printed_evals, printed_restarts = len(rows), len(restarts)
         if finished:
             if not interactive and latest is not None:
                 line = format_progress(latest, rows[-1] if rows else None)

@@ -251,13 +251,13 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def run_on_hosts(program, cluster_spec, run_dir: str, launch_index: int) -> int:
+def run_on_hosts(program, cluster_spec, run_dir: str, launch_index: int, max_restarts: int) -> int:
     """local_mp (every node on this machine: `cluster_spec` None) and hosts."""
     import signal
 
-    from launch import hosts
+    from launch import hosts, supervisor
 
-    launch = hosts.HostsLaunch(program, cluster_spec or hosts.local_spec(), run_dir, launch_index)
+    launch = hosts.HostsLaunch(program, cluster_spec or hosts.local_spec(), run_dir, launch_index, max_restarts)
     # SIGTERM to the launcher stops the program as Ctrl-C does.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
@@ -280,16 +280,16 @@ def run_on_hosts(program, cluster_spec, run_dir: str, launch_index: int) -> int:
     follow(run_dir, lambda: launch.coordinator, wait)
     failed = launch.failed()
     if failed:
-        print(f"error: nodes failed: {failed}; their logs: "
-              + ", ".join(launch.log_path(*node.split("/")) for node in failed), file=sys.stderr)
+        print(f"error: nodes failed: {', '.join(f'{node} ({supervisor.describe_exit(code)})' for node, code in failed.items())}; "
+              "their logs: " + ", ".join(launch.log_path(*node.split("/")) for node in failed), file=sys.stderr)
         return 1
     return 0
 
 
-def run_on_slurm(program, cluster_spec, run_dir: str, launch_index: int, job_name: str) -> int:
+def run_on_slurm(program, cluster_spec, run_dir: str, launch_index: int, job_name: str, max_restarts: int) -> int:
     from launch import entry, launching, rpc, slurm
 
-    scripts = slurm.write_job(program, cluster_spec, run_dir, launch_index, job_name)
+    scripts = slurm.write_job(program, cluster_spec, run_dir, launch_index, job_name, max_restarts)
     job_ids = slurm.submit(scripts)
     launch_dir = launching.launch_dir(run_dir, launch_index)
     jobs = " ".join(job_ids)
@@ -349,6 +349,12 @@ def report(config, run_dir: str) -> None:
         {config.agent: ([row["env_steps"] for row in rows], [row["mean_return"] for row in rows])},
         os.path.join(run_dir, "learning_curve.png"), title=f"{config.agent} on {config.environment.task}, seed {config.seed}",
     )
+    restarts = result.get("restarts") or []
+    if restarts:
+        print(f"{len(restarts)} node restarts (each in {run_dir}/restarts.jsonl): "
+              + ", ".join(f"{record['node']} ({record['cause']})" for record in restarts))
+    if result.get("stop_reason") and not result["reached_max_env_steps"]:
+        print(f"The run stopped before max_env_steps: {result['stop_reason']}", file=sys.stderr)
     final = result["final_eval_return"]
     print(f"Finished: {result['env_steps']} env steps, {result['learner_steps']} learner steps in "
           f"{result['wall_time_s']:.0f} s; final eval return {'n/a' if final is None else f'{final:.1f}'}. "
@@ -397,6 +403,7 @@ def main(argv) -> int:
 
     # Launchpad and the program are imported only for a valid launch.
     from launch import launching
+    from launch.faults import RunError
     from launch.program import make_program
 
     print(f"Run directory: {run_dir}")
@@ -404,13 +411,18 @@ def main(argv) -> int:
     if _LAUNCH_TYPE.value == "local_mt":
         manager = launching.launch_threads(program)
         address = launching.counter_address(program)
-        follow(run_dir, lambda: address, manager.wait)
         code = 0
+        try:
+            follow(run_dir, lambda: address, manager.wait)
+        except RunError as error:  # a node's, re-raised by Launchpad once every thread stopped
+            print(f"error: {error}", file=sys.stderr)
+            code = 1
     elif _LAUNCH_TYPE.value in ("local_mp", "hosts"):
-        code = run_on_hosts(program, cluster_spec, run_dir, launch_index)
+        code = run_on_hosts(program, cluster_spec, run_dir, launch_index, config.max_restarts_per_node)
     else:
         try:
-            code = run_on_slurm(program, cluster_spec, run_dir, launch_index, _job_name(config))
+            code = run_on_slurm(program, cluster_spec, run_dir, launch_index, _job_name(config),
+                                config.max_restarts_per_node)
         except RuntimeError as error:
             print(f"error: {error}", file=sys.stderr)
             return 1

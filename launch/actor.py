@@ -4,15 +4,19 @@
 node wires it to RPC clients and the stop, nothing more.
 """
 
+import math
 import time
-from typing import Callable, Optional
+from typing import Callable, Dict, List, Optional
 
+import dm_env
 import numpy as np
+from dm_control.rl import control
 
 import agents
 import environments
 import replay
 from launch.config import ExperimentConfig
+from launch.faults import RunError, non_finite_fields
 from launch.metrics import MetricsWriter
 
 # Actors add their steps to the shared counter this often: often enough for the step
@@ -20,6 +24,14 @@ from launch.metrics import MetricsWriter
 COUNT_EVERY_STEPS = 100
 # The parts of a step, timed on their own (bench actor_costs reports them).
 PARTS = ("policy", "step", "write", "record")
+
+
+def non_finite_step_fields(timestep: dm_env.TimeStep, layout: Dict[str, slice]) -> List[str]:
+    """The parts of `timestep` holding a NaN or an infinity: "observation.<name>" for each named
+    dm_control observation (`layout`: RelayEnvironment.observation_layout), "reward", "discount"."""
+    observation = np.asarray(timestep.observation)
+    fields = {f"observation.{name}": observation[where] for name, where in layout.items()}
+    return non_finite_fields({**fields, "reward": timestep.reward, "discount": timestep.discount})
 
 
 class _Episode:
@@ -47,16 +59,23 @@ class Actor:
     """
 
     def __init__(self, config: ExperimentConfig, actor_id: int, replay_client, policy_source,
-                 counter=None, log: Optional[MetricsWriter] = None):
+                 counter=None, log: Optional[MetricsWriter] = None, restart: int = 0):
         self._config = config
+        self._actor_id = actor_id
         self._policy_source = policy_source
         self._counter = counter
         self._log = log
         num_envs = config.envs_per_actor
-        self._envs = [environments.make_environment(config.actor_environment(actor_id, k)) for k in range(num_envs)]
+        # A restarted actor (`restart` > 0: its process died) draws fresh seeds.
+        self._envs = [environments.make_environment(config.actor_environment(actor_id, k, restart))
+                      for k in range(num_envs)]
         spec = self._envs[0].environment_spec
+        self._observation_layout = self._envs[0].observation_layout  # one task: the same in every environment
         self._select_action, _ = agents.make_policy_fns(agents.Networks(config.learner, spec.actions.shape[0]).policy)
+        started = time.time()
         self.writer = replay.make_writer(replay_client, config.replay, replay.ONLINE_TABLE, num_envs=num_envs)
+        if time.time() - started > 1.0:
+            print(f"actor {actor_id}: the replay writer took {time.time() - started:.1f} s to connect", flush=True)
         self._recorders = []
         if config.record_experience:
             replay.experience.write_spec(config.run_dir, config.environment.task, spec)
@@ -65,11 +84,13 @@ class Actor:
                                for k in range(num_envs)]
         # One raw threefry key per policy call, [seed, step], built on the host: a jax.random.split
         # per call would be a second device dispatch, ~40 us of a ~100 us physics step.
-        self._action_key = np.array([config.actor_environment(actor_id).seed, 0], np.uint32)
+        self._action_key = np.array([config.actor_environment(actor_id, restart=restart).seed, 0], np.uint32)
+        # [E, O]: each environment's newest observation, the policy's next input.
         self._observations = np.empty((num_envs,) + spec.observations.shape, np.float32)
-        self._timesteps = [None] * num_envs
         self._episodes = [None] * num_envs
         self.steps = 0  # environment steps taken, all environments together
+        # Steps that gave a NaN / infinity or crashed the physics: not stored, their episodes cut there.
+        self.bad_env_steps = 0
         self._counted_steps = self._fetched_at_steps = 0
         self.episode_returns = []
         self.version, self._params = -1, None
@@ -98,7 +119,7 @@ class Actor:
         self.writer.add_first(timestep, k)
         if self._recorders:
             self._recorders[k].add_first(timestep)
-        self._timesteps[k] = timestep
+        self._observations[k] = timestep.observation
         self._episodes[k] = _Episode(self.steps)
 
     def step(self) -> None:
@@ -107,40 +128,94 @@ class Actor:
             self.start()
         clock = time.perf_counter
         t0 = clock()
-        for k, timestep in enumerate(self._timesteps):
-            self._observations[k] = timestep.observation
         self._action_key[1] = self.steps
         actions = np.asarray(self._select_action(self._params, self._observations, self._action_key))
         # One part for every environment, then the next part: each part's code and data
         # stay in the caches. Environment by environment through all parts, the physics
         # ran ~15% slower and the writes ~2x (bench actor_costs, 8 environments).
         t1 = clock()
-        stepped = [env.step(action) for env, action in zip(self._envs, actions)]
+        observations, stepped, crashed = self._observations, [], {}
+        for k, (env, action) in enumerate(zip(self._envs, actions)):
+            try:
+                timestep = env.step(action)
+            except control.PhysicsError as error:  # MuJoCo's state went invalid (a NaN or huge qpos, qacc, ...)
+                crashed[k], timestep = f"PhysicsError ({error})", None
+            else:
+                observations[k] = timestep.observation
+            stepped.append(timestep)
         t2 = clock()
-        for k, timestep in enumerate(stepped):
-            self.writer.add(actions[k], timestep, k)
+        # One vectorised check of all observations (~2 us); the bad steps are only named when it fails.
+        bad = crashed
+        if crashed or not (np.isfinite(observations).all()
+                           and all(math.isfinite(t.reward) and math.isfinite(t.discount) for t in stepped)):
+            bad = self._bad_steps(stepped, crashed)
+        kept = range(self.num_envs) if not bad else [k for k in range(self.num_envs) if k not in bad]
+        for k in kept:
+            self.writer.add(actions[k], stepped[k], k)
         t3 = clock()
-        for recorder, action, timestep in zip(self._recorders, actions, stepped):
-            recorder.add(action, timestep)
+        for k in kept if self._recorders else ():
+            self._recorders[k].add(actions[k], stepped[k])
         t4 = clock()
         seconds = self.part_seconds
         seconds["policy"] += t1 - t0
         seconds["step"] += t2 - t1
         seconds["write"] += t3 - t2
         seconds["record"] += t4 - t3
-        for k, timestep in enumerate(stepped):
-            self._timesteps[k] = timestep
+        for k in kept:
+            timestep = stepped[k]
             episode = self._episodes[k]
             episode.steps += 1
             episode.total_return += float(timestep.reward)
             if timestep.last():
                 self._end_episode(k, episode)
+        for k, problem in bad.items():
+            self._end_episode_before_bad_step(k, problem, actions[k])
+        # A bad step counts as an environment step: it was simulated (it cost the time of any
+        # other), though it is no transition, so replay holds fewer items than steps taken.
         self.steps += self.num_envs
         if self.steps - self._counted_steps >= COUNT_EVERY_STEPS:
             self.flush_counts()
         if self.steps - self._fetched_at_steps >= self._config.actor_update_period:
             self._fetch_policy()
             self._fetched_at_steps = self.steps
+
+    def _bad_steps(self, stepped: list, crashed: Dict[int, str]) -> Dict[int, str]:
+        """Environment -> what is wrong with its step, for the steps that crashed or hold a NaN or
+        infinity; with `non_finite_env_fatal`, raises RunError for the first instead."""
+        bad = dict(crashed)
+        for k, timestep in enumerate(stepped):
+            fields = [] if timestep is None else non_finite_step_fields(timestep, self._observation_layout)
+            if fields:
+                bad[k] = f"NaN or infinity in {', '.join(fields)}"
+        if bad and self._config.non_finite_env_fatal:
+            k = min(bad)
+            raise RunError(f"{self._bad_step_description(k, bad[k])}. experiment.non_finite_env_fatal is on, so this "
+                           "ends the run; --set=experiment.non_finite_env_fatal=false ends just that episode, logs it "
+                           "and acts on.")
+        return bad
+
+    def _bad_step_description(self, k: int, problem: str) -> str:
+        # The step is the episode's (steps + 1)-th, and the actor's (steps + k + 1)-th (environments step in turn).
+        return (f"actor {self._actor_id} env {k}, task {self._config.environment.task}: {problem} at episode step "
+                f"{self._episodes[k].steps + 1} (actor step {self.steps + k + 1})")
+
+    def _end_episode_before_bad_step(self, k: int, problem: str, action: np.ndarray) -> None:
+        """Ends environment k's episode at its last good timestep and begins a new one.
+
+        The writer's pending steps go in as transitions bootstrapping from that timestep (their
+        values are all finite and real; the episode is cut, as a time limit cuts one), and the
+        recording keeps the episode without a LAST step: a later run rebuilds the same items
+        from it. The cut episode's return is not a full one: it is neither logged nor counted
+        as an episode."""
+        print(f"{self._bad_step_description(k, problem)}; the episode ends before that step (which is not "
+              "stored) and a new one begins", flush=True)
+        self.bad_env_steps += 1
+        self.writer.end_unfinished_episode(k)
+        if self._recorders:
+            self._recorders[k].end_unfinished_episode(action)
+        if self._counter is not None:
+            self._counter.increment(bad_env_steps=1)
+        self._start_episode(k)
 
     def _end_episode(self, k: int, episode: _Episode) -> None:
         self.episode_returns.append(episode.total_return)
@@ -170,7 +245,7 @@ class Actor:
 
     def summary(self) -> dict:
         return {"actor_steps": self.steps, "envs_per_actor": self.num_envs, "episode_returns": self.episode_returns,
-                "param_versions_seen": self.versions_seen}
+                "bad_env_steps": self.bad_env_steps, "param_versions_seen": self.versions_seen}
 
     def close(self) -> None:
         """Closes the environments, the writer and the recorders (flushing what they hold)."""

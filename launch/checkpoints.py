@@ -5,9 +5,11 @@
 
 A checkpoint is complete or absent. Orbax writes each one into a temporary directory
 and renames it when it is finished, so a kill during a save leaves no directory with
-a step's name. On top of that, `meta` holds a SHA-256 of every array; a checkpoint
-damaged later (a truncated file) fails that check or orbax's own reads, and loading
-falls back to the previous one with a warning.
+a step's name (the run's next writer removes the temporary one; a save that fails, as
+on a full disk, removes its own and raises a RunError that says so). On top of that,
+`meta` holds a SHA-256 of every array; a checkpoint damaged later (a truncated file)
+fails that check or orbax's own reads, and loading falls back to the previous one
+with a warning.
 
 Arrays are saved as host numpy arrays, without device or sharding metadata, so a
 checkpoint written on a GPU (or on 8 devices) loads on a CPU-only machine.
@@ -21,6 +23,7 @@ import hashlib
 import logging
 import os
 import re
+import shutil
 import sys
 import time
 import warnings
@@ -31,6 +34,8 @@ import flax.serialization
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+
+from launch import disk_full
 
 CHECKPOINTS_DIR = "checkpoints"
 # Checkpoints found damaged when a run is resumed are moved here, never deleted.
@@ -104,9 +109,12 @@ class CheckpointWriter:
     """Saves a run's learner state into RUN_DIR/checkpoints, keeping the newest `keep`."""
 
     def __init__(self, run_dir: str, keep: int = 3, static_meta: Optional[dict] = None):
+        self._run_dir = run_dir
+        # Cleaning up removes only orbax's temporary directories (saves killed or failed in an
+        # earlier process of this run), never a finished checkpoint.
         self._manager = ocp.CheckpointManager(
             os.path.abspath(checkpoints_dir(run_dir)), item_names=_ITEMS,
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True),
         )
         self._static_meta = dict(static_meta or {})
         self.last_step: Optional[int] = max(list_steps(run_dir), default=None)
@@ -124,10 +132,37 @@ class CheckpointWriter:
             "saved_at": now, "saved_at_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
             "digest": digest(tree),
         }
-        self._manager.save(step, args=ocp.args.Composite(state=ocp.args.PyTreeSave(tree), meta=ocp.args.JsonSave(meta)))
-        self._manager.wait_until_finished()
+        try:
+            self._manager.save(step, args=ocp.args.Composite(state=ocp.args.PyTreeSave(tree), meta=ocp.args.JsonSave(meta)))
+            self._manager.wait_until_finished()
+        except Exception as error:  # orbax raises OSError, or tensorstore's ValueError naming the OS error
+            directory = str(self._manager.directory)
+            # Worded before the partial save is removed: the free space it reports is the full disk's.
+            full = disk_full.run_error(
+                error, f"Saving the learner checkpoint at step {step} into {directory} failed", directory,
+                f"Its partial directory was removed; the checkpoints already there "
+                f"({list_steps(self._run_dir) or 'none'}) are whole and load.", self._run_dir)
+            self._discard_unfinished(step)
+            if full is None:
+                raise
+            raise full from error
         self.last_step = step
         return os.path.join(str(self._manager.directory), str(step))
+
+    def _discard_unfinished(self, step: int) -> None:
+        """Removes what a failed save left: its temporary directory (it is never listed as a
+        checkpoint, but it holds the space a full disk needs back), and orbax's in-memory
+        list, which has already dropped the old steps this save was to replace."""
+        try:
+            self._manager.wait_until_finished()
+        except Exception:  # the same failure, seen again
+            pass
+        directory = str(self._manager.directory)
+        prefix = f"{step}{ocp.utils.TMP_DIR_SUFFIX}"
+        for name in os.listdir(directory):
+            if name.startswith(prefix):
+                shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
+        self._manager.reload()
 
     def close(self) -> None:
         self._manager.wait_until_finished()

@@ -4,6 +4,8 @@ import dataclasses
 import typing
 from typing import Optional, Tuple, Union
 
+import numpy as np
+
 from agents.config import MPOConfig
 from environments.config import EnvironmentConfig
 from replay.config import ReplayConfig
@@ -108,6 +110,10 @@ class ExperimentConfig:
     eval_episodes: int = 5
     # Actors write every step they take to run_dir/experience (replay.experience), for later runs.
     record_experience: bool = True
+    # An environment step with a NaN or infinity in its observation, reward or discount, or one
+    # whose physics crashed (dm_control's PhysicsError): False ends that episode there (nothing
+    # bad is stored), logs it and acts on; True ends the run with a RunError naming it.
+    non_finite_env_fatal: bool = False
     # Replay Across Experiments: None trains on this run's own data only.
     rae: Optional[RaEConfig] = None
     # Learner and progress metrics get a row at most this often (actors: one per episode).
@@ -117,6 +123,12 @@ class ExperimentConfig:
     checkpoint_every_minutes: float = 10.0
     checkpoint_every_learner_steps: int = 5000
     checkpoints_to_keep: int = 3
+    # A node process that dies is started again this many times at most (every launch type
+    # but local_mt); one more death stops the run, naming the node.
+    max_restarts_per_node: int = 3
+    # The learner does not apply an update whose loss or gradients hold a NaN or an infinity
+    # (it keeps its last good state and counts it); this many in a row end the run.
+    max_nonfinite_updates_in_a_row: int = 10
     resume: Optional[ResumeConfig] = None
     # Used when the learner has no checkpoint of this run to restore.
     init_from: Optional[InitFromConfig] = None
@@ -124,7 +136,8 @@ class ExperimentConfig:
     def __post_init__(self):
         for name, minimum in (("num_actors", 1), ("envs_per_actor", 1), ("max_env_steps", 1), ("actor_update_period", 1),
                               ("learner_publish_period", 1), ("eval_every_learner_steps", 1), ("eval_episodes", 1),
-                              ("checkpoint_every_learner_steps", 1), ("checkpoints_to_keep", 1)):
+                              ("checkpoint_every_learner_steps", 1), ("checkpoints_to_keep", 1),
+                              ("max_restarts_per_node", 0), ("max_nonfinite_updates_in_a_row", 1)):
             if getattr(self, name) < minimum:
                 raise ValueError(f"ExperimentConfig.{name} must be >= {minimum}, got {getattr(self, name)!r}.")
         for name in ("log_every_s", "checkpoint_every_minutes"):
@@ -156,11 +169,19 @@ class ExperimentConfig:
         """A seed no actor uses."""
         return dataclasses.replace(self.environment, seed=self.seed * 10_000 + 9_999)
 
-    def actor_environment(self, actor_id: int, env_index: int = 0) -> EnvironmentConfig:
-        """Each actor environment's own seed, derived from the experiment's (and new in each resumed launch)."""
-        launch_index = self.resume.launch_index if self.resume is not None else 0
+    @property
+    def launch_index(self) -> int:
+        """0 for the run's first launch; each resume adds one."""
+        return self.resume.launch_index if self.resume is not None else 0
+
+    def actor_environment(self, actor_id: int, env_index: int = 0, restart: int = 0) -> EnvironmentConfig:
+        """Each actor environment's own seed, derived from the experiment's: new in each resumed
+        launch, and in each restart of the actor's process (`restart` > 0)."""
         stream = actor_id * self.envs_per_actor + env_index
-        return dataclasses.replace(self.environment, seed=self.seed * 10_000 + 1_000 * launch_index + stream + 1)
+        seed = self.seed * 10_000 + 1_000 * self.launch_index + stream + 1
+        if restart > 0:  # out of the first launches' range, one per (launch, stream, restart)
+            seed = int(np.random.SeedSequence([self.seed, self.launch_index, stream, restart]).generate_state(1)[0])
+        return dataclasses.replace(self.environment, seed=seed)
 
     @property
     def refill_items(self) -> int:

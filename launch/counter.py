@@ -7,15 +7,16 @@ for the nodes that report final totals (actors, learner, evaluator), then writes
 own outputs: counts.json and summary.json.
 """
 
+import json
 import os
 import threading
 import time
 import uuid
-from typing import Dict, Iterable, Optional, Tuple
+from typing import Dict, Iterable, List, Optional
 
 import launchpad as lp
 
-from launch import summary
+from launch import launching, summary
 from launch.config import ExperimentConfig
 
 # At a stop the counter waits this long at most for the finishing nodes' last reports;
@@ -23,6 +24,11 @@ from launch.config import ExperimentConfig
 FINISH_WAIT_S = 6.0
 # The totals are saved this often while the run goes (a killed run keeps recent totals).
 _SAVE_EVERY_S = 5.0
+# The counter's state, which a restarted counter goes on from, is saved this often: a
+# restart loses at most this long of the reports of nodes that died in between.
+_SAVE_STATE_EVERY_S = 0.5
+_STATE_FILE = "counter_state.json"
+RESTARTS_FILE = "restarts.jsonl"
 
 
 class CounterNode:
@@ -35,11 +41,15 @@ class CounterNode:
     def __init__(self, config: ExperimentConfig, finishing_nodes: Iterable[str] = ()):
         self._config = config
         self._lock = threading.Lock()
-        self._counts: Dict[str, float] = dict(config.resume.counts) if config.resume is not None else {}
-        self._counts_before = dict(self._counts)
-        self._applied: Dict[str, int] = {}  # the last batch applied from each sender
+        self._counts_before: Dict[str, float] = dict(config.resume.counts) if config.resume is not None else {}
+        # Each sender's totals since it started (a node process's actor steps), and the values
+        # a node sets outright (the learner's step): the counter's totals are built from them,
+        # so a sender that reports again after a lost call or a counter restart counts once.
+        self._by_sender: Dict[str, Dict[str, float]] = {}
+        self._values: Dict[str, float] = {}
         self._progress: dict = {}
         self._addresses: Dict[str, str] = {}
+        self._restarts: List[dict] = []
         self._stop_reason: Optional[str] = None
         self._expected = frozenset(finishing_nodes)
         self._finished = set()
@@ -47,20 +57,59 @@ class CounterNode:
         self._watchers, self._told_to_stop = set(), set()
         self._all_told = threading.Event()
         self._start = time.time()
+        self._state_path = os.path.join(launching.launch_dir(config.run_dir, config.launch_index), _STATE_FILE)
+        os.makedirs(os.path.dirname(self._state_path), exist_ok=True)
+        if launching.node_attempt() > 0:
+            self._load_state()
 
-    def add_counts(self, sender: str, sequence: int, counts: Dict[str, float]) -> None:
-        """Adds `counts` once: a batch whose `sequence` the sender already sent (a retried call
-        the counter had already applied) is ignored, so nothing is counted twice."""
+    def _load_state(self) -> None:
+        """A restarted counter goes on from what it last saved; the nodes' next reports bring it
+        up to date (each sends its totals whole)."""
+        state = summary.read_json(self._state_path)
+        if state is None:
+            print(f"counter: restarted without saved state ({self._state_path} is missing)", flush=True)
+            return
+        self._by_sender, self._values = state["by_sender"], state["values"]
+        self._addresses, self._restarts = state["addresses"], state["restarts"]
+        self._stop_reason, self._start = state["stop_reason"], state["started_at"]
+        print(f"counter: restarted from {self._state_path}: env steps {self.get_counts().get('actor_steps', 0):,.0f}",
+              flush=True)
+
+    def _save_state(self) -> None:
         with self._lock:
-            if sequence <= self._applied.get(sender, 0):
-                return
-            self._applied[sender] = sequence
-            for key, value in counts.items():
-                self._counts[key] = self._counts.get(key, 0) + value
+            state = {"by_sender": self._by_sender, "values": self._values, "addresses": self._addresses,
+                     "restarts": self._restarts, "stop_reason": self._stop_reason, "started_at": self._start}
+            summary.write_json(self._state_path, state)
+
+    def report_counts(self, sender: str, totals: Dict[str, float], values: Optional[Dict[str, float]] = None) -> None:
+        """`sender`'s totals since it started (each count only grows: a late or repeated report
+        changes nothing), and `values` set outright (the learner's step)."""
+        with self._lock:
+            held = self._by_sender.setdefault(sender, {})
+            for key, value in totals.items():
+                held[key] = max(held.get(key, 0), value)
+            self._values.update(values or {})
 
     def get_counts(self) -> Dict[str, float]:
         with self._lock:
-            return dict(self._counts)
+            counts = dict(self._counts_before)
+            for totals in self._by_sender.values():
+                for key, value in totals.items():
+                    counts[key] = counts.get(key, 0) + value
+            counts.update(self._values)
+            return counts
+
+    def record_restart(self, record: dict) -> None:
+        """A node's supervisor restarted it, or gave up on it (`launch.supervisor`): kept in the
+        counter's state and in RUN_DIR/restarts.jsonl, and shown by the launcher."""
+        with self._lock:
+            self._restarts.append(dict(record))
+            with open(os.path.join(self._config.run_dir, RESTARTS_FILE), "a") as file:
+                file.write(json.dumps(record) + "\n")
+
+    def get_restarts(self) -> List[dict]:
+        with self._lock:
+            return list(self._restarts)
 
     def report_progress(self, progress: dict) -> None:
         """The monitor's latest progress figures (rates, table sizes)."""
@@ -69,8 +118,10 @@ class CounterNode:
 
     def get_progress(self) -> dict:
         """What a launcher's progress line shows: the monitor's figures with the current totals."""
+        counts = self.get_counts()
         with self._lock:
-            counts, progress = dict(self._counts), dict(self._progress)
+            progress = dict(self._progress)
+            progress["restarts"] = list(self._restarts)
         progress.update(env_steps=int(counts.get("actor_steps", 0)), learner_steps=int(counts.get("learner_steps", 0)),
                         episodes=int(counts.get("actor_episodes", 0)), max_env_steps=self._config.max_env_steps,
                         elapsed_s=time.time() - self._start, stop_reason=self._stop_reason)
@@ -119,7 +170,8 @@ class CounterNode:
     def run(self):
         stop = lp.stop_event()
         saved = time.time()
-        while not stop.wait(0.5):
+        while not stop.wait(_SAVE_STATE_EVERY_S):
+            self._save_state()
             if time.time() - saved >= _SAVE_EVERY_S:
                 self._save_counts()
                 saved = time.time()
@@ -132,7 +184,9 @@ class CounterNode:
             print(f"counter: no final report from {', '.join(missing)} within {FINISH_WAIT_S:.0f} s; "
                   "the summary has their counts up to their last report", flush=True)
         self._save_counts()
-        summary.write_summary(self._config, self.get_counts(), self._counts_before, time.time() - self._start)
+        self._save_state()
+        summary.write_summary(self._config, self.get_counts(), self._counts_before, time.time() - self._start,
+                              restarts=self.get_restarts(), stop_reason=self._stop_reason)
         # Every polling node hears the stop before the counter goes (one that polled after the
         # counter had gone would wait for it to come back).
         self._all_told.wait(max(0.0, deadline - time.time()))
@@ -142,28 +196,37 @@ class CounterNode:
 
 
 class CountBuffer:
-    """Adds counts to the counter in batches, prefixed as acme's child counters do ("actor_steps").
+    """A node's counts for the counter, prefixed as acme's child counters do ("actor_steps").
 
-    A batch is sent at most every `every_s` seconds, numbered: one whose call fails (the
-    counter is busy, the program is stopping) is sent again with its number, so the counter
-    applies each batch exactly once. `flush(client)` sends what is left, through another
-    client if given (at a stop, `rpc.final_client`).
+    `increment` adds to the node's totals and `set` sets a value outright (the learner's
+    step); both are sent whole at most every `every_s` seconds. A call that fails (the
+    counter is busy, restarting, or the program is stopping) changes nothing: the next one
+    sends the totals again, and the counter counts each sender's totals once.
+    `flush(client)` sends them now, through another client if given (at a stop,
+    `rpc.final_client`).
     """
 
-    def __init__(self, client, prefix: str, every_s: float = 0.5):
+    def __init__(self, client, prefix: str, every_s: float = 0.5, node: Optional[str] = None):
         self._client = client
         self._prefix = prefix
         self._every_s = every_s
-        self._sender = f"{prefix}-{uuid.uuid4().hex}"
-        self._pending: Dict[str, float] = {}
-        self._unacknowledged: Optional[Tuple[int, Dict[str, float]]] = None
-        self._sequence = 0
+        # One sender per node process: a restarted node's totals start again under a new name.
+        self._sender = f"{node or prefix}-{uuid.uuid4().hex[:12]}"
+        self._totals: Dict[str, float] = {}
+        self._values: Dict[str, float] = {}
         self._sent_at = time.time()
 
     def increment(self, **counts) -> None:
         for key, value in counts.items():
             key = f"{self._prefix}_{key}"
-            self._pending[key] = self._pending.get(key, 0) + value
+            self._totals[key] = self._totals.get(key, 0) + value
+        self._maybe_flush()
+
+    def set(self, **values) -> None:
+        self._values.update({f"{self._prefix}_{key}": value for key, value in values.items()})
+        self._maybe_flush()
+
+    def _maybe_flush(self) -> None:
         if time.time() - self._sent_at >= self._every_s:
             try:
                 self.flush()
@@ -171,15 +234,9 @@ class CountBuffer:
                 pass
 
     def flush(self, client=None) -> None:
-        """Sends every count not yet acknowledged; raises if a call fails (nothing is lost)."""
+        """Sends the totals; raises if the call fails (nothing is lost)."""
         self._sent_at = time.time()
-        while self._unacknowledged is not None or self._pending:
-            if self._unacknowledged is None:
-                self._sequence += 1
-                self._unacknowledged, self._pending = (self._sequence, self._pending), {}
-            sequence, counts = self._unacknowledged
-            (client or self._client).add_counts(self._sender, sequence, counts)
-            self._unacknowledged = None
+        (client or self._client).report_counts(self._sender, dict(self._totals), dict(self._values))
 
 
 def finish(client, node: str, counts: Optional[CountBuffer] = None) -> None:

@@ -11,8 +11,12 @@ on its host (launch.ports), registers host:port with the counter, and finds the 
 by asking the counter (`RegistryAddressBuilder`). The stop goes through the counter
 too: `lp.stop()` asks it to stop the program, and each process polls it and stops
 itself as on one machine (SIGTERM to itself: the same path as a local stop).
+
+Each such process is the node's supervisor (`launch.supervisor`): it reserves the node's
+port, runs the node in a child process (`--attempt=K`), and starts it again if it dies.
 """
 
+import faulthandler
 import os
 import signal
 import sys
@@ -22,7 +26,7 @@ import traceback
 
 from absl import app, flags
 
-from launch import launching, ports, rpc
+from launch import faults, launching, ports, rpc, supervisor
 
 _LAUNCH_DIR = flags.DEFINE_string("launch_dir", None, "the launch's directory (program.pkl)")
 _NODE = flags.DEFINE_string("node", None, "group/index of the node to run; group only: index from --index_env")
@@ -30,6 +34,8 @@ _INDEX_ENV = flags.DEFINE_string("index_env", None, "environment variable with t
 _HOST = flags.DEFINE_string("host", None, "this host's address as other hosts reach it; default in a SLURM "
                             "step: $SLURMD_NODENAME's NodeAddr")
 _COORDINATOR = flags.DEFINE_string("coordinator", None, "host:port of the counter node (all nodes but the counter)")
+_ATTEMPT = flags.DEFINE_integer("attempt", None, "set by the node's supervisor in the node's own process: how many "
+                                 "times it was restarted; unset: this process is the supervisor")
 _PORT = flags.DEFINE_integer("port", None, "the port this node serves at (a launcher on the counter's host reserves "
                              "the counter's, so that every node starts at once); default: one reserved on this host "
                              "(launch.ports)")
@@ -37,17 +43,22 @@ _PORT = flags.DEFINE_integer("port", None, "the port this node serves at (a laun
 PROGRAM_FILE = "program.pkl"
 CLUSTER_FILE = "cluster.json"
 COORDINATOR_FILE = "coordinator"
+SUPERVISION_FILE = "supervision.json"
 # How long a node waits for the counter, and for a node it calls to register, before giving up.
 _FIND_TIMEOUT_S = 300.0
 # A node whose counter stays unreachable this long stops itself (the program is gone).
 _COUNTER_LOST_S = 60.0
 
 
-def write_program(program, launch_dir: str) -> None:
-    """Pickles the program's nodes, group by group, for `launch.entry` to load."""
+def write_program(program, launch_dir: str, max_restarts: int = 0) -> None:
+    """Pickles the program's nodes, group by group, for `launch.entry` to load; each node's
+    supervisor restarts it at most `max_restarts` times."""
     import cloudpickle
 
+    from launch import summary
+
     os.makedirs(launch_dir, exist_ok=True)
+    summary.write_json(os.path.join(launch_dir, SUPERVISION_FILE), {"max_restarts_per_node": max_restarts})
     groups = {label: list(nodes) for label, nodes in program.groups.items()}
     with open(os.path.join(launch_dir, PROGRAM_FILE + ".tmp"), "wb") as file:
         cloudpickle.dump(groups, file)
@@ -203,28 +214,82 @@ def run_node(launch_dir: str, label: str, index: int, host: str, coordinator_add
     print(f"relay node {label}/{index} on {host} (pid {os.getpid()}, {accelerators})"
           + (f", serving at {own_address}" if node.addresses else "") + f"; counter at {coordinator_address}", flush=True)
     stopped = threading.Event()
-    watcher = f"{label}/{index}:{os.getpid()}"
+    watcher = f"{label}/{index}"  # a restarted process takes its place
     threading.Thread(target=_watch_stop, args=(coordinator, watcher, stopped), daemon=True, name="stop-watch").start()
     try:
         node._partial_function()  # pylint: disable=protected-access
     except StoppedBeforeStart as stopped_early:
         print(f"relay node {label}/{index}: {stopped_early}", flush=True)
-    except BaseException:
-        traceback.print_exc()
+    except faults.RunError as error:  # no restart mends it: the whole run stops, saying why
+        print(f"relay node {label}/{index}: {error}", flush=True)
         try:
-            rpc.final_client(coordinator_address, call_timeout_s=2.0).request_stop(f"node {label}/{index} failed")
+            rpc.final_client(coordinator_address, call_timeout_s=2.0).request_stop(f"node {label}/{index}: {error}")
         except Exception:  # the counter is gone too
             pass
+        return faults.RUN_ERROR_EXIT_CODE
+    except BaseException:  # the supervisor starts the node again
+        traceback.print_exc()
         return 1
     finally:
         stopped.set()
     return 0
 
 
+def _log_path() -> str:
+    """Where this process's output goes, when it is a file (the launchers' logs)."""
+    try:
+        path = os.readlink("/proc/self/fd/1")
+    except OSError:
+        return None
+    return path if path.startswith("/") and os.path.isfile(path) else None
+
+
+def supervise(launch_dir: str, label: str, index: int, host: str, coordinator_address: str = None,
+              port: int = None) -> int:
+    """Runs the node in a child process, started again when it dies (`launch.supervisor`)."""
+    from launch import summary
+
+    port = port or ports.reserve_port()  # held for this process's life: every restart serves at it
+    node = f"{label}/{index}"
+    if label == "counter":
+        coordinator_address = f"{host}:{port}"
+    settings = summary.read_json(os.path.join(launch_dir, SUPERVISION_FILE)) or {}
+    argv = [sys.executable, "-m", "launch.entry", f"--launch_dir={launch_dir}", f"--node={label}/{index}",
+            f"--host={host}", f"--port={port}"]
+    if coordinator_address and label != "counter":
+        argv.append(f"--coordinator={coordinator_address}")
+    counter = rpc.final_client(coordinator_address, call_timeout_s=2.0)
+
+    def stopping() -> bool:
+        if label == "counter":
+            return False  # a counter that died is started again until its supervisor is signalled
+        try:  # the counter may be restarting too: it has a while to come back
+            return poll(lambda: counter.stop_reason() or "", _COUNTER_LOST_S, "") != ""
+        except TimeoutError:
+            return True  # no counter: the program is gone
+
+    def report(record: dict) -> None:
+        try:
+            poll(lambda: counter.record_restart(record) or True, _COUNTER_LOST_S, "")
+            if not record["restarted"]:
+                counter.request_stop(record["message"])
+        except Exception as error:  # the counter is gone: this process's output has the record
+            print(f"relay supervisor: the counter did not take the record ({type(error).__name__})", flush=True)
+
+    return supervisor.Supervisor(argv, node, settings.get("max_restarts_per_node", 0), stopping, report,
+                                 log=_log_path()).run()
+
+
 def main(argv) -> None:
     del argv
     label, index = _node_name()
-    code = run_node(_LAUNCH_DIR.value, label, index, _own_host(), _COORDINATOR.value, _PORT.value)
+    if _ATTEMPT.value is None:
+        code = supervise(_LAUNCH_DIR.value, label, index, _own_host(), _COORDINATOR.value, _PORT.value)
+    else:
+        # `kill -USR2 PID` prints every thread's stack to the node's log: what a hung node is doing.
+        faulthandler.register(signal.SIGUSR2, all_threads=True)
+        os.environ[launching.ATTEMPT_ENV] = str(_ATTEMPT.value)
+        code = run_node(_LAUNCH_DIR.value, label, index, _own_host(), _COORDINATOR.value, _PORT.value)
     sys.stdout.flush()
     sys.stderr.flush()
     # Skip interpreter teardown: everything the node writes is closed, and native threads
@@ -233,7 +298,8 @@ def main(argv) -> None:
 
 
 def _prepare_process() -> None:
-    """Before anything imports JAX: only the learner may open an accelerator."""
+    """Before anything imports JAX: only the learner may open an accelerator (its supervisor
+    never imports JAX)."""
     node = next((arg.split("=", 1)[1] for arg in sys.argv if arg.startswith("--node=")), "")
     if node.split("/")[0] != "learner":
         os.environ.update(launching.CPU_ONLY_ENV)

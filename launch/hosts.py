@@ -6,7 +6,8 @@ a command on a host (`ssh {host} cd /path/to/relay &&`). Every node is one `laun
 process: the counter first, then the rest with its address (on this machine the launcher
 picks the counter's port, and all start at once). The launcher keeps each node's local
 process (the ssh client, or the node itself); its log goes to
-RUN_DIR/logs[/launch_k]/<group>/<index>. A node that dies stops the program.
+RUN_DIR/logs[/launch_k]/<group>/<index>. Each node's process is its supervisor, which
+restarts it if it dies (`launch.supervisor`); a supervisor that gives up stops the program.
 """
 
 import json
@@ -39,12 +40,13 @@ def local_spec() -> cluster.ClusterSpec:
                                                              hosts=(cluster.Host("localhost", "localhost"),)),))
 
 
-def write_launch(program, spec: cluster.ClusterSpec, run_dir: str, launch_index: int) -> str:
-    """The launch directory with the pickled program and the cluster spec; returns its path."""
+def write_launch(program, spec: cluster.ClusterSpec, run_dir: str, launch_index: int, max_restarts: int = 0) -> str:
+    """The launch directory with the pickled program, the cluster spec and each node's restart
+    budget; returns its path."""
     launch_dir = launching.launch_dir(run_dir, launch_index)
     if os.path.exists(os.path.join(launch_dir, entry.PROGRAM_FILE)):
         raise ValueError(f"{launch_dir} already holds a launch of this run; launches are never overwritten.")
-    entry.write_program(program, launch_dir)
+    entry.write_program(program, launch_dir, max_restarts)
     with open(os.path.join(launch_dir, entry.CLUSTER_FILE), "w") as file:
         json.dump(cluster.to_json(spec), file, indent=2)
     return launch_dir
@@ -53,12 +55,12 @@ def write_launch(program, spec: cluster.ClusterSpec, run_dir: str, launch_index:
 class HostsLaunch:
     """The program's node processes, started through the spec's command template."""
 
-    def __init__(self, program, spec: cluster.ClusterSpec, run_dir: str, launch_index: int = 0):
+    def __init__(self, program, spec: cluster.ClusterSpec, run_dir: str, launch_index: int = 0, max_restarts: int = 0):
         sizes = {label: len(nodes) for label, nodes in program.groups.items()}
         spec.check_program(cluster.PROGRAM_GROUPS, need_hosts=True)
         self._spec = spec
         self._sizes = sizes
-        self._launch_dir = write_launch(program, spec, run_dir, launch_index)
+        self._launch_dir = write_launch(program, spec, run_dir, launch_index, max_restarts)
         self._logs_dir = launching.logs_dir(run_dir, launch_index)
         self.processes: Dict[Tuple[str, int], subprocess.Popen] = {}
         self.coordinator: Optional[str] = None

@@ -10,10 +10,11 @@ import launchpad as lp
 
 import agents
 import replay
-from launch import checkpoints
+from launch import checkpoints, launching
 from launch import counter as counter_node
 from launch.config import ExperimentConfig
 from launch.metrics import MetricsWriter
+from launch.nonfinite import NonFiniteGuard
 from launch.nodes import reverb_address, write_json
 from launch.rpc import ProgramStopped, StoppableClient, final_client
 
@@ -23,9 +24,16 @@ _SAMPLE_TIMEOUT_MS = 500
 
 
 def initial_learner_state(config: ExperimentConfig, learner: agents.Learner):
-    """A fresh state, the resumed run's checkpoint, or fresh with another run's networks (--init_from)."""
+    """A fresh state, the resumed run's checkpoint, or fresh with another run's networks (--init_from).
+    A restarted learner (its process died) loads the run's newest checkpoint, as --resume does."""
     state = learner.init(jax.random.PRNGKey(config.seed))
-    if config.resume is not None and config.resume.checkpoint is not None:
+    newest = checkpoints.list_steps(config.run_dir) if launching.node_attempt() > 0 else []
+    if newest:
+        checkpoint, skipped = checkpoints.load_latest(config.run_dir)
+        print(f"learner: restarted from checkpoint {checkpoint.path} (learner step {checkpoint.step})"
+              + (f"; skipped damaged {', '.join(skipped)}" if skipped else ""), flush=True)
+        state = checkpoints.restore_state(state, checkpoint)
+    elif config.resume is not None and config.resume.checkpoint is not None:
         state = checkpoints.restore_state(state, checkpoints.load(config.resume.checkpoint))
     elif config.init_from is not None:
         state = checkpoints.init_from(state, checkpoints.load(config.init_from.checkpoint), config.init_from.parts)
@@ -100,6 +108,7 @@ class LearnerNode:
             self._batches(stop), self._learner.batch_sharding, size=config.replay.prefetch_batches,
         )
         log = MetricsWriter(config.run_dir, "learner", step_key="learner_step")
+        guard = NonFiniteGuard(config.max_nonfinite_updates_in_a_row, config.run_dir, self._initial_steps)
         saver = checkpoints.CheckpointWriter(config.run_dir, config.checkpoints_to_keep, checkpoint_meta(config, self._learner))
         # The counter's totals saved with each checkpoint; refreshed as metrics are logged.
         counts = dict(config.resume.counts) if config.resume is not None else {}
@@ -117,39 +126,57 @@ class LearnerNode:
                 if batch is None:
                     continue
                 self._state, metrics = self._learner.update(self._state, batch)
+                # A skipped (non-finite) update leaves the state's step as it was. Its flag is
+                # read with the metrics, not here (that would make each step wait for the
+                # device): till then `steps` counts the update as applied, and each
+                # guard.read() below makes it the state's step counter again.
+                guard.record(metrics["nonfinite_updates"])
                 steps += 1
                 now = time.time()
                 if (steps - saved_steps >= config.checkpoint_every_learner_steps
                         or now - saved_time >= 60.0 * config.checkpoint_every_minutes):
+                    steps = guard.read()
                     counts = counter.get_counts()
                     save("periodic")
                     saved_steps, saved_time = steps, now
                 if steps % config.learner_publish_period == 0:
+                    steps = guard.read()
                     # A host copy: the device state is donated to the next update.
                     params, metrics = jax.device_get((self._state.policy_params, metrics))
                     with self._lock:
                         self._published = (steps, params)
                     self.metrics = {k: float(v) for k, v in metrics.items()}
-                    if now - logged_time >= config.log_every_s:
+                    if now - logged_time >= config.log_every_s or guard.tripped_at is not None:
                         rate = (steps - logged_steps) / (now - logged_time)
-                        row = {"learner_step": steps, "learner_steps_per_s": rate, **self.metrics}
-                        if config.rae is not None:
-                            row["rae_offline_items"] = self._offline_count(steps - 1 - self._initial_steps)
+                        row = {"learner_step": steps, "learner_steps_per_s": rate, **self.metrics,
+                               "skipped_updates": guard.skipped}  # in this launch
+                        if config.rae is not None:  # the last batch's index: skipped updates used one too
+                            row["rae_offline_items"] = self._offline_count(steps + guard.skipped - 1 - self._initial_steps)
                         log.write(row, now)
                         logged_steps, logged_time = steps, now
                         counts = counter.get_counts()
-                learner_counts.increment(steps=1)
+                    guard.check()  # K skipped in a row: a RunError, after the row that shows them
+                learner_counts.set(steps=steps)  # the learner's step: after a restart, its checkpoint's
         except ProgramStopped:
             pass
         finally:
-            batches.close()
+            try:  # the flags not read yet, so that `steps` is exact in the final reports
+                steps = guard.read()
+                learner_counts.set(steps=steps)
+            except Exception as error:  # the device failed: the final save below says so too
+                print(f"learner: the last updates' flags were not read: {type(error).__name__}: {error}", flush=True)
             # At every stop (the step limit, Ctrl-C, SIGTERM), with the counter's totals if it
             # still answers, else the last ones seen; the learner's own step count is exact.
+            # First: the counter waits only so long, and closing the batches can take seconds.
             counts = final_counts(self._counter_handle, learner_counts, counts)
+            batches.close()
             try:
-                save("final")
-                saver.close()
+                try:
+                    save("final")  # a full disk: a RunError saying so, its partial save removed
+                finally:
+                    saver.close()
             except Exception as error:  # reported, without hiding an error that stopped the loop
                 print(f"learner: the final checkpoint failed: {type(error).__name__}: {error}", flush=True)
             log.close()
-            write_json(config, "learner.json", {"learner_steps": steps, "published_version": self._published[0], "metrics": self.metrics})
+            write_json(config, "learner.json", {"learner_steps": steps, "published_version": self._published[0], "metrics": self.metrics,
+                                               "skipped_updates": guard.skipped})

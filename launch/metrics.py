@@ -46,8 +46,7 @@ class MetricsWriter:
             if self._file.tell() == 0:
                 self._csv.writerow(self._fields)
             elif self._fields != self._existing_header:
-                raise ValueError(f"{self._file.name} has columns {self._existing_header}; these rows have "
-                                 f"{self._fields}. Write them under another node name.")
+                self._widen(self._existing_header)
         unknown = set(row) - set(self._fields)
         if unknown:
             raise ValueError(f"Metrics columns {sorted(unknown)} were not in the first row {self._fields}.")
@@ -60,6 +59,27 @@ class MetricsWriter:
         self._events.add_event(event_pb2.Event(
             wall_time=wall_time, step=int(row[self._step_key]), summary=summary_pb2.Summary(value=values),
         ))
+
+    def _widen(self, header: List[str]) -> None:
+        """Rows with columns the file lacks (a run resumed by a newer Relay, whose nodes log
+        more): the file is rewritten with every column, the earlier rows given "nan" in the
+        new ones. Rows that lack some of the file's columns are refused."""
+        missing = [field for field in header if field not in self._fields]
+        if missing or not header or header[0] != self._step_key:
+            raise ValueError(f"{self._file.name} has columns {header}; these rows have "
+                             f"{self._fields}. Write them under another node name.")
+        path = self._file.name
+        self._file.close()
+        with open(path, newline="") as file:
+            lines = file.read().split("\n")[:-1]  # a last line without its newline was cut by a kill
+        with open(path + ".tmp", "w", newline="") as file:
+            widened = csv.writer(file)
+            widened.writerow(self._fields)
+            for row in csv.DictReader(lines):
+                widened.writerow([row.get(field, "nan") for field in self._fields])
+        os.replace(path + ".tmp", path)
+        self._file = open(path, "a", newline="")
+        self._csv = csv.writer(self._file)
 
     def close(self) -> None:
         self._events.close()

@@ -13,14 +13,16 @@ from typing import Optional, Tuple
 import jax
 import launchpad as lp
 import numpy as np
+from dm_control.rl import control
 
 import agents
 import environments
 import replay
 from launch import counter as counter_node
-from launch import loading, summary
-from launch.actor import Actor
+from launch import launching, loading, summary
+from launch.actor import Actor, non_finite_step_fields
 from launch.config import ExperimentConfig
+from launch.faults import RunError
 from launch.metrics import MetricsWriter
 from launch.rpc import ProgramStopped, StoppableClient, final_client
 
@@ -35,12 +37,18 @@ def write_json(config: ExperimentConfig, name: str, data: dict) -> None:
     summary.write_json(os.path.join(config.run_dir, name), data)
 
 
-def run_off_main_thread(loop, name: str) -> None:
+# At a stop a node's loop gets this long to return; then the node returns without it.
+_ABANDON_AFTER_S = 6.0
+
+
+def run_off_main_thread(loop, name: str, stop: threading.Event = None) -> None:
     """Runs `loop` in a worker thread and waits for it, keeping this thread free for signals.
 
     Python runs signal handlers only on the main thread, between bytecodes. A node whose
     main thread is blocked in a C++ call (a Reverb insert held by the rate limiter) never
-    sees SIGTERM, so the stop handler that would unblock it never runs.
+    sees SIGTERM, so the stop handler that would unblock it never runs. A loop still in a
+    call no stop handler reaches (a restarted actor still connecting its writer) `_ABANDON_AFTER_S`
+    after `stop` is left behind: the node returns, rather than be killed with its process.
     """
     errors = []
 
@@ -52,8 +60,14 @@ def run_off_main_thread(loop, name: str) -> None:
 
     thread = threading.Thread(target=target, name=name, daemon=True)
     thread.start()
+    stopped_at = None
     while thread.is_alive():
         thread.join(0.1)
+        if stop is not None and stop.is_set():
+            stopped_at = stopped_at or time.time()
+            if time.time() - stopped_at > _ABANDON_AFTER_S:
+                print(f"{name}: still busy {_ABANDON_AFTER_S:.0f} s after the stop; left behind", flush=True)
+                return
     if errors:
         raise errors[0]
 
@@ -71,6 +85,25 @@ class PolicyServer:
         return (version, params) if version > newer_than else (version, None)
 
 
+class _PolicySource:
+    """The learner's policy for an actor: waited for until the actor has one; then a call the
+    learner does not answer (it is being restarted) leaves the actor acting on what it has."""
+
+    def __init__(self, learner_handle, stop: threading.Event):
+        self._waiting = StoppableClient(learner_handle, stop)
+        self._once = StoppableClient(learner_handle, stop, tries=1)
+
+    def get_policy_params(self, newer_than: int = -1):
+        if newer_than < 0:
+            return self._waiting.get_policy_params(newer_than=newer_than)
+        try:
+            return self._once.get_policy_params(newer_than=newer_than)
+        except ProgramStopped:
+            raise
+        except Exception:  # away: nothing newer for now
+            return newer_than, None
+
+
 class ActorNode:
     """Runs one `launch.actor.Actor` until the program stops: RPC clients, files and the stop."""
 
@@ -84,14 +117,15 @@ class ActorNode:
     def run(self):
         # Launchpad's stop event is per node thread: fetched here, handed to the loop.
         stop = lp.stop_event()
-        run_off_main_thread(lambda: self._act(stop), name=f"actor-{self._actor_id}")
+        run_off_main_thread(lambda: self._act(stop), name=f"actor-{self._actor_id}", stop=stop)
 
     def _act(self, stop: threading.Event):
         config, actor_id = self._config, self._actor_id
-        counter = counter_node.CountBuffer(StoppableClient(self._counter_handle, stop), prefix="actor")
+        counter = counter_node.CountBuffer(StoppableClient(self._counter_handle, stop), prefix="actor",
+                                           node=f"actor_{actor_id}")
         log = MetricsWriter(config.run_dir, f"actor_{actor_id}", step_key="actor_steps")
-        actor = Actor(config, actor_id, self._replay_client, StoppableClient(self._learner_handle, stop),
-                      counter=counter, log=log)
+        actor = Actor(config, actor_id, self._replay_client, _PolicySource(self._learner_handle, stop),
+                      counter=counter, log=log, restart=launching.node_attempt())
         # An insert blocked by the rate limiter (the learner has stopped sampling) would
         # never see the stop event: closing the writer on stop makes it return with an error.
         lp.register_stop_handler(actor.writer.close)
@@ -125,13 +159,14 @@ class EvaluatorNode:
 
     def run(self):
         stop = lp.stop_event()
-        run_off_main_thread(lambda: self._evaluate_periodically(stop), name="evaluator")
+        run_off_main_thread(lambda: self._evaluate_periodically(stop), name="evaluator", stop=stop)
 
     def _evaluate_periodically(self, stop: threading.Event):
         config = self._config
         learner = StoppableClient(self._learner_handle, stop)
         counter = StoppableClient(self._counter_handle, stop)
         env = environments.make_environment(config.evaluator_environment())
+        layout = env.observation_layout
         _, greedy_action = agents.make_policy_fns(agents.Networks(config.learner, env.action_spec().shape[0]).policy)
         start = time.time()
         log = MetricsWriter(config.run_dir, "evaluator", step_key="env_steps")
@@ -142,20 +177,40 @@ class EvaluatorNode:
                 if params is None:
                     continue
                 params = agents.params_on_cpu(params)
-                returns = []
+                returns, problem = [], None
                 for _ in range(config.eval_episodes):
-                    timestep, episode_return = env.reset(), 0.0
+                    timestep, episode_return, episode_steps = env.reset(), 0.0, 0
                     while not timestep.last() and not stop.is_set():
-                        timestep = env.step(np.asarray(greedy_action(params, timestep.observation)))
+                        episode_steps += 1
+                        try:
+                            timestep = env.step(np.asarray(greedy_action(params, timestep.observation)))
+                        except control.PhysicsError as error:
+                            problem = f"PhysicsError ({error})"
+                            break
+                        fields = non_finite_step_fields(timestep, layout)
+                        if fields:
+                            problem = f"NaN or infinity in {', '.join(fields)}"
+                            break
                         episode_return += float(timestep.reward)
+                    if problem is not None:
+                        break
                     if not timestep.last():
                         return  # stopped mid-episode: no partial row
                     returns.append(episode_return)
-                env_steps = int(counter.get_counts().get("actor_steps", 0))
-                now = time.time()
-                log.write({"env_steps": env_steps, "learner_step": version, "mean_return": float(np.mean(returns)),
-                           "std_return": float(np.std(returns)), "episodes": len(returns),
-                           "wall_time_s": now - start}, now)
+                if problem is not None:
+                    # A mean over the episodes before it would be another figure: no row this time.
+                    message = (f"evaluator, task {config.environment.task}, policy {version}: {problem} at episode "
+                               f"step {episode_steps}")
+                    if config.non_finite_env_fatal:
+                        raise RunError(f"{message}. experiment.non_finite_env_fatal is on, so this ends the run; "
+                                       "--set=experiment.non_finite_env_fatal=false skips that evaluation instead.")
+                    print(f"{message}; this evaluation is skipped", flush=True)
+                else:
+                    env_steps = int(counter.get_counts().get("actor_steps", 0))
+                    now = time.time()
+                    log.write({"env_steps": env_steps, "learner_step": version, "mean_return": float(np.mean(returns)),
+                               "std_return": float(np.std(returns)), "episodes": len(returns),
+                               "wall_time_s": now - start}, now)
                 next_eval = version + config.eval_every_learner_steps
         except ProgramStopped:
             pass

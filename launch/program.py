@@ -3,36 +3,17 @@
 It knows nothing of how the program is launched (threads, processes, hosts).
 """
 
-import functools
-import os
-
 import launchpad as lp
-import reverb
 
-import replay
 from launch import learner_node, loading, nodes
 from launch.config import ExperimentConfig
 from launch.counter import CounterNode
-
-
-def _replay_tables(config: ExperimentConfig, spec):
-    tables = [replay.make_online_table(config.online_replay(), spec, refill_items=config.refill_items)]
-    if config.rae is not None:
-        tables.append(replay.make_offline_table(config.rae.offline_items, spec, replay.OFFLINE_TABLE))
-    return tables
-
-
-def _replay_checkpointer(run_dir: str):
-    return reverb.checkpointers.DefaultCheckpointer(os.path.join(run_dir, "replay_checkpoint"))
+from launch.replay_node import ReplayNode
 
 
 def _add_replay_and_counter(program: lp.Program, config: ExperimentConfig, spec, finishing_nodes):
     with program.group("replay"):
-        # Reverb's default checkpointer would make a directory under /tmp; a run writes only in its own.
-        replay_handle = program.add_node(lp.ReverbNode(
-            functools.partial(_replay_tables, config, spec),
-            checkpoint_ctor=functools.partial(_replay_checkpointer, config.run_dir),
-        ))
+        replay_handle = program.add_node(ReplayNode(config, spec))
     with program.group("counter"):
         counter = program.add_node(lp.CourierNode(CounterNode, config, tuple(finishing_nodes)))
     return replay_handle, counter

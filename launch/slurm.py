@@ -83,11 +83,12 @@ def sbatch_scripts(spec: cluster.ClusterSpec, launch_dir: str, run_dir: str, job
             for index, component in ordered]
 
 
-def write_job(program, spec: cluster.ClusterSpec, run_dir: str, launch_index: int, job_name: str) -> List[str]:
+def write_job(program, spec: cluster.ClusterSpec, run_dir: str, launch_index: int, job_name: str,
+              max_restarts: int = 0) -> List[str]:
     """The launch directory, job.json and the sbatch scripts; returns the scripts' paths, the counter's first."""
     sizes = {label: len(nodes) for label, nodes in program.groups.items()}
     spec.check_program(cluster.PROGRAM_GROUPS, need_hosts=False)
-    launch_dir = hosts.write_launch(program, spec, run_dir, launch_index)
+    launch_dir = hosts.write_launch(program, spec, run_dir, launch_index, max_restarts)
     with open(os.path.join(launch_dir, JOB_FILE), "w") as file:
         json.dump({"groups": sizes, "run_dir": os.path.abspath(run_dir), "launch_index": launch_index,
                    "python": sys.executable}, file, indent=2)

@@ -31,7 +31,8 @@ def evaluations(run_dir: str) -> list:
     return metrics.read_rows(metrics.csv_path(run_dir, "evaluator"))
 
 
-def write_summary(config, counts: dict, counts_before: dict, wall_time_s: float) -> dict:
+def write_summary(config, counts: dict, counts_before: dict, wall_time_s: float, restarts: Optional[list] = None,
+                  stop_reason: Optional[str] = None) -> dict:
     """summary.json from the counter's totals at the stop. `counts_before`: the totals a resumed
     launch started from (they count in the totals; wall time, rates and episodes are this launch's).
     Evaluations are the evaluator's rows, all launches together."""
@@ -53,6 +54,9 @@ def write_summary(config, counts: dict, counts_before: dict, wall_time_s: float)
         "final_eval_return": rows[-1]["mean_return"] if rows else None,
         "best_eval_return": max(row["mean_return"] for row in rows) if rows else None,
         "reached_max_env_steps": env_steps >= config.max_env_steps,
+        "stop_reason": stop_reason,
+        # Node processes restarted by their supervisors (restarts.jsonl has each one).
+        "restarts": [{key: record[key] for key in ("node", "cause", "restarted")} for record in restarts or []],
     }
     write_json(os.path.join(config.run_dir, "summary.json"), result)
     return result

@@ -20,9 +20,12 @@ each array with K as its first axis:
 Episodes run on across chunk boundaries. Each chunk is written to a temporary
 name and renamed, so a chunk file is complete or absent; a run killed mid-way
 loses only the steps not yet written (at most `flush_every_s` seconds' worth).
+A full disk ends the run (a RunError that says so, `launch.disk_full`): the partial
+chunk is removed, the chunks before it stay whole.
 A later run rebuilds n-step transitions with its own n and discount from these.
 """
 
+import io
 import json
 import os
 import threading
@@ -32,6 +35,8 @@ from typing import Iterator, List, Optional
 import dm_env
 import numpy as np
 from acme import specs
+
+from launch import disk_full
 
 FORMAT = "relay-experience"
 VERSION = 1
@@ -92,6 +97,7 @@ class ExperienceRecorder:
 
     def __init__(self, run_dir: str, actor_id: int, chunk_steps: int = 1000, flush_every_s: float = 2.0,
                  env_index: Optional[int] = None):
+        self._run_dir = run_dir
         self._directory = os.path.join(experience_dir(run_dir), stream_name(actor_id, env_index))
         os.makedirs(self._directory, exist_ok=True)
         # A restarted actor continues after the chunks already there; it never rewrites one.
@@ -118,6 +124,17 @@ class ExperienceRecorder:
         if len(self._rows) >= self._chunk_steps or time.monotonic() - self._last_flush >= self._flush_every_s:
             self.flush()
 
+    def end_unfinished_episode(self, action: np.ndarray) -> None:
+        """Ends the episode where its next timestep is not to be kept (the environment's step
+        gave a NaN or crashed): the timestep waiting for its action is written with `action`,
+        and the episode has no LAST step, like one the recording stopped in. Readers rebuild
+        transitions up to that timestep, the same ones the actor's `NStepWriter.end_unfinished_episode`
+        inserted."""
+        action = np.asarray(action, np.float32)
+        self._action_shape = action.shape
+        self._rows.append((self._pending, action))
+        self._pending = None
+
     def flush(self) -> None:
         """Writes the rows so far as one chunk (nothing if there are none)."""
         self._last_flush = time.monotonic()
@@ -133,8 +150,26 @@ class ExperienceRecorder:
             "action": np.stack([zeros if action is None else action for _, action in rows]),
         }
         path = os.path.join(self._directory, f"{self._next_chunk:08d}.npz")
-        with open(path + ".tmp", "wb") as file:
-            np.savez(file, **chunk)
+        # Zipped in memory first: numpy's zip writer cut off by a full disk leaves a ZipFile
+        # that prints an error when it is collected. A chunk is a few MB at most.
+        data = io.BytesIO()
+        np.savez(data, **chunk)
+        try:
+            with open(path + ".tmp", "wb") as file:
+                file.write(data.getbuffer())
+        except OSError as error:
+            full = disk_full.run_error(
+                error, f"Writing the experience chunk {path} failed", self._directory,
+                f"The {self._next_chunk} chunks before it in {self._directory} are whole and load; "
+                f"its partial file was removed and its {len(rows)} steps are lost.", self._run_dir)
+            if full is None:
+                raise
+            # A partial .tmp holds space the rest of the run needs and is never read.
+            try:
+                os.remove(path + ".tmp")
+            except FileNotFoundError:
+                pass
+            raise full from error
         os.replace(path + ".tmp", path)
         self._next_chunk += 1
 
@@ -176,8 +211,9 @@ def read_chunk(path: str) -> dict:
 def read_episodes(actor_directory: str, skipped: Optional[List[str]] = None) -> Iterator[dict]:
     """One actor's episodes in order, each a dict of the COLUMNS from FIRST to LAST.
 
-    An episode still running when the recording stopped is yielded too (it has no
-    LAST step): its steps are real experience. A chunk that cannot be read raises
+    An episode still running when the recording stopped, or cut before a bad step
+    (`ExperienceRecorder.end_unfinished_episode`), is yielded too (it has no LAST step):
+    its steps are real experience. A chunk that cannot be read raises
     CorruptChunkError, unless `skipped` is a list: then its path is appended, the
     episode it cuts is dropped, and reading goes on from the next episode start.
     """

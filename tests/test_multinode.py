@@ -285,3 +285,36 @@ def test_a_bad_cluster_spec_is_refused_before_anything_starts(tmp_path, spec, me
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0 and message in result.stderr, result.stderr[-2000:]
     assert not (run_dir / "logs").exists()
+
+
+def test_an_actor_killed_on_its_host_is_restarted_there_and_the_job_completes(cluster, hosts, tmp_path):
+    """SIGKILL of actor 1's process on h3, mid-job: its supervisor (the srun task) starts it
+    again on h3, and the job goes on to max_env_steps."""
+    from test_faults import counted, node_process, restarts
+
+    run_dir, max_env_steps = str(tmp_path / "run"), 12000
+    before = set(psutil.pids())
+    launcher = subprocess.Popen(
+        [sys.executable, "-X", "faulthandler"] + train_command(
+            run_dir, f"--max_env_steps={max_env_steps}", "--launch_type=slurm", f"--cluster={slurm_spec(tmp_path)}")[1:],
+        cwd=ROOT, env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: counted(run_dir).get("actor_steps", 0) >= 1500, 300, "1,500 env steps")
+        node_process(run_dir, "actor/1").send_signal(signal.SIGKILL)
+        output = communicate_or_dump(launcher, timeout_s=400)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    assert launcher.returncode == 0, output[-3000:]
+    [record] = restarts(run_dir)
+    assert record["node"] == "actor/1" and record["cause"] == "signal 9 (SIGKILL)" and record["restarted"]
+    assert "restart: node actor/1 died (signal 9 (SIGKILL))" in output
+    log = pathlib.Path(run_dir, "logs", "actor", "1").read_text(errors="replace")
+    assert re.findall(r"relay node actor/1 on (\S+) ", log) == [hosts.hosts["h3"]] * 2  # again on its host
+    summary = read(run_dir, "summary.json")
+    assert summary["reached_max_env_steps"] and summary["env_steps"] == read(run_dir, "counts.json")["actor_steps"]
+    assert summary["learner_steps"] == read(run_dir, "learner.json")["learner_steps"]
+    assert_final_checkpoint(run_dir)
+    job_id = pathlib.Path(run_dir, "launches", "0", "job_id").read_text().strip()
+    assert f"SLURM job {job_id}: COMPLETED" in output, output[-3000:]
+    assert_no_orphans(before)

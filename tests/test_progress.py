@@ -1,9 +1,11 @@
 """The launcher's progress line and the metrics files it reads."""
 
 import io
+import json
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from experiments import progress
@@ -97,6 +99,21 @@ def test_metrics_writer_refuses_to_append_rows_of_other_columns(tmp_path):
     assert metrics.read_rows(metrics.csv_path(str(tmp_path), "learner")) == [{"learner_step": 10.0, "critic_loss": 0.5}]
 
 
+def test_metrics_writer_widens_a_file_for_rows_with_more_columns(tmp_path):
+    """A run resumed by a newer Relay whose learner logs more columns: earlier rows get nan in them."""
+    first = metrics.MetricsWriter(str(tmp_path), "learner", step_key="learner_step")
+    first.write({"learner_step": 10, "critic_loss": 0.5}, time.time())
+    first.close()
+    second = metrics.MetricsWriter(str(tmp_path), "learner", step_key="learner_step")
+    second.write({"learner_step": 20, "critic_loss": 0.25, "skipped_updates": 0}, time.time())
+    second.write({"learner_step": 30, "critic_loss": 0.125, "skipped_updates": 1}, time.time())
+    second.close()
+    rows = metrics.read_rows(metrics.csv_path(str(tmp_path), "learner"))
+    assert [row["learner_step"] for row in rows] == [10.0, 20.0, 30.0]
+    assert np.isnan(rows[0]["skipped_updates"]) and [row["skipped_updates"] for row in rows[1:]] == [0.0, 1.0]
+    assert [row["critic_loss"] for row in rows] == [0.5, 0.25, 0.125]
+
+
 def test_the_launcher_reads_progress_totals_and_the_stop_from_the_counter_over_rpc(tmp_path):
     import courier
 
@@ -108,8 +125,8 @@ def test_the_launcher_reads_progress_totals_and_the_stop_from_the_counter_over_r
                                             preset="debug", max_env_steps=500)
     counter = CounterNode(config, finishing_nodes=("actor_0",))
     server = courier.Server("counter", port=None)
-    for method in ("add_counts", "get_counts", "report_progress", "get_progress", "request_stop", "stop_reason",
-                   "node_finished", "register_address", "lookup_address"):
+    for method in ("report_counts", "get_counts", "report_progress", "get_progress", "request_stop", "stop_reason",
+                   "node_finished", "register_address", "lookup_address", "record_restart"):
         server.Bind(method, getattr(counter, method))
     server.Start()
     try:
@@ -121,11 +138,13 @@ def test_the_launcher_reads_progress_totals_and_the_stop_from_the_counter_over_r
         actor.increment(steps=150)
         assert fetch()["env_steps"] == 0  # held in the buffer until its interval or a flush
         actor.flush()
-        client.add_counts("actor-x", 1, {"actor_steps": 50})
-        client.add_counts("actor-x", 1, {"actor_steps": 50})  # a retried call the counter had applied
+        client.report_counts("actor_1-x", {"actor_steps": 50})
+        client.report_counts("actor_1-x", {"actor_steps": 50})  # a retried call the counter had applied
+        client.report_counts("actor_1-x", {"actor_steps": 40})  # a late one: totals never go back
+        client.report_counts("learner-y", {}, {"learner_steps": 7})
         client.report_progress({"env_steps_per_s": 90.0, "replay_size": 440})
         shown = fetch()
-        assert (shown["env_steps"], shown["episodes"], shown["max_env_steps"]) == (500, 1, 500)
+        assert (shown["env_steps"], shown["episodes"], shown["max_env_steps"], shown["learner_steps"]) == (500, 1, 500, 7)
         assert shown["env_steps_per_s"] == 90.0 and shown["replay_size"] == 440 and shown["stop_reason"] is None
         assert client.lookup_address("learner/0") is None
         client.register_address("learner/0", "10.0.0.3:4000")
@@ -133,8 +152,39 @@ def test_the_launcher_reads_progress_totals_and_the_stop_from_the_counter_over_r
         client.request_stop("max_env_steps")
         client.request_stop("a later reason")
         assert fetch()["stop_reason"] == "max_env_steps"
+        record = {"node": "actor/1", "cause": "signal 9 (SIGKILL)", "attempt": 0, "ran_s": 12.5, "restarted": True}
+        client.record_restart(record)
+        assert fetch()["restarts"] == [record]
+        assert progress.format_restart(record) == "restart: node actor/1 died (signal 9 (SIGKILL)) after 12.5 s; started again (1)"
+        with open(tmp_path / "restarts.jsonl") as file:
+            assert [json.loads(line) for line in file] == [record]
         final_client(address).node_finished("actor_0")
         assert counter._all_finished.is_set()
     finally:
         server.Stop()
     assert progress.counter_progress(address)() is None  # gone: the line keeps its last figures
+
+
+def test_a_restarted_counter_goes_on_from_its_saved_state_and_counts_each_sender_once(tmp_path, monkeypatch):
+    from experiments import configs
+    from launch import launching
+    from launch.counter import CounterNode
+
+    config = configs.make_experiment_config(agent="mpo", task="cartpole:swingup", run_dir=str(tmp_path),
+                                            preset="debug", max_env_steps=500)
+    first = CounterNode(config)
+    first.report_counts("actor_0-a", {"actor_steps": 300, "actor_episodes": 1})
+    first.report_counts("actor_1-b", {"actor_steps": 200})
+    first.report_counts("learner-c", {}, {"learner_steps": 40})
+    first.register_address("learner/0", "10.0.0.3:4000")
+    first.record_restart({"node": "actor/0", "cause": "exit code 1", "restarted": True})
+    first._save_state()
+    first.report_counts("actor_1-b", {"actor_steps": 260})  # after the last save: lost with the counter...
+
+    monkeypatch.setenv(launching.ATTEMPT_ENV, "1")
+    restarted = CounterNode(config)
+    assert restarted.get_counts() == {"actor_steps": 500, "actor_episodes": 1, "learner_steps": 40}
+    assert restarted.lookup_address("learner/0") == "10.0.0.3:4000" and len(restarted.get_restarts()) == 1
+    restarted.report_counts("actor_1-b", {"actor_steps": 270})  # ...until its sender reports its totals again
+    restarted.report_counts("actor_0-a", {"actor_steps": 300, "actor_episodes": 1})  # sent again: counted once
+    assert restarted.get_counts()["actor_steps"] == 570

@@ -20,7 +20,7 @@ CHECKPOINT_EVERY = "--set=experiment.checkpoint_every_learner_steps=100"
 def run_to_end(command, timeout=300):
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-3000:]
+    assert result.returncode == 0, result.stdout[-3000:] + "\n--- stderr ---\n" + result.stderr[-6000:]
     assert "Traceback" not in output and "did not terminate in time" not in output
     return output
 

@@ -1,4 +1,4 @@
-"""python -m experiments.bench {env,learner,actor,actor_costs,scaling,datapath,multinode,learning,rae} [flags]  (--help after a name for its flags)."""
+"""python -m experiments.bench {env,learner,actor,actor_costs,scaling,datapath,multinode,learning,rae,faults} [flags]  (--help after a name for its flags)."""
 
 import argparse
 import importlib
@@ -16,6 +16,7 @@ BENCHMARKS = {
     "multinode": ("experiments.bench.multinode_bench", "actors on 1 vs 2 hosts, learner fed across hosts (namespaces)"),
     "learning": ("experiments.bench.learning_bench", "agents trained for a step budget: curves CSV + PNG"),
     "rae": ("experiments.bench.rae_bench", "from scratch vs replaying an earlier run (RaE): curves CSV + PNG"),
+    "faults": ("experiments.bench.faults_bench", "a node's process SIGKILLed mid-run: recovery time, data lost"),
 }
 
 
