@@ -13,6 +13,7 @@ only under its run directory (default runs/<env>/<agent>/<UTC time>-s<seed>).
 """
 
 import dataclasses
+import faulthandler
 import json
 import os
 import pathlib
@@ -417,6 +418,7 @@ def main(argv) -> int:
         except RunError as error:  # a node's, re-raised by Launchpad once every thread stopped
             print(f"error: {error}", file=sys.stderr)
             code = 1
+        faulthandler.cancel_dump_traceback_later()  # every thread stopped in time
     elif _LAUNCH_TYPE.value in ("local_mp", "hosts"):
         code = run_on_hosts(program, cluster_spec, run_dir, launch_index, config.max_restarts_per_node)
     else:

@@ -41,6 +41,7 @@ class CounterNode:
     def __init__(self, config: ExperimentConfig, finishing_nodes: Iterable[str] = ()):
         self._config = config
         self._lock = threading.Lock()
+        self._save_lock = threading.Lock()  # one writer of the state file at a time
         self._counts_before: Dict[str, float] = dict(config.resume.counts) if config.resume is not None else {}
         # Each sender's totals since it started (a node process's actor steps), and the values
         # a node sets outright (the learner's step): the counter's totals are built from them,
@@ -76,14 +77,16 @@ class CounterNode:
               flush=True)
 
     def _save_state(self) -> None:
-        with self._lock:
-            state = {"by_sender": self._by_sender, "values": self._values, "addresses": self._addresses,
-                     "restarts": self._restarts, "stop_reason": self._stop_reason, "started_at": self._start}
+        with self._lock:  # a copy: the file is written without holding up the nodes' calls
+            state = json.loads(json.dumps({
+                "by_sender": self._by_sender, "values": self._values, "addresses": self._addresses,
+                "restarts": self._restarts, "stop_reason": self._stop_reason, "started_at": self._start}))
+        with self._save_lock:
             summary.write_json(self._state_path, state)
 
     def report_counts(self, sender: str, totals: Dict[str, float], values: Optional[Dict[str, float]] = None) -> None:
         """`sender`'s totals since it started (each count only grows: a late or repeated report
-        changes nothing), and `values` set outright (the learner's step)."""
+        changes nothing), and `values` set outright (the learner's step: the newest report wins)."""
         with self._lock:
             held = self._by_sender.setdefault(sender, {})
             for key, value in totals.items():
@@ -103,9 +106,12 @@ class CounterNode:
         """A node's supervisor restarted it, or gave up on it (`launch.supervisor`): kept in the
         counter's state and in RUN_DIR/restarts.jsonl, and shown by the launcher."""
         with self._lock:
+            if record in self._restarts:  # a retried call the counter had taken
+                return
             self._restarts.append(dict(record))
             with open(os.path.join(self._config.run_dir, RESTARTS_FILE), "a") as file:
                 file.write(json.dumps(record) + "\n")
+        self._save_state()
 
     def get_restarts(self) -> List[dict]:
         with self._lock:
@@ -143,10 +149,12 @@ class CounterNode:
     def request_stop(self, reason: str) -> None:
         """Asks every node to stop (multi-node launches poll `stop_reason`); the first reason stays."""
         with self._lock:
-            if self._stop_reason is None:
-                self._stop_reason = reason
-                if not self._watchers:
-                    self._all_told.set()
+            if self._stop_reason is not None:
+                return
+            self._stop_reason = reason
+            if not self._watchers:
+                self._all_told.set()
+        self._save_state()  # a counter restarted from here on knows the program is stopping
 
     def stop_reason(self, watcher: Optional[str] = None) -> Optional[str]:
         """Why the program stops, or None while it runs. `watcher`: the node process asking
@@ -237,6 +245,13 @@ class CountBuffer:
         """Sends the totals; raises if the call fails (nothing is lost)."""
         self._sent_at = time.time()
         (client or self._client).report_counts(self._sender, dict(self._totals), dict(self._values))
+
+
+def saved_stop_reason(launch_dir: str) -> Optional[str]:
+    """The stop reason in the counter's saved state (its supervisor reads it: a counter that
+    dies once the program is stopping is not started again)."""
+    state = summary.read_json(os.path.join(launch_dir, _STATE_FILE))
+    return None if state is None else state.get("stop_reason")
 
 
 def finish(client, node: str, counts: Optional[CountBuffer] = None) -> None:

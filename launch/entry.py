@@ -26,7 +26,7 @@ import traceback
 
 from absl import app, flags
 
-from launch import faults, launching, ports, rpc, supervisor
+from launch import disk_full, faults, launching, ports, rpc, supervisor
 
 _LAUNCH_DIR = flags.DEFINE_string("launch_dir", None, "the launch's directory (program.pkl)")
 _NODE = flags.DEFINE_string("node", None, "group/index of the node to run; group only: index from --index_env")
@@ -48,6 +48,9 @@ SUPERVISION_FILE = "supervision.json"
 _FIND_TIMEOUT_S = 300.0
 # A node whose counter stays unreachable this long stops itself (the program is gone).
 _COUNTER_LOST_S = 60.0
+# A supervisor waits this long for a counter that does not answer (one restarting is back
+# in ~6 s) before it takes the program for gone.
+_COUNTER_RESTART_S = 30.0
 
 
 def write_program(program, launch_dir: str, max_restarts: int = 0) -> None:
@@ -221,18 +224,26 @@ def run_node(launch_dir: str, label: str, index: int, host: str, coordinator_add
     except StoppedBeforeStart as stopped_early:
         print(f"relay node {label}/{index}: {stopped_early}", flush=True)
     except faults.RunError as error:  # no restart mends it: the whole run stops, saying why
-        print(f"relay node {label}/{index}: {error}", flush=True)
-        try:
-            rpc.final_client(coordinator_address, call_timeout_s=2.0).request_stop(f"node {label}/{index}: {error}")
-        except Exception:  # the counter is gone too
-            pass
-        return faults.RUN_ERROR_EXIT_CODE
-    except BaseException:  # the supervisor starts the node again
+        return _stop_run(coordinator_address, f"node {label}/{index}: {error}")
+    except BaseException as error:  # the supervisor starts the node again, unless the disk is full
         traceback.print_exc()
-        return 1
+        run_dir = os.path.dirname(os.path.dirname(os.path.abspath(launch_dir)))
+        full = disk_full.run_error(error, f"Node {label}/{index} could not write", run_dir,
+                                   "What was written before is whole.", run_dir)
+        return 1 if full is None else _stop_run(coordinator_address, f"node {label}/{index}: {full}")
     finally:
         stopped.set()
     return 0
+
+
+def _stop_run(coordinator_address: str, reason: str) -> int:
+    """A RunError: the counter stops the whole run with `reason`; nothing is restarted."""
+    print(f"relay {reason}", flush=True)
+    try:
+        rpc.final_client(coordinator_address, call_timeout_s=2.0).request_stop(reason)
+    except Exception:  # the counter is gone too
+        pass
+    return faults.RUN_ERROR_EXIT_CODE
 
 
 def _log_path() -> str:
@@ -261,23 +272,30 @@ def supervise(launch_dir: str, label: str, index: int, host: str, coordinator_ad
     counter = rpc.final_client(coordinator_address, call_timeout_s=2.0)
 
     def stopping() -> bool:
-        if label == "counter":
-            return False  # a counter that died is started again until its supervisor is signalled
+        if label == "counter":  # its own saved state says whether the program was stopping
+            from launch.counter import saved_stop_reason
+
+            return saved_stop_reason(launch_dir) is not None
         try:  # the counter may be restarting too: it has a while to come back
-            return poll(lambda: counter.stop_reason() or "", _COUNTER_LOST_S, "") != ""
+            return poll(lambda: counter.stop_reason() or "", _COUNTER_RESTART_S, "") != ""
         except TimeoutError:
             return True  # no counter: the program is gone
 
     def report(record: dict) -> None:
         try:
-            poll(lambda: counter.record_restart(record) or True, _COUNTER_LOST_S, "")
-            if not record["restarted"]:
+            poll(lambda: counter.record_restart(record) or True, _COUNTER_RESTART_S, "")
+        except TimeoutError:  # the counter is gone: this process's output has the record
+            print("relay supervisor: the counter did not take the record", flush=True)
+            return
+        if not record["restarted"]:
+            try:
                 counter.request_stop(record["message"])
-        except Exception as error:  # the counter is gone: this process's output has the record
-            print(f"relay supervisor: the counter did not take the record ({type(error).__name__})", flush=True)
+            except Exception as error:
+                print(f"relay supervisor: the counter did not take the stop ({type(error).__name__})", flush=True)
 
-    return supervisor.Supervisor(argv, node, settings.get("max_restarts_per_node", 0), stopping, report,
+    code = supervisor.Supervisor(argv, node, settings.get("max_restarts_per_node", 0), stopping, report,
                                  log=_log_path()).run()
+    return supervisor.exit_code(code)
 
 
 def main(argv) -> None:

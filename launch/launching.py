@@ -60,7 +60,7 @@ def launch_threads(program: lp.Program):
 
     def dump_stacks_before_the_kill():
         manager.stop_event().wait()
-        faulthandler.dump_traceback_later(flags.FLAGS.lp_termination_notice_secs - 3, file=sys.stderr)
+        faulthandler.dump_traceback_later(max(1, flags.FLAGS.lp_termination_notice_secs - 3), file=sys.stderr)
 
     threading.Thread(target=dump_stacks_before_the_kill, daemon=True, name="stop-stacks").start()
     return manager

@@ -13,6 +13,7 @@ import replay
 from launch import checkpoints, launching
 from launch import counter as counter_node
 from launch.config import ExperimentConfig
+from launch.faults import RunError
 from launch.metrics import MetricsWriter
 from launch.nonfinite import NonFiniteGuard
 from launch.nodes import reverb_address, write_json
@@ -103,7 +104,8 @@ class LearnerNode:
         stop = lp.stop_event()
         config = self._config
         counter = StoppableClient(self._counter_handle, stop)
-        learner_counts = counter_node.CountBuffer(counter, prefix="learner")
+        # One try a send: while the counter is away (restarting) the learner trains on.
+        learner_counts = counter_node.CountBuffer(StoppableClient(self._counter_handle, stop, tries=1), prefix="learner")
         batches = replay.DevicePrefetcher(
             self._batches(stop), self._learner.batch_sharding, size=config.replay.prefetch_batches,
         )
@@ -156,7 +158,9 @@ class LearnerNode:
                         logged_steps, logged_time = steps, now
                         counts = counter.get_counts()
                     guard.check()  # K skipped in a row: a RunError, after the row that shows them
-                learner_counts.set(steps=steps)  # the learner's step: after a restart, its checkpoint's
+                    # The learner's step, as read (never ahead of the state's); after a restart,
+                    # it goes on from the checkpoint's.
+                    learner_counts.set(steps=steps)
         except ProgramStopped:
             pass
         finally:
@@ -170,6 +174,7 @@ class LearnerNode:
             # First: the counter waits only so long, and closing the batches can take seconds.
             counts = final_counts(self._counter_handle, learner_counts, counts)
             batches.close()
+            final_error = None
             try:
                 try:
                     save("final")  # a full disk: a RunError saying so, its partial save removed
@@ -177,6 +182,9 @@ class LearnerNode:
                     saver.close()
             except Exception as error:  # reported, without hiding an error that stopped the loop
                 print(f"learner: the final checkpoint failed: {type(error).__name__}: {error}", flush=True)
+                final_error = error
             log.close()
             write_json(config, "learner.json", {"learner_steps": steps, "published_version": self._published[0], "metrics": self.metrics,
                                                "skipped_updates": guard.skipped})
+            if isinstance(final_error, RunError):  # a full disk ends the run saying so, not quietly
+                raise final_error

@@ -4,6 +4,7 @@ import os
 import threading
 
 import replay
+from launch import launching
 from launch.config import ExperimentConfig, RaEConfig
 from launch.summary import write_json
 
@@ -35,6 +36,9 @@ class ReplayLoader:
 
     def run(self):
         config = self._config
+        if launching.node_attempt() > 0:  # restarted mid-load: what the dead process inserted goes first
+            for table in [replay.ONLINE_TABLE] * bool(config.refill_items) + [replay.OFFLINE_TABLE] * bool(config.rae):
+                self._replay_client.reset(table)
         if config.refill_items:
             items = replay.offline.write_offline(self._replay_client, [refill_selection(config)], config.replay,
                                                  table=replay.ONLINE_TABLE)

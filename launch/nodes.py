@@ -19,7 +19,7 @@ import agents
 import environments
 import replay
 from launch import counter as counter_node
-from launch import launching, loading, summary
+from launch import launching, loading, rpc, summary
 from launch.actor import Actor, non_finite_step_fields
 from launch.config import ExperimentConfig
 from launch.faults import RunError
@@ -87,21 +87,32 @@ class PolicyServer:
 
 class _PolicySource:
     """The learner's policy for an actor: waited for until the actor has one; then a call the
-    learner does not answer (it is being restarted) leaves the actor acting on what it has."""
+    learner does not answer (it is being restarted) leaves the actor acting on what it has.
+    After such a call the learner's next answer is taken whatever its version: a restarted
+    learner goes on from its checkpoint, whose step may be below the version the actor holds."""
 
     def __init__(self, learner_handle, stop: threading.Event):
         self._waiting = StoppableClient(learner_handle, stop)
         self._once = StoppableClient(learner_handle, stop, tries=1)
+        self._learner_was_away = False
 
     def get_policy_params(self, newer_than: int = -1):
         if newer_than < 0:
             return self._waiting.get_policy_params(newer_than=newer_than)
         try:
-            return self._once.get_policy_params(newer_than=newer_than)
+            answer = self._once.get_policy_params(newer_than=-1 if self._learner_was_away else newer_than)
         except ProgramStopped:
             raise
-        except Exception:  # away: nothing newer for now
+        except Exception as error:
+            if not rpc.unavailable(error):
+                raise
+            if not self._learner_was_away:
+                print(f"actor: the learner does not answer ({type(error).__name__}); acting on with policy "
+                      f"{newer_than}", flush=True)
+            self._learner_was_away = True
             return newer_than, None
+        self._learner_was_away = False
+        return answer
 
 
 class ActorNode:
@@ -121,7 +132,9 @@ class ActorNode:
 
     def _act(self, stop: threading.Event):
         config, actor_id = self._config, self._actor_id
-        counter = counter_node.CountBuffer(StoppableClient(self._counter_handle, stop), prefix="actor",
+        # One try a send: while the counter is away (restarting) the actor acts on, and its
+        # next send carries the totals.
+        counter = counter_node.CountBuffer(StoppableClient(self._counter_handle, stop, tries=1), prefix="actor",
                                            node=f"actor_{actor_id}")
         log = MetricsWriter(config.run_dir, f"actor_{actor_id}", step_key="actor_steps")
         actor = Actor(config, actor_id, self._replay_client, _PolicySource(self._learner_handle, stop),

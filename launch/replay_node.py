@@ -59,6 +59,12 @@ class ReplayNode(lp.ReverbNode):
             return None
 
     def _refill(self, port: int, refill) -> None:
+        try:
+            self._load(port, refill)
+        except Exception as error:  # said in the log; the server goes on with what it has
+            print(f"replay: the refill after the restart failed: {type(error).__name__}: {error}", flush=True)
+
+    def _load(self, port: int, refill) -> None:
         config, start = self._config, time.time()
         client = reverb.Client(f"localhost:{port}")
         items = 0

@@ -30,6 +30,11 @@ def _status_code(error: Exception):
         return None
 
 
+def unavailable(error: Exception) -> bool:
+    """Whether a call failed because the other node did not answer in time or is not there."""
+    return _status_code(error) in _RETRIED_CODES
+
+
 class StoppableClient:
     """Calls to a Courier node, retried while it is busy or not (yet) there.
 

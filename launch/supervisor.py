@@ -23,19 +23,26 @@ from typing import Callable, Optional
 
 from launch.faults import RUN_ERROR_EXIT_CODE
 
-# A node that dies again this soon after a restart is not started in a tight loop.
+# A dead node is started again after this pause: one that dies at once does not spin.
 _RESTART_DELAY_S = 1.0
 _PR_SET_PDEATHSIG = 1
 
 
 def describe_exit(code: int) -> str:
-    """"signal 9 (SIGKILL)" or "exit code 1"."""
-    if code < 0:
-        try:
-            return f"signal {-code} ({signal.Signals(-code).name})"
-        except ValueError:
-            return f"signal {-code}"
-    return f"exit code {code}"
+    """"signal 9 (SIGKILL)" or "exit code 1"; a supervisor whose node died of signal N exits
+    with 128 + N, as a shell reports it."""
+    number = -code if code < 0 else code - 128 if code > 128 else None
+    if number is None:
+        return f"exit code {code}"
+    try:
+        return f"signal {number} ({signal.Signals(number).name})"
+    except ValueError:
+        return f"signal {number}"
+
+
+def exit_code(code: int) -> int:
+    """The supervisor's own exit code for its node's: 128 + N for a death by signal N."""
+    return 128 - code if code < 0 else code
 
 
 def _die_with_parent() -> None:
@@ -66,10 +73,10 @@ class Supervisor:
         self._log = log
         self._signalled = threading.Event()
         self._child: Optional[subprocess.Popen] = None
-        self.restarts = []
 
     def _forward(self, signum, frame) -> None:
-        self._signalled.set()
+        if signum != signal.SIGUSR2:  # SIGUSR2 asks the node for its stacks; the rest stop it
+            self._signalled.set()
         child = self._child
         if child is not None and child.poll() is None:
             child.send_signal(signum)
@@ -78,7 +85,7 @@ class Supervisor:
         return subprocess.Popen(self._argv + [f"--attempt={attempt}"], preexec_fn=_die_with_parent)
 
     def run(self) -> int:
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2):
             signal.signal(signum, self._forward)
         attempt = 0
         while True:
@@ -98,12 +105,11 @@ class Supervisor:
                            f"{self._max_restarts} restarts; its log: {self._log or 'this output'}")
                 print(f"relay supervisor: {message}; stopping the run", flush=True)
                 self._report(dict(record, message=message))
-                return code if code > 0 else 1
+                return code
             attempt += 1
             record["restarted"] = True
-            self.restarts.append(record)
             print(f"relay supervisor: node {self._node} died ({cause}) after {record['ran_s']:.1f} s; "
                   f"restart {attempt} of {self._max_restarts}", flush=True)
             threading.Thread(target=self._report, args=(record,), daemon=True, name="report-restart").start()
-            if self._signalled.wait(_RESTART_DELAY_S):
+            if self._signalled.wait(_RESTART_DELAY_S) or self._stopping():
                 return code

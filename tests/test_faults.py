@@ -13,7 +13,9 @@ import pytest
 
 from test_program import ROOT, assert_no_orphans, csv_rows, read, train_command, wait_for
 
-MAX_ENV_STEPS = 12000
+# Long enough after a kill at ~2,000 steps for the restarted node to start (7-14 s of imports
+# on 2 cores) and work, on a machine that steps ~900 env steps/s.
+MAX_ENV_STEPS = 24000
 CHECKPOINT_EVERY = "--set=experiment.checkpoint_every_learner_steps=100"
 
 

@@ -292,7 +292,7 @@ def test_an_actor_killed_on_its_host_is_restarted_there_and_the_job_completes(cl
     again on h3, and the job goes on to max_env_steps."""
     from test_faults import counted, node_process, restarts
 
-    run_dir, max_env_steps = str(tmp_path / "run"), 12000
+    run_dir, max_env_steps = str(tmp_path / "run"), 24000  # time for the restart (see test_faults)
     before = set(psutil.pids())
     launcher = subprocess.Popen(
         [sys.executable, "-X", "faulthandler"] + train_command(

@@ -31,7 +31,10 @@ def wait_for(condition, timeout_s, what):
 
 def assert_no_orphans(before, timeout_s=30):
     """Every node process the test started has exited (reaping takes a moment after the launcher returns)."""
-    wait_for(lambda: new_orphans(before) == [], timeout_s, "the program's processes to exit")
+    try:
+        wait_for(lambda: new_orphans(before) == [], timeout_s, "the program's processes to exit")
+    except AssertionError as error:
+        raise AssertionError(f"{error}; still running: {new_orphans(before)}") from None
 
 
 def learner_has_updated(run_dir):
