@@ -324,6 +324,8 @@ def _prepare_process() -> None:
 
 
 if __name__ == "__main__":
+    if any(arg.startswith("--attempt=") for arg in sys.argv):  # a node's own process
+        supervisor.die_with_supervisor()
     _prepare_process()
     flags.mark_flags_as_required(["launch_dir", "node"])
     app.run(main)

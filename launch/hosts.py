@@ -81,7 +81,8 @@ class HostsLaunch:
                 process = subprocess.Popen(f"{template} {shlex.join(argv)}", shell=True, stdout=log,
                                            start_new_session=True, **options)
             else:
-                # The launcher's process group: Ctrl-C in a terminal reaches every node, as with Launchpad.
+                # The launcher's process group: Ctrl-C in a terminal reaches every node's supervisor,
+                # which hands it on, as with Launchpad.
                 process = subprocess.Popen(argv, stdout=log, **options)
         self.processes[(label, index)] = process
         return process

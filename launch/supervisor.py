@@ -26,6 +26,7 @@ from launch.faults import RUN_ERROR_EXIT_CODE
 # A dead node is started again after this pause: one that dies at once does not spin.
 _RESTART_DELAY_S = 1.0
 _PR_SET_PDEATHSIG = 1
+SUPERVISOR_PID_ENV = "RELAY_SUPERVISOR_PID"
 
 
 def describe_exit(code: int) -> str:
@@ -45,12 +46,14 @@ def exit_code(code: int) -> int:
     return 128 - code if code < 0 else code
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: the kernel kills it when the supervisor dies (a SIGKILLed
-    supervisor cannot stop it), and its own process group keeps a terminal's Ctrl-C and
-    a group's SIGTERM to the supervisor, which hands each on once."""
-    os.setpgrp()
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+def die_with_supervisor() -> None:
+    """First thing in a node's process: the kernel kills it when its supervisor dies (a
+    SIGKILLed supervisor cannot stop it). Done in the child itself, not between fork and
+    exec, where the supervisor's gRPC threads could leave a lock held; a supervisor that
+    died before this exits the child at once."""
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != int(os.environ.get(SUPERVISOR_PID_ENV, os.getppid())):
+        os._exit(1)
 
 
 class Supervisor:
@@ -82,7 +85,10 @@ class Supervisor:
             child.send_signal(signum)
 
     def _start(self, attempt: int) -> subprocess.Popen:
-        return subprocess.Popen(self._argv + [f"--attempt={attempt}"], preexec_fn=_die_with_parent)
+        # Its own session: a terminal's Ctrl-C and a group's SIGTERM reach the supervisor,
+        # which hands each on once.
+        return subprocess.Popen(self._argv + [f"--attempt={attempt}"], start_new_session=True,
+                                env={**os.environ, SUPERVISOR_PID_ENV: str(os.getpid())})
 
     def run(self) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2):

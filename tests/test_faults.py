@@ -11,7 +11,7 @@ import numpy as np
 import psutil
 import pytest
 
-from test_program import ROOT, assert_no_orphans, csv_rows, read, train_command, wait_for
+from test_program import ROOT, assert_no_orphans, csv_rows, learner_has_updated, read, train_command, wait_for
 
 # Long enough after a kill at ~2,000 steps for the restarted node to start (7-14 s of imports
 # on 2 cores) and work, on a machine that steps ~900 env steps/s.
@@ -205,6 +205,8 @@ def test_a_node_that_keeps_dying_stops_the_run_naming_it(tmp_path):
                       "--set=experiment.max_restarts_per_node=1"),
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
+        # Killed once the learner trains: a stop while it is still starting is another case.
+        wait_for(lambda: learner_has_updated(run_dir), 300, "the learner's first metrics row past step 0")
         for attempt in (0, 1):
             wait_for(lambda: node_process(run_dir, "evaluator/0", attempt) is not None, 120,
                      f"the evaluator's process, attempt {attempt}")
