@@ -1,30 +1,32 @@
 """Action selection for actors and evaluators, jitted for one observation on the CPU."""
 
+import copy
+
 import jax
-import jax.numpy as jnp
 
 from agents.distributions import gaussian_sample
-from agents.networks import GaussianPolicy
+from agents.learning import Networks
 
 
-def make_policy_fns(policy: GaussianPolicy):
+def make_policy_fns(networks: Networks):
     """Returns jitted (select_action(params, obs, key), greedy_action(params, obs)).
 
-    obs is [O] (or batched [..., O]); actions are float32 [A] (or [..., A]), not
+    params are `Networks.acting_params`; obs is [O] (or batched [..., O]), or a frame stack
+    uint8 [S, H, W, 3] (or [..., S, H, W, 3]); actions are float32 [A] (or [..., A]), not
     clipped: the environment clips them to [-1, 1], and the replayed action is the
     one the policy sampled.
     """
     # The same function and params, with the layer norm's form that is fast for a few rows.
-    policy = policy.clone(use_fast_variance=False)
+    networks = copy.copy(networks)
+    networks.policy = networks.policy.clone(use_fast_variance=False)
 
     @jax.jit
     def select_action(params, observation, key):
-        distribution = policy.apply(params, jnp.asarray(observation, jnp.float32))
-        return gaussian_sample(distribution, key, 1)[0]
+        return gaussian_sample(networks.act(params, observation), key, 1)[0]
 
     @jax.jit
     def greedy_action(params, observation):
-        return policy.apply(params, jnp.asarray(observation, jnp.float32)).mean
+        return networks.act(params, observation).mean
 
     return select_action, greedy_action
 

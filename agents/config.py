@@ -63,6 +63,38 @@ CriticHead = Union[ScalarHead, CategoricalHead, MixtureHead]
 
 
 @dataclasses.dataclass(frozen=True)
+class PixelEncoderConfig:
+    """The convolutional encoder of frame-stack observations (used only when observations are pixels).
+
+    The DrQ-v2 torso, as Acme's pixel DMPO uses it: 3x3 convolutions of `channels` channels
+    with these strides, unpadded, ReLU, flattened. Then each network has a trunk of its own
+    (a linear of `features` units, LayerNorm, tanh) before its torso (layer_sizes); the
+    critic's runs once per observation, before the N sampled actions join.
+    """
+
+    channels: int = 32
+    strides: Tuple[int, ...] = (2, 1, 1, 1)  # one convolution per entry
+    kernel_size: int = 3
+    features: int = 50
+    # True: one encoder, trained by the critic loss only; the policy reads its features with
+    # the gradient stopped (Acme's pixel DMPO, DrQ-v2). False: the policy has an encoder of
+    # its own, trained by the policy loss.
+    shared: bool = True
+    # DrQ's random shift, in the learner step: each image is padded by this many pixels
+    # (repeating its edge) and cropped back at a random offset. 0 turns it off.
+    random_shift_pad: int = 4
+
+    def __post_init__(self):
+        _require(self.channels >= 1, f"PixelEncoderConfig.channels must be >= 1, got {self.channels}.")
+        _require(len(self.strides) >= 1 and all(isinstance(s, int) and s >= 1 for s in self.strides),
+                 f"PixelEncoderConfig.strides must be a non-empty tuple of ints >= 1, got {self.strides!r}.")
+        _require(self.kernel_size >= 1, f"PixelEncoderConfig.kernel_size must be >= 1, got {self.kernel_size}.")
+        _require(self.features >= 1, f"PixelEncoderConfig.features must be >= 1, got {self.features}.")
+        _require(self.random_shift_pad >= 0,
+                 f"PixelEncoderConfig.random_shift_pad must be >= 0 (0: no augmentation), got {self.random_shift_pad}.")
+
+
+@dataclasses.dataclass(frozen=True)
 class MPOConfig:
     """Everything the MPO learner needs; defaults follow Acme's MPO."""
 
@@ -101,6 +133,8 @@ class MPOConfig:
     # `target_update_rate` is set, moved towards the online ones by that rate each step.
     target_update_period: int = 100
     target_update_rate: Optional[float] = None
+    # Only for pixel observations: the encoder in front of both networks.
+    pixel_encoder: PixelEncoderConfig = PixelEncoderConfig()
 
     def __post_init__(self):
         _require(

@@ -7,7 +7,7 @@ the batch means in the losses into cross-device averages of the gradients. The
 state argument is donated: the caller must use the returned state.
 """
 
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple, Union
 
 import jax
 import numpy as np
@@ -22,16 +22,18 @@ class Learner:
     def __init__(
         self,
         config: MPOConfig,
-        observation_dim: int,
+        observation_shape: Union[int, Sequence[int]],
         action_dim: int,
         devices: Optional[Sequence[jax.Device]] = None,
         jit: bool = True,
     ):
-        """`jit=False` runs the same step eagerly (for debugging; single device only)."""
+        """observation_shape: a state vector's size O (batches' observations float32 [B, O]), or a
+        frame stack's (S, H, W, 3) (uint8 [B, S, H, W, 3], encoded on the device).
+        `jit=False` runs the same step eagerly (for debugging; single device only)."""
         self.config = config
-        self.observation_dim = observation_dim
+        self.observation_shape = (observation_shape,) if isinstance(observation_shape, int) else tuple(observation_shape)
         self.action_dim = action_dim
-        self.networks = learning.Networks(config, action_dim)
+        self.networks = learning.Networks(config, action_dim, self.observation_shape)
         self.devices = list(devices) if devices is not None else jax.local_devices()
         self.mesh = Mesh(np.array(self.devices), ("data",))
         self.replicated = NamedSharding(self.mesh, PartitionSpec())
@@ -62,7 +64,7 @@ class Learner:
             self.update, self.update_many = update_step, multi_step
 
     def init(self, key: jax.Array) -> LearnerState:
-        state = learning.init_state(self.config, self.networks, key, self.observation_dim, self.action_dim)
+        state = learning.init_state(self.config, self.networks, key, self.observation_shape, self.action_dim)
         return jax.device_put(state, self.replicated)
 
     def check_batch_size(self, batch_size: int):

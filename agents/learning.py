@@ -7,7 +7,7 @@ in the metrics (`nonfinite_updates`); `launch.nonfinite` counts these and ends a
 that keeps making them.
 """
 
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import chex
 import jax
@@ -15,10 +15,11 @@ import jax.numpy as jnp
 import optax
 
 from agents import mpo_losses
-from agents.config import MPOConfig
+from agents.augmentation import random_shift
+from agents.config import MPOConfig, PixelEncoderConfig
 from agents.critic_heads import make_critic_head
-from agents.distributions import gaussian_sample
-from agents.networks import Critic, GaussianPolicy, softplus_inverse
+from agents.distributions import DiagonalGaussian, gaussian_sample
+from agents.networks import Critic, GaussianPolicy, PixelEncoder, Trunk, softplus_inverse
 from agents.types import DualParams, LearnerState, Transition
 
 # Floor of the duals' softplus pre-activations: the multipliers stay >= ~1.5e-8.
@@ -29,9 +30,16 @@ Metrics = Dict[str, chex.Array]
 
 
 class Networks:
-    """The two flax modules and the critic head of one config."""
+    """The flax modules and the critic head of one config, and how the learner and the actors apply them.
 
-    def __init__(self, config: MPOConfig, action_dim: int):
+    State observations (a float32 vector) go straight into the policy and the critic, whose
+    params are those modules' own. Frame stacks (uint8 [S, H, W, 3]) go through a
+    `PixelEncoder` and then each network's own `Trunk`: the critic's params are
+    {"encoder", "trunk", "critic"} and the policy's {"trunk", "policy"}, or, with
+    `PixelEncoderConfig.shared` off, {"encoder", "trunk", "policy"} (an encoder of its own).
+    """
+
+    def __init__(self, config: MPOConfig, action_dim: int, observation_shape: Optional[Sequence[int]] = None):
         self.head = make_critic_head(config.critic_head)
         self.policy = GaussianPolicy(
             action_dim=action_dim,
@@ -42,6 +50,92 @@ class Networks:
         self.critic = Critic(
             output_size=self.head.output_size, layer_sizes=config.critic_layer_sizes, head_init=self.head.kernel_init
         )
+        self.pixels = observation_shape is not None and len(observation_shape) == 4
+        encoder = config.pixel_encoder
+        if self.pixels:
+            _check_frames_fit(encoder, observation_shape)
+        self.encoder = PixelEncoder(encoder.channels, encoder.strides, encoder.kernel_size) if self.pixels else None
+        self.trunk = Trunk(encoder.features) if self.pixels else None
+        self.policy_has_own_encoder = self.pixels and not encoder.shared
+        # DrQ's random shift of both observations in the learner step (pixels only; 0 = off).
+        self.random_shift_pad = encoder.random_shift_pad if self.pixels else 0
+
+    def init_params(self, policy_key: chex.PRNGKey, critic_key: chex.PRNGKey, observation: chex.Array,
+                    action: chex.Array) -> Tuple[chex.ArrayTree, chex.ArrayTree]:
+        """(policy params, critic params) for example inputs observation [1, ...], action [1, A]."""
+        if not self.pixels:
+            return self.policy.init(policy_key, observation), self.critic.init(critic_key, observation, action)
+        critic_key, encoder_key, critic_trunk_key = jax.random.split(critic_key, 3)
+        policy_key, policy_encoder_key, policy_trunk_key = jax.random.split(policy_key, 3)
+        encoder_params = self.encoder.init(encoder_key, observation)
+        encoded = self.encoder.apply(encoder_params, observation)
+        critic_trunk = self.trunk.init(critic_trunk_key, encoded)
+        policy_trunk = self.trunk.init(policy_trunk_key, encoded)
+        features = self.trunk.apply(critic_trunk, encoded)
+        critic_params = {"encoder": encoder_params, "trunk": critic_trunk,
+                         "critic": self.critic.init(critic_key, features, action)}
+        policy_params = {"trunk": policy_trunk, "policy": self.policy.init(policy_key, features)}
+        if self.policy_has_own_encoder:
+            policy_params["encoder"] = self.encoder.init(policy_encoder_key, observation)
+        return policy_params, critic_params
+
+    def encode(self, critic_params, observations: chex.Array) -> chex.Array:
+        """The critic's encoder's features of frame stacks [B, S, H, W, 3] -> [B, E]; state observations as they are."""
+        if not self.pixels:
+            return observations
+        return self.encoder.apply(critic_params["encoder"], observations)
+
+    def critic_features(self, critic_params, encoded: chex.Array) -> chex.Array:
+        """What the critic's torso takes, from `encode`'s output: its trunk's features for pixels."""
+        if not self.pixels:
+            return encoded
+        return self.trunk.apply(critic_params["trunk"], encoded)
+
+    def critic_values(self, critic_params, features: chex.Array, actions: chex.Array) -> chex.Array:
+        """The head outputs [..., o] at `critic_features` [..., F] and actions [..., A]."""
+        if not self.pixels:
+            return self.critic.apply(critic_params, features, actions)
+        return self.critic.apply(critic_params["critic"], features, actions)
+
+    def policy_inputs(self, encoded: chex.Array, observations: chex.Array) -> chex.Array:
+        """What `policy_distribution` takes: the observations, or (shared encoder) the critic's
+        encoding of them (`encode`) with the gradient stopped."""
+        if not self.pixels or self.policy_has_own_encoder:
+            return observations
+        return jax.lax.stop_gradient(encoded)
+
+    def policy_distribution(self, policy_params, inputs: chex.Array) -> DiagonalGaussian:
+        if not self.pixels:
+            return self.policy.apply(policy_params, inputs)
+        if self.policy_has_own_encoder:
+            inputs = self.encoder.apply(policy_params["encoder"], inputs)
+        return self.policy.apply(policy_params["policy"], self.trunk.apply(policy_params["trunk"], inputs))
+
+    def acting_params(self, policy_params, critic_params):
+        """The params actors and evaluators act with (`act`): the policy's, plus the encoder's for pixels."""
+        if not self.pixels or self.policy_has_own_encoder:
+            return policy_params
+        return {"encoder": critic_params["encoder"], **policy_params}
+
+    def act(self, acting_params, observations: chex.Array) -> DiagonalGaussian:
+        """The policy at observations [..., O] (float32) or [..., S, H, W, 3] (uint8)."""
+        if not self.pixels:
+            return self.policy.apply(acting_params, jnp.asarray(observations, jnp.float32))
+        encoded = self.encoder.apply(acting_params["encoder"], jnp.asarray(observations))
+        return self.policy.apply(acting_params["policy"], self.trunk.apply(acting_params["trunk"], encoded))
+
+
+def _check_frames_fit(encoder: PixelEncoderConfig, observation_shape: Sequence[int]) -> None:
+    """Raises if the encoder's unpadded convolutions would shrink the frames to nothing."""
+    height, width = observation_shape[1:3]
+    smallest = 1
+    for stride in reversed(encoder.strides):  # the input size each layer needs for one output pixel
+        smallest = (smallest - 1) * stride + encoder.kernel_size
+    if min(height, width) < smallest:
+        raise ValueError(f"Frames of {height}x{width} pixels are too small for the pixel encoder "
+                         f"(kernel {encoder.kernel_size}, strides {tuple(encoder.strides)}): it needs at least "
+                         f"{smallest}x{smallest}. Render larger frames (environment.pixels) or use fewer layers "
+                         "(learner.pixel_encoder.strides).")
 
 
 def _optimizer(learning_rate: float, grad_norm_clip: float) -> optax.GradientTransformation:
@@ -76,12 +170,17 @@ def _choose(keep_new: chex.Array, new: LearnerState, old: LearnerState) -> Learn
     return jax.lax.platform_dependent(keep_new, new, old, cpu=_cond, default=_select)
 
 
-def init_state(config: MPOConfig, networks: Networks, key: chex.PRNGKey, observation_dim: int, action_dim: int) -> LearnerState:
+def observation_example(observation_shape: Sequence[int]) -> chex.Array:
+    """A batch of one zero observation: float32 [1, O] for a state vector, uint8 [1, S, H, W, 3] for frames."""
+    dtype = jnp.uint8 if len(observation_shape) == 4 else jnp.float32
+    return jnp.zeros((1,) + tuple(observation_shape), dtype)
+
+
+def init_state(config: MPOConfig, networks: Networks, key: chex.PRNGKey, observation_shape: Sequence[int],
+               action_dim: int) -> LearnerState:
     policy_key, critic_key, state_key = jax.random.split(key, 3)
-    observation = jnp.zeros((1, observation_dim), jnp.float32)
     action = jnp.zeros((1, action_dim), jnp.float32)
-    policy_params = networks.policy.init(policy_key, observation)
-    critic_params = networks.critic.init(critic_key, observation, action)
+    policy_params, critic_params = networks.init_params(policy_key, critic_key, observation_example(observation_shape), action)
     num_objectives = 2 if config.action_penalization else 1
     dual_params = DualParams(
         temperature=jnp.full((num_objectives,), softplus_inverse(config.init_temperature), jnp.float32),
@@ -108,13 +207,14 @@ def init_state(config: MPOConfig, networks: Networks, key: chex.PRNGKey, observa
 
 
 def make_update_step(config: MPOConfig, networks: Networks) -> Callable[[LearnerState, Transition], Tuple[LearnerState, Metrics]]:
-    policy, critic, head = networks.policy, networks.critic, networks.head
+    head = networks.head
     net_optimizer = _optimizer(config.learning_rate, config.grad_norm_clip)
     dual_optimizer = _optimizer(config.dual_learning_rate, config.grad_norm_clip)
     epsilons = jnp.array([config.epsilon, config.epsilon_penalty][: 2 if config.action_penalization else 1])
 
     def policy_loss(policy_params, dual_params: DualParams, states, target_distribution, sampled_actions, q_values):
-        """Policy and dual losses at `states` with N sampled actions [N, B, A] valued q_values [N, B]."""
+        """Policy and dual losses at `states` (`Networks.policy_inputs`) with N sampled actions [N, B, A]
+        valued q_values [N, B]."""
         temperatures = _dual_values(dual_params.temperature)
         objectives = [q_values]
         if config.action_penalization:
@@ -130,7 +230,7 @@ def make_update_step(config: MPOConfig, networks: Networks) -> Callable[[Learner
             for objective, temperature, epsilon in zip(objectives, temperatures, epsilons)
         )
 
-        online_distribution = policy.apply(policy_params, states)
+        online_distribution = networks.policy_distribution(policy_params, states)
         loss_mean, loss_stddev, kl_mean, kl_stddev = mpo_losses.decoupled_m_step(
             online_distribution, target_distribution, sampled_actions, weights
         )
@@ -155,28 +255,39 @@ def make_update_step(config: MPOConfig, networks: Networks) -> Callable[[Learner
     def update_step(state: LearnerState, batch: Transition) -> Tuple[LearnerState, Metrics]:
         key, next_key, current_key, critic_key = jax.random.split(state.key, 4)
         num_samples = config.num_samples
+        observation, next_observation = batch.observation, batch.next_observation
+        if networks.random_shift_pad:  # pixels: uint8 [B, S, H, W, 3], each image shifted on its own
+            key, shift_key, next_shift_key = jax.random.split(key, 3)
+            observation = random_shift(observation, shift_key, networks.random_shift_pad)
+            next_observation = random_shift(next_observation, next_shift_key, networks.random_shift_pad)
 
         # Bootstrap: the target critic at the next observations, N target-policy actions.
-        next_distribution = policy.apply(state.target_policy_params, batch.next_observation)
+        next_encoded = networks.encode(state.target_critic_params, next_observation)  # pixels: [B, E]
+        next_policy_inputs = networks.policy_inputs(next_encoded, next_observation)
+        next_distribution = networks.policy_distribution(state.target_policy_params, next_policy_inputs)
         next_actions = gaussian_sample(next_distribution, next_key, num_samples)  # [N, B, A]
-        tiled_next = jnp.broadcast_to(batch.next_observation, (num_samples,) + batch.next_observation.shape)
-        next_outputs = critic.apply(state.target_critic_params, tiled_next, next_actions)  # [N, B, o]
+        next_features = networks.critic_features(state.target_critic_params, next_encoded)  # [B, F]
+        tiled_next = jnp.broadcast_to(next_features, (num_samples,) + next_features.shape)
+        next_outputs = networks.critic_values(state.target_critic_params, tiled_next, next_actions)  # [N, B, o]
 
         def critic_loss(critic_params):
-            online = critic.apply(critic_params, batch.observation, batch.action)  # [B, o]
+            features = networks.critic_features(critic_params, networks.encode(critic_params, observation))
+            online = networks.critic_values(critic_params, features, batch.action)  # [B, o]
             return head.loss(online, next_outputs, batch.reward, batch.discount, critic_key)
 
         (critic_loss_value, critic_metrics), critic_grads = jax.value_and_grad(critic_loss, has_aux=True)(state.critic_params)
 
         if config.policy_states == "next":
-            states, target_distribution, sampled_actions = batch.next_observation, next_distribution, next_actions
+            states, target_distribution, sampled_actions = next_policy_inputs, next_distribution, next_actions
             q_values = head.expected_q(next_outputs)  # [N, B]
         else:
-            states = batch.observation
-            target_distribution = policy.apply(state.target_policy_params, states)
+            encoded = networks.encode(state.target_critic_params, observation)
+            states = networks.policy_inputs(encoded, observation)
+            target_distribution = networks.policy_distribution(state.target_policy_params, states)
             sampled_actions = gaussian_sample(target_distribution, current_key, num_samples)
-            tiled = jnp.broadcast_to(states, (num_samples,) + states.shape)
-            q_values = head.expected_q(critic.apply(state.target_critic_params, tiled, sampled_actions))
+            features = networks.critic_features(state.target_critic_params, encoded)
+            tiled = jnp.broadcast_to(features, (num_samples,) + features.shape)
+            q_values = head.expected_q(networks.critic_values(state.target_critic_params, tiled, sampled_actions))
 
         (_, policy_metrics), (policy_grads, dual_grads) = jax.value_and_grad(policy_loss, argnums=(0, 1), has_aux=True)(
             state.policy_params, state.dual_params, states, target_distribution, sampled_actions, q_values

@@ -79,3 +79,39 @@ class Critic(nn.Module):
         inputs = jnp.concatenate([observation, jnp.clip(action, -1.0, 1.0)], axis=-1)
         features = LayerNormMLP(self.layer_sizes)(inputs)
         return nn.Dense(self.output_size, kernel_init=self.head_init, name="head")(features)
+
+
+class Trunk(nn.Module):
+    """Encoder features -> a network's own small input: Dense -> LayerNorm -> tanh (DrQ-v2's trunk)."""
+
+    features: int = 50
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = nn.Dense(self.features, kernel_init=_uniform_scaling)(x)
+        return jnp.tanh(nn.LayerNorm()(x))
+
+
+class PixelEncoder(nn.Module):
+    """Frame stacks uint8 [..., S, H, W, 3] -> features float32 [..., F] (DrQ-v2's torso).
+
+    The S frames become one image of 3S channels (oldest first); pixels are scaled to
+    [-0.5, 0.5] here, on the device, so batches travel and are stored as uint8.
+    """
+
+    channels: int = 32
+    strides: Sequence[int] = (2, 1, 1, 1)
+    kernel_size: int = 3
+
+    @nn.compact
+    def __call__(self, frames: jax.Array) -> jax.Array:
+        *lead, stack, height, width, colours = frames.shape
+        images = jnp.moveaxis(frames.reshape((-1, stack, height, width, colours)), 1, 3)  # [N, H, W, S, 3]
+        x = images.reshape((-1, height, width, stack * colours)).astype(jnp.float32) / 255.0 - 0.5
+        # Orthogonal with gain sqrt(2), for the ReLUs (the reference implementation's choice).
+        kernel_init = nn.initializers.orthogonal(np.sqrt(2.0))
+        for stride in self.strides:
+            x = nn.Conv(self.channels, (self.kernel_size, self.kernel_size), strides=stride, padding="VALID",
+                        kernel_init=kernel_init)(x)
+            x = jax.nn.relu(x)
+        return x.reshape(tuple(lead) + (-1,))

@@ -21,6 +21,7 @@ Observation = Union[np.ndarray, Dict[str, np.ndarray]]
 _FIRST = dm_env.StepType.FIRST
 _LAST = dm_env.StepType.LAST
 _REWARD_SPEC = dm_specs.Array(shape=(), dtype=np.float32, name="reward")
+_NO_SHADOWS = {"shadow": False}
 _DISCOUNT_SPEC = dm_specs.BoundedArray(shape=(), dtype=np.float32, minimum=0.0, maximum=1.0, name="discount")
 
 
@@ -95,8 +96,8 @@ class ActionRescaler:
 class RelayEnvironment(dm_env.Environment):
     """A dm_control task with flat float32 observations, [-1, 1] actions, float32 rewards.
 
-    - observation: float32 [D] (see `observation_layout`), or uint8 [H, W, 3] pixels,
-      or {'pixels', 'state'} when `PixelConfig.include_state`;
+    - observation: float32 [D] (see `observation_layout`), or the newest S frames
+      uint8 [S, H, W, 3] (`PixelConfig`), or {'pixels', 'state'} when `PixelConfig.include_state`;
     - action: float32 [A] in [-1, 1], clipped, then rescaled to the task's bounds;
     - reward, discount: float32 scalars (None on the first step of an episode);
     - an episode cut by `max_episode_steps` ends with discount 1 (a truncation,
@@ -118,6 +119,9 @@ class RelayEnvironment(dm_env.Environment):
         self._task_step = task_environment.step
         self._rescale_action = self._rescale.__call__
         self._observe = self._flatten.__call__ if config.pixels is None else self._observe_pixels
+        # The newest S frames, oldest first; rolled by one slot each step.
+        self._frames = None if config.pixels is None else np.zeros(
+            (config.pixels.frame_stack, config.pixels.height, config.pixels.width, 3), np.uint8)
 
     @property
     def config(self) -> EnvironmentConfig:
@@ -141,6 +145,8 @@ class RelayEnvironment(dm_env.Environment):
         self._episode_steps = 0
         self._reset_next_step = False
         timestep = self._env.reset()
+        if self._frames is not None:
+            self._frames[:] = self._render_observation()
         return dm_env.TimeStep(_FIRST, None, None, self._observe(timestep.observation))
 
     def step(self, action: np.ndarray) -> dm_env.TimeStep:
@@ -165,15 +171,25 @@ class RelayEnvironment(dm_env.Environment):
         return dm_env.TimeStep(step_type, np.float32(reward), np.float32(discount), self._observe(timestep.observation))
 
     def _observe_pixels(self, observation: Mapping[str, np.ndarray]) -> Observation:
-        frame = self.render(self._pixels.height, self._pixels.width, self._pixels.camera_id)
+        """The frame stack after this step; a new array each step (callers keep observations)."""
+        frames = self._frames
+        if self._episode_steps > 0:  # reset() filled every slot with the first frame
+            frames[:-1] = frames[1:]
+            frames[-1] = self._render_observation()
+        stack = frames.copy()
         if self._pixels.include_state:
-            return {"pixels": frame, "state": self._flatten(observation)}
-        return frame
+            return {"pixels": stack, "state": self._flatten(observation)}
+        return stack
 
-    def render(self, height: int, width: int, camera_id: int = 0) -> np.ndarray:
+    def _render_observation(self) -> np.ndarray:
+        pixels = self._pixels
+        return self.render(pixels.height, pixels.width, pixels.camera_id, shadows=pixels.shadows)
+
+    def render(self, height: int, width: int, camera_id: int = 0, shadows: bool = True) -> np.ndarray:
         """An RGB frame, uint8 [height, width, 3], of the current physics state."""
         try:
-            return self._env.physics.render(height, width, camera_id=camera_id)
+            return self._env.physics.render(height, width, camera_id=camera_id,
+                                            render_flag_overrides=None if shadows else _NO_SHADOWS)
         except Exception as error:  # dm_control raises several types when no GL context can be made
             raise rendering.rendering_error(error) from error
 
@@ -181,7 +197,7 @@ class RelayEnvironment(dm_env.Environment):
         if self._pixels is None:
             return self._flatten.spec
         pixels = dm_specs.Array(
-            shape=(self._pixels.height, self._pixels.width, 3), dtype=np.uint8, name="pixels"
+            shape=(self._pixels.frame_stack, self._pixels.height, self._pixels.width, 3), dtype=np.uint8, name="pixels"
         )
         if self._pixels.include_state:
             return {"pixels": pixels, "state": self._flatten.spec}

@@ -35,6 +35,24 @@ PRESETS: Dict[str, Dict[str, Dict[str, object]]] = {
     # Acme's MPOConfig and replay settings, verbatim (the dataclasses' own defaults). With
     # them DMPO and mixture-critic MPO stay near 200 on cartpole:swingup at 100k steps.
     "acme": {},
+    # From pixels, for an accelerator host: Acme's pixel DMPO example (lp_dmpo_pixels_drqv2.py)
+    # and DrQ-v2: 84x84 frames, 3 stacked, action repeat 2, n = 3, one update of 256 per agent
+    # step (samples_per_insert 256); the encoder, a 50-unit trunk, then two layers of 1024.
+    "pixels": {
+        "environment": {"action_repeat": 2, "pixels": environments.PixelConfig(height=84, width=84, frame_stack=3)},
+        "learner": {**_CONTROL_SUITE["learner"], "learning_rate": 1e-4, "policy_layer_sizes": (1024, 1024),
+                    "critic_layer_sizes": (1024, 1024)},
+        "replay": {"n_step": 3, "batch_size": 256, "samples_per_insert": 256.0, "min_size_to_sample": 4000},
+    },
+    # From pixels on a 2-core CPU: 64x64 frames without shadows (a third of the rendering time),
+    # action repeat 4, smaller networks and batches (experiments/results/pixels/).
+    "pixels_small": {
+        "environment": {"action_repeat": 4,
+                        "pixels": environments.PixelConfig(height=64, width=64, frame_stack=3, shadows=False)},
+        "learner": {**_CONTROL_SUITE["learner"], "policy_layer_sizes": (256, 256),
+                    "critic_layer_sizes": (256, 256), "num_samples": 10},
+        "replay": {"n_step": 3, "batch_size": 64, "samples_per_insert": 32.0, "min_size_to_sample": 1000},
+    },
     # Shrinks every size so that a whole program runs in seconds (tests, smoke runs).
     "debug": {
         "learner": {"policy_layer_sizes": (32, 32), "critic_layer_sizes": (32, 32), "num_samples": 8},
@@ -42,22 +60,25 @@ PRESETS: Dict[str, Dict[str, Dict[str, object]]] = {
         "experiment": {"actor_update_period": 200, "eval_every_learner_steps": 50, "eval_episodes": 1},
     },
 }
-SECTIONS = ("learner", "head", "replay", "environment", "experiment")
+# "pixels": environment.pixels (setting any of its fields turns pixel observations on);
+# "encoder": learner.pixel_encoder.
+SECTIONS = ("learner", "head", "replay", "environment", "pixels", "encoder", "experiment")
 # Fields that have their own flag (or are whole sections) and so cannot be `--set`.
 _SET_ELSEWHERE = {
     "experiment": {"agent": "--agent", "environment": "--set environment.*", "learner": "--set learner.*",
                    "replay": "--set replay.*", "run_dir": "--run_dir", "seed": "--seed",
                    "num_actors": "--num_actors", "envs_per_actor": "--envs_per_actor",
                    "max_env_steps": "--max_env_steps"},
-    "environment": {"task": "--env", "seed": "--seed"},
-    "learner": {"critic_head": "--agent (and --set head.*)"},
+    "environment": {"task": "--env", "seed": "--seed", "pixels": "--set pixels.* (or --preset=pixels)"},
+    "learner": {"critic_head": "--agent (and --set head.*)", "pixel_encoder": "--set encoder.*"},
 }
 
 
 def _section_fields(section: str, agent: str):
     # "head" is the critic head of the chosen agent: CategoricalHead for dmpo, MixtureHead for mog.
     cls = {"learner": agents.MPOConfig, "head": agents.AGENT_HEADS.get(agent, agents.ScalarHead),
-           "replay": ReplayConfig, "environment": environments.EnvironmentConfig, "experiment": ExperimentConfig}[section]
+           "replay": ReplayConfig, "environment": environments.EnvironmentConfig, "pixels": environments.PixelConfig,
+           "encoder": agents.PixelEncoderConfig, "experiment": ExperimentConfig}[section]
     hints = typing.get_type_hints(cls)
     return {field.name: hints[field.name] for field in dataclasses.fields(cls)}
 
@@ -115,7 +136,13 @@ def make_experiment_config(
         raise ValueError(f"Unknown agent {agent!r}; choose one of {', '.join(agents.AGENT_HEADS)}.")
     for section, values in parse_overrides(overrides, agent).items():
         merged[section].update(values)
-    environment = environments.EnvironmentConfig(task, seed=seed, **merged["environment"])
+    pixels = merged["environment"].pop("pixels", None)
+    if merged["pixels"]:
+        pixels = dataclasses.replace(pixels or environments.PixelConfig(), **merged["pixels"])
+    environment = environments.EnvironmentConfig(task, seed=seed, pixels=pixels, **merged["environment"])
+    if merged["encoder"]:
+        merged["learner"]["pixel_encoder"] = dataclasses.replace(
+            merged["learner"].get("pixel_encoder", agents.PixelEncoderConfig()), **merged["encoder"])
     experiment = dict(num_actors=num_actors, envs_per_actor=envs_per_actor, max_env_steps=max_env_steps, seed=seed)
     experiment.update(merged["experiment"])
     return ExperimentConfig(

@@ -42,15 +42,18 @@ def load_run(run_dir: str, checkpoint: str = "latest"):
     return config, loaded
 
 
-def evaluate(config, policy_params, episodes: int, seed: int, video_episodes: int = 0, video_size=(240, 320),
+def evaluate(config, state: dict, episodes: int, seed: int, video_episodes: int = 0, video_size=(240, 320),
              video_fps: float = 30.0, camera_id: int = 0):
-    """Greedy returns of `episodes` episodes, and the frames of the first `video_episodes` of them."""
+    """Greedy returns of `episodes` episodes, and the frames of the first `video_episodes` of them.
+    `state`: a checkpoint's learner state (its networks' params)."""
     import agents
     import environments
 
     env = environments.make_environment(dataclasses.replace(config.environment, seed=seed))
-    _, greedy_action = agents.make_policy_fns(agents.Networks(config.learner, env.action_spec().shape[0]).policy)
-    policy_params = agents.params_on_cpu(policy_params)
+    networks = agents.Networks(config.learner, env.action_spec().shape[0], env.observation_spec().shape)
+    acting_params = networks.acting_params(state["policy_params"], state["critic_params"])
+    _, greedy_action = agents.make_policy_fns(networks)
+    acting_params = agents.params_on_cpu(acting_params)
     # Every stride-th step is filmed, so the video plays at about real time.
     stride = max(1, int(round(1.0 / (video_fps * env.control_timestep))))
     returns, frames = [], []
@@ -61,7 +64,7 @@ def evaluate(config, policy_params, episodes: int, seed: int, video_episodes: in
             if filming:
                 frames.append(env.render(*video_size, camera_id=camera_id))
             while not timestep.last():
-                timestep = env.step(np.asarray(greedy_action(policy_params, timestep.observation)))
+                timestep = env.step(np.asarray(greedy_action(acting_params, timestep.observation)))
                 episode_return += float(timestep.reward)
                 step += 1
                 if filming and step % stride == 0:
@@ -118,7 +121,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     meta = checkpoint.meta
     print(f"{meta.get('agent')} on {config.environment.task}, checkpoint {checkpoint.path} "
           f"(learner step {checkpoint.step}, env steps {meta['counts'].get('actor_steps', 0):,.0f}, saved {meta.get('saved_at_utc')})")
-    returns, frames, fps = evaluate(config, checkpoint.state["policy_params"], args.episodes, args.seed,
+    returns, frames, fps = evaluate(config, checkpoint.state, args.episodes, args.seed,
                                     video_episodes=args.video_episodes if args.video else 0, video_size=(height, width),
                                     camera_id=args.camera)
     for episode, episode_return in enumerate(returns):

@@ -77,7 +77,7 @@ def resolve_rae(config, run_dir: str, spec):
     if os.path.abspath(run_dir) in runs:
         raise ValueError(f"--rae_from includes this run's own directory {run_dir}.")
     for run in runs:
-        offline.check_compatible(run, config.environment.task, spec.observations.shape, spec.actions.shape)
+        offline.check_compatible(run, config.environment.task, spec)
     rae = dataclasses.replace(rae, runs=tuple(runs))
     loaded = offline.summarize(loading.rae_selection(rae))
     if loaded["steps"] == 0:
@@ -101,7 +101,7 @@ def resolve_init_from(config, spec):
 
     path, parts = checkpoints.parse_init_spec(_INIT_FROM.value)
     checkpoint = checkpoints.reporting_skips(checkpoints.resolve, path)
-    learner = agents.Learner(config.learner, spec.observations.shape[0], spec.actions.shape[0])
+    learner = agents.Learner(config.learner, spec.observations.shape, spec.actions.shape[0])
     checkpoints.check_networks(learner.init(jax.random.PRNGKey(config.seed)), checkpoint, parts)
     meta = checkpoint.meta
     print(f"Initialising {'the policy and critic' if parts == 'all' else 'the ' + parts} from {checkpoint.path} "

@@ -28,9 +28,12 @@ PARTS = ("policy", "step", "write", "record")
 
 def non_finite_step_fields(timestep: dm_env.TimeStep, layout: Dict[str, slice]) -> List[str]:
     """The parts of `timestep` holding a NaN or an infinity: "observation.<name>" for each named
-    dm_control observation (`layout`: RelayEnvironment.observation_layout), "reward", "discount"."""
+    dm_control observation (`layout`: RelayEnvironment.observation_layout), "reward", "discount".
+    Frames (uint8) cannot hold either: only the reward and the discount are looked at."""
     observation = np.asarray(timestep.observation)
-    fields = {f"observation.{name}": observation[where] for name, where in layout.items()}
+    fields = {}
+    if observation.dtype.kind == "f":
+        fields = {f"observation.{name}": observation[where] for name, where in layout.items()}
     return non_finite_fields({**fields, "reward": timestep.reward, "discount": timestep.discount})
 
 
@@ -71,9 +74,13 @@ class Actor:
                       for k in range(num_envs)]
         spec = self._envs[0].environment_spec
         self._observation_layout = self._envs[0].observation_layout  # one task: the same in every environment
-        self._select_action, _ = agents.make_policy_fns(agents.Networks(config.learner, spec.actions.shape[0]).policy)
+        self._select_action, _ = agents.make_policy_fns(
+            agents.Networks(config.learner, spec.actions.shape[0], spec.observations.shape))
+        # Frame stacks: replay and the recording keep each step's newest frame only (`stored`).
+        self._pixels = config.environment.pixels is not None
         started = time.time()
-        self.writer = replay.make_writer(replay_client, config.replay, replay.ONLINE_TABLE, num_envs=num_envs)
+        self.writer = replay.make_writer(replay_client, config.replay, replay.ONLINE_TABLE, num_envs=num_envs,
+                                         layout=replay.layout_of(spec))
         if time.time() - started > 1.0:
             print(f"actor {actor_id}: the replay writer took {time.time() - started:.1f} s to connect", flush=True)
         self._recorders = []
@@ -85,8 +92,8 @@ class Actor:
         # One raw threefry key per policy call, [seed, step], built on the host: a jax.random.split
         # per call would be a second device dispatch, ~40 us of a ~100 us physics step.
         self._action_key = np.array([config.actor_environment(actor_id, restart=restart).seed, 0], np.uint32)
-        # [E, O]: each environment's newest observation, the policy's next input.
-        self._observations = np.empty((num_envs,) + spec.observations.shape, np.float32)
+        # [E, O] (or [E, S, H, W, 3] frames): each environment's newest observation, the policy's next input.
+        self._observations = np.empty((num_envs,) + spec.observations.shape, spec.observations.dtype)
         self._episodes = [None] * num_envs
         self.steps = 0  # environment steps taken, all environments together
         # Steps that gave a NaN / infinity or crashed the physics: not stored, their episodes cut there.
@@ -114,11 +121,16 @@ class Actor:
         if params is not None:
             self.version, self._params = newest, agents.params_on_cpu(params)
 
+    def _stored(self, timestep: dm_env.TimeStep) -> dm_env.TimeStep:
+        """The timestep as replay and the recording take it: a frame stack's newest frame only."""
+        return timestep._replace(observation=timestep.observation[-1]) if self._pixels else timestep
+
     def _start_episode(self, k: int) -> None:
         timestep = self._envs[k].reset()
-        self.writer.add_first(timestep, k)
+        stored = self._stored(timestep)
+        self.writer.add_first(stored, k)
         if self._recorders:
-            self._recorders[k].add_first(timestep)
+            self._recorders[k].add_first(stored)
         self._observations[k] = timestep.observation
         self._episodes[k] = _Episode(self.steps)
 
@@ -146,15 +158,16 @@ class Actor:
         t2 = clock()
         # One vectorised check of all observations (~2 us); the bad steps are only named when it fails.
         bad = crashed
-        if crashed or not (np.isfinite(observations).all()
+        if crashed or not ((self._pixels or np.isfinite(observations).all())
                            and all(math.isfinite(t.reward) and math.isfinite(t.discount) for t in stepped)):
             bad = self._bad_steps(stepped, crashed)
         kept = range(self.num_envs) if not bad else [k for k in range(self.num_envs) if k not in bad]
+        stored = [t and self._stored(t) for t in stepped] if self._pixels else stepped  # None: the physics crashed
         for k in kept:
-            self.writer.add(actions[k], stepped[k], k)
+            self.writer.add(actions[k], stored[k], k)
         t3 = clock()
         for k in kept if self._recorders else ():
-            self._recorders[k].add(actions[k], stepped[k])
+            self._recorders[k].add(actions[k], stored[k])
         t4 = clock()
         seconds = self.part_seconds
         seconds["policy"] += t1 - t0

@@ -150,6 +150,9 @@ class ExperimentConfig:
                                  f"{self.replay.batch_size}; it must leave at least one of each kind.")
         if self.seed < 0:
             raise ValueError(f"ExperimentConfig.seed must be >= 0, got {self.seed!r}.")
+        if self.environment.pixels is not None and self.environment.pixels.include_state:
+            raise ValueError("environment.pixels.include_state is on: a run learns from pixels or from the state, "
+                             "not both; --set pixels.include_state=false.")
         if self.num_actors * self.envs_per_actor > _MAX_ACTOR_ENVIRONMENTS:
             raise ValueError(f"num_actors x envs_per_actor = {self.num_actors} x {self.envs_per_actor} environments; "
                              f"at most {_MAX_ACTOR_ENVIRONMENTS} (each needs its own seed): lower one of them.")

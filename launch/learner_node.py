@@ -44,7 +44,7 @@ def initial_learner_state(config: ExperimentConfig, learner: agents.Learner):
 def checkpoint_meta(config: ExperimentConfig, learner: agents.Learner) -> dict:
     """What a checkpoint says of the run that wrote it (evaluate and init_from read it)."""
     return {"agent": config.agent, "task": config.environment.task, "seed": config.seed,
-            "observation_dim": learner.observation_dim, "action_dim": learner.action_dim}
+            "observation_shape": list(learner.observation_shape), "action_dim": learner.action_dim}
 
 
 def final_counts(counter_handle, learner_counts: counter_node.CountBuffer, fallback: dict) -> dict:
@@ -65,17 +65,22 @@ class LearnerNode:
         self._config = config
         self._replay_client = replay_client
         self._counter_handle = counter
-        self._learner = agents.Learner(config.learner, spec.observations.shape[0], spec.actions.shape[0])
+        self._learner = agents.Learner(config.learner, spec.observations.shape, spec.actions.shape[0])
         self._learner.check_batch_size(config.replay.batch_size)
-        self._layout = replay.TransitionLayout.of(spec)
+        self._layout = replay.layout_of(spec)
         self._state = initial_learner_state(config, self._learner)
         self._initial_steps = int(self._state.steps)
         self._lock = threading.Lock()
-        self._published: Tuple[int, dict] = (self._initial_steps, jax.device_get(self._state.policy_params))
+        # A host copy: the device state is donated to the next update.
+        self._published: Tuple[int, dict] = (self._initial_steps, jax.device_get(self._acting_params()))
         self.metrics: dict = {}
 
+    def _acting_params(self):
+        return self._learner.networks.acting_params(self._state.policy_params, self._state.critic_params)
+
     def get_policy_params(self, newer_than: int = -1) -> Tuple[int, Optional[dict]]:
-        """(version, numpy policy params); the version is the learner step they come from.
+        """(version, numpy policy params: `Networks.acting_params`, the encoder's too for pixels);
+        the version is the learner step they come from.
 
         The params are None when the version is not above `newer_than`: a caller that has
         them already is not sent ~0.5 MB again."""
@@ -144,7 +149,7 @@ class LearnerNode:
                 if steps % config.learner_publish_period == 0:
                     steps = guard.read()
                     # A host copy: the device state is donated to the next update.
-                    params, metrics = jax.device_get((self._state.policy_params, metrics))
+                    params, metrics = jax.device_get((self._acting_params(), metrics))
                     with self._lock:
                         self._published = (steps, params)
                     self.metrics = {k: float(v) for k, v in metrics.items()}

@@ -76,8 +76,9 @@ class PolicyServer:
     """Serves the initial policy parameters as a learner would, and never trains."""
 
     def __init__(self, config: ExperimentConfig, spec):
-        learner = agents.Learner(config.learner, spec.observations.shape[0], spec.actions.shape[0])
-        self._published = (0, jax.device_get(learner.init(jax.random.PRNGKey(config.seed)).policy_params))
+        learner = agents.Learner(config.learner, spec.observations.shape, spec.actions.shape[0])
+        state = learner.init(jax.random.PRNGKey(config.seed))
+        self._published = (0, jax.device_get(learner.networks.acting_params(state.policy_params, state.critic_params)))
 
     def get_policy_params(self, newer_than: int = -1) -> Tuple[int, Optional[dict]]:
         """As LearnerNode.get_policy_params."""
@@ -180,7 +181,8 @@ class EvaluatorNode:
         counter = StoppableClient(self._counter_handle, stop)
         env = environments.make_environment(config.evaluator_environment())
         layout = env.observation_layout
-        _, greedy_action = agents.make_policy_fns(agents.Networks(config.learner, env.action_spec().shape[0]).policy)
+        _, greedy_action = agents.make_policy_fns(
+            agents.Networks(config.learner, env.action_spec().shape[0], env.observation_spec().shape))
         start = time.time()
         log = MetricsWriter(config.run_dir, "evaluator", step_key="env_steps")
         next_eval = 0

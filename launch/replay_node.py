@@ -69,8 +69,10 @@ class ReplayNode(lp.ReverbNode):
         client = reverb.Client(f"localhost:{port}")
         items = 0
         if refill is not None:
-            items = replay.offline.write_offline(client, [refill], config.replay, table=replay.ONLINE_TABLE)
+            items = replay.offline.write_offline(client, [refill], config.replay, table=replay.ONLINE_TABLE,
+                                                 layout=replay.layout_of(self._spec))
         if config.rae is not None:
-            replay.offline.write_offline(client, loading.rae_selection(config.rae), config.replay)
+            replay.offline.write_offline(client, loading.rae_selection(config.rae), config.replay,
+                                         layout=replay.layout_of(self._spec))
         print(f"replay: restarted and refilled with {items:,} recorded transitions"
               + (" and RaE's runs" if config.rae is not None else "") + f" in {time.time() - start:.1f} s", flush=True)

@@ -16,14 +16,15 @@ import reverb
 
 import agents
 from replay.config import ReplayConfig
+from replay.layouts import Layout
 from replay.tables import ONLINE_TABLE
-from replay.writer import FIELDS, PACKED, TransitionLayout
+from replay.writer import FIELDS
 
 
-def make_dataset(server_address: str, config: ReplayConfig, layout: TransitionLayout, table: str = ONLINE_TABLE,
+def make_dataset(server_address: str, config: ReplayConfig, layout: Layout, table: str = ONLINE_TABLE,
                  batch_size: Optional[int] = None, rate_limiter_timeout_ms: int = -1):
     """Batches of n-step transitions sampled from `table`: a tf.data.Dataset of ReplaySample
-    whose data is a dict of the FIELDS (unpacked from the stored vectors with `layout`).
+    whose data is a dict of the FIELDS (unpacked from the stored items with `layout`).
 
     With rate_limiter_timeout_ms >= 0 an iteration ends once the table's rate limiter has
     held sampling that long (see `transitions` for going on); -1 waits forever.
@@ -33,13 +34,17 @@ def make_dataset(server_address: str, config: ReplayConfig, layout: TransitionLa
         server_address=server_address, table=table, max_in_flight_samples_per_worker=2 * batch_size,
         rate_limiter_timeout_ms=rate_limiter_timeout_ms,
     )
-    unpack = lambda sample: sample._replace(data=layout.unpack(sample.data[PACKED]))  # noqa: E731
+    unpack = lambda sample: sample._replace(data=layout.unpack_item(sample.data))  # noqa: E731
     return dataset.batch(batch_size, drop_remainder=True).map(unpack).prefetch(2)
 
 
 def to_transition(sample: reverb.ReplaySample) -> agents.Transition:
-    """A batched ReplaySample of `replay.writer` items as the learner's batch (numpy, float32)."""
-    return agents.Transition(**{field: np.asarray(sample.data[field], np.float32) for field in FIELDS})
+    """A batched ReplaySample of replay items as the learner's batch (numpy): frames stay uint8
+    (a quarter of float32's bytes on the way to the devices), the rest float32."""
+    data = sample.data
+    return agents.Transition(**{
+        field: data[field] if data[field].dtype == np.uint8 else np.asarray(data[field], np.float32)
+        for field in FIELDS})
 
 
 def transitions(dataset, stop: Optional[threading.Event] = None) -> Iterator[agents.Transition]:

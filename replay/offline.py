@@ -3,7 +3,8 @@
 `select_experience` reads runs' `experience/` (replay.experience), checks them against
 the new run's spec, and keeps what the selection asks for; `write_offline` rebuilds
 n-step transitions with the new run's own n and discount, through the same writer
-the actors use, so offline items are exactly what an actor would have inserted.
+the actors use, so offline items are exactly what an actor would have inserted. A pixel
+run's recorded frames are restacked by the writer with the new run's own frame stack.
 """
 
 import dataclasses
@@ -14,10 +15,11 @@ from typing import Dict, List, Optional, Sequence
 import dm_env
 import numpy as np
 import reverb
+from acme import specs
 
 from replay import experience
 from replay.config import ReplayConfig
-from replay.writer import NStepWriter
+from replay.layouts import Layout, make_writer
 
 OFFLINE_TABLE = "offline"
 
@@ -51,17 +53,22 @@ def resolve_runs(patterns: Sequence[str]) -> List[str]:
     return runs
 
 
-def check_compatible(run_dir: str, task: str, observation_shape, action_shape) -> dict:
-    """The run's experience spec; raises naming both specs if it cannot feed this run."""
-    spec = experience.read_spec(run_dir)
-    theirs = (spec["task"], tuple(spec["observation_shape"]), tuple(spec["action_shape"]))
-    ours = (task, tuple(observation_shape), tuple(action_shape))
+def check_compatible(run_dir: str, task: str, spec: specs.EnvironmentSpec) -> dict:
+    """The run's experience spec; raises naming both sides if it cannot feed a run of `task` with
+    environment spec `spec`. A pixel run's stored frame is compared, not its stack: frame
+    stacks may differ (the writer restacks)."""
+    recorded = experience.read_spec(run_dir)
+    stored = experience.stored_observation(spec)
+    theirs = (recorded["task"], tuple(recorded["observation_shape"]), recorded["observation_dtype"],
+              tuple(recorded["action_shape"]))
+    ours = (task, tuple(stored["observation_shape"]), stored["observation_dtype"], tuple(spec.actions.shape))
     if theirs != ours:
         raise ValueError(
-            f"--rae_from: {run_dir} recorded task {theirs[0]} with observations {list(theirs[1])} and actions "
-            f"{list(theirs[2])}; this run is task {ours[0]} with observations {list(ours[1])} and actions "
-            f"{list(ours[2])}. Only runs of the same task and shapes can be replayed.")
-    return spec
+            f"--rae_from: {run_dir} recorded task {theirs[0]} with observations {list(theirs[1])} {theirs[2]} and "
+            f"actions {list(theirs[3])}; this run is task {ours[0]} with observations {list(ours[1])} {ours[2]} and "
+            f"actions {list(ours[3])}. Only runs of the same task, observation shape and dtype, and action shape "
+            "can be replayed.")
+    return recorded
 
 
 def _transitions(episode: dict) -> int:
@@ -105,10 +112,12 @@ def select_experience(run_dir: str, max_steps: Optional[int] = None, min_return:
 
 
 def write_offline(client: reverb.Client, runs: Sequence[RunExperience], config: ReplayConfig,
-                  table: str = OFFLINE_TABLE) -> int:
-    """Inserts every selected step's n-step transition into `table`; returns the number of items."""
+                  table: str = OFFLINE_TABLE, layout: Optional[Layout] = None) -> int:
+    """Inserts every selected step's n-step transition into `table`, written as this run's actors
+    write theirs (`layout`: `replay.layout_of` of this run's spec; None: a state run); returns
+    the number of items."""
     items = 0
-    writer = NStepWriter(client, table, n_step=config.n_step, discount=config.discount)
+    writer = make_writer(client, config, table, layout=layout)
     for run in runs:
         for episode in run.episodes:
             writer.add_first(dm_env.restart(episode["observation"][0]))

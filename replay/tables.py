@@ -1,10 +1,10 @@
-"""The Reverb table that holds actors' n-step transitions."""
+"""The Reverb tables that hold n-step transitions; their signature follows the run's layout (`replay.layouts`)."""
 
 import reverb
 from acme import specs
 
 from replay.config import ReplayConfig
-from replay.writer import transition_signature
+from replay.layouts import transition_signature
 
 ONLINE_TABLE = "online"
 

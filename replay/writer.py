@@ -14,12 +14,13 @@ sampled, decompresses each column of each chunk on its own; packed, an item cost
 the actor 40% less to write and the learner's sampler half the CPU to read.
 
 An item goes out as soon as its k steps are known: n - 1 steps late mid-episode, and
-the last ones at the episode's end. The table's signature is `transition_signature`.
+the last ones at the episode's end. The table's signature is `TransitionLayout.signature`.
+Pixel runs write their items with `replay.frame_writer` instead (`replay.layouts` picks).
 """
 
 import collections
 import dataclasses
-from typing import Dict, Union
+from typing import Dict, Mapping, Union
 
 import dm_env
 import numpy as np
@@ -29,7 +30,7 @@ from acme import specs
 from reverb import pybind
 
 FIELDS = ("observation", "action", "reward", "discount", "next_observation")
-_GET_SIGNATURE_TIMEOUT_MS = 10_000
+GET_SIGNATURE_TIMEOUT_MS = 10_000
 
 
 PACKED = "transition"
@@ -67,10 +68,13 @@ class TransitionLayout:
         """[..., size] (numpy or TensorFlow) -> the FIELDS, each [..., dim] or [...]."""
         return {field: packed[..., where] for field, where in self.slices().items()}
 
+    def signature(self) -> Dict[str, tf.TensorSpec]:
+        """The structure (and dtype, shape) of one table item: one packed float32 vector."""
+        return {PACKED: tf.TensorSpec((self.size,), tf.float32)}
 
-def transition_signature(spec: specs.EnvironmentSpec) -> dict:
-    """The structure (and dtype, shape) of one item: one packed float32 vector."""
-    return {PACKED: tf.TensorSpec((TransitionLayout.of(spec).size,), tf.float32)}
+    def unpack_item(self, data: Mapping[str, object]) -> Dict[str, object]:
+        """A (batch of) table item(s), structured as `signature`, -> the FIELDS."""
+        return self.unpack(data[PACKED])
 
 
 class NStepWriter:
@@ -95,7 +99,7 @@ class NStepWriter:
         self._discount = discount
         self._max_in_flight_items = max_in_flight_items
         self._writer = client._client.NewTrajectoryWriter(  # pylint: disable=protected-access
-            pybind.ConstantChunkerOptions(max_chunk_length=1, num_keep_alive_refs=1), _GET_SIGNATURE_TIMEOUT_MS)
+            pybind.ConstantChunkerOptions(max_chunk_length=1, num_keep_alive_refs=1), GET_SIGNATURE_TIMEOUT_MS)
         # Per environment: (observation, action, reward, discount) of steps not yet written,
         # and the newest observation (None between episodes).
         self._pending = [collections.deque() for _ in range(num_envs)]
@@ -160,8 +164,3 @@ class NStepWriter:
         if not self._closed:
             self._closed = True
             self._writer.Close()
-
-
-def make_writer(client: reverb.Client, config, table: str, num_envs: int = 1) -> NStepWriter:
-    """The writer for `table` with the n and γ of a ReplayConfig."""
-    return NStepWriter(client, table, n_step=config.n_step, discount=config.discount, num_envs=num_envs)

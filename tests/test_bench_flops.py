@@ -27,6 +27,31 @@ def test_matmul_flops_through_grad_and_scan():
     assert flops.matmul_flops(scanned, w, jnp.ones((7, 10, 4))) == 7 * 2 * 10 * 4 * 6
 
 
+def test_convolution_flops_forward_and_through_grad():
+    images, kernel = jnp.ones((2, 9, 9, 4)), jnp.ones((3, 3, 4, 8))  # NHWC, HWIO
+    conv = lambda k, x: jax.lax.conv_general_dilated(  # noqa: E731
+        x, k, (2, 2), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    # Output [2, 4, 4, 8]; each element sums 3 x 3 x 4 products.
+    forward = 2 * (2 * 4 * 4 * 8) * (3 * 3 * 4)
+    assert flops.matmul_flops(conv, kernel, images) == forward
+    # The kernel's gradient is one more convolution with as many products (the output
+    # gradient slid over the input): twice the forward's count.
+    assert flops.matmul_flops(jax.grad(lambda k, x: jnp.sum(conv(k, x))), kernel, images) == 2 * forward
+
+
+def test_learner_benchmark_from_pixels(tmp_path):
+    out = tmp_path / "learner.json"
+    args = ["learner", "--agent=mpo", "--batch=4", "--pixels=16", "--frame_stack=2", "--layers=8,16", "--act_dim=1",
+            "--steps_per_call=1", "--rounds=1", "--min_steps=2", f"--out={out}"]
+    assert bench.main(args) == 0
+    result = json.loads(out.read_text())
+    (r,) = result["results"]
+    assert r["finite_metrics"] and result["settings"]["pixels"] == 16
+    # The encoder's convolutions are counted: at least its first layer's forward pass over the batch's
+    # observations (16 -> 7 pixels, 32 channels, 3 x 3 x 6 inputs each).
+    assert r["matmul_gflop_per_step"] * 1e9 > 2 * 4 * 7 * 7 * 32 * (3 * 3 * 6)
+
+
 def test_learner_benchmark_reports_consistent_figures(tmp_path):
     out = tmp_path / "learner.json"
     args = ["learner", "--agent=mog", "--batch=8", "--obs_dim=4", "--act_dim=2",

@@ -154,25 +154,35 @@ def test_action_repeat_sums_rewards_and_returns_last_observation():
         np.testing.assert_array_equal(ours.observation, raw_flat(raw_steps[-1].observation))
 
 
-def test_pixel_observations():
-    env = make("cartpole:swingup", pixels=PixelConfig(height=64, width=48))
+def test_pixel_observations_are_stacks_of_the_newest_frames():
+    env = make("cartpole:swingup", pixels=PixelConfig(height=64, width=48, frame_stack=3))
     spec = env.observation_spec()
-    assert spec.shape == (64, 48, 3) and spec.dtype == np.uint8
+    assert spec.shape == (3, 64, 48, 3) and spec.dtype == np.uint8
     first = env.reset()
     spec.validate(first.observation)
-    # A real rendered frame: not one flat colour.
-    assert first.observation.std() > 5.0
-    moved = env.step(np.ones(1, np.float32))
+    # A real rendered frame: not one flat colour. At the first step every slot holds it.
+    assert first.observation[-1].std() > 5.0
+    for slot in range(2):
+        np.testing.assert_array_equal(first.observation[slot], first.observation[-1])
+    stacks = [first.observation]
     for _ in range(20):
-        moved = env.step(np.ones(1, np.float32))
-    assert not np.array_equal(first.observation, moved.observation)
+        stacks.append(env.step(np.ones(1, np.float32)).observation)
+        # Each step drops the oldest frame and appends the one rendered now.
+        np.testing.assert_array_equal(stacks[-1][:-1], stacks[-2][1:])
+        np.testing.assert_array_equal(stacks[-1][-1], env.render(64, 48))
+    assert not np.array_equal(stacks[0][-1], stacks[-1][-1])
+    # A new episode starts a new stack.
+    while not env.step(np.ones(1, np.float32)).last():
+        pass
+    again = env.reset().observation
+    np.testing.assert_array_equal(again[0], again[-1])
 
 
 def test_pixels_with_state():
     env = make("cartpole:swingup", pixels=PixelConfig(include_state=True))
     timestep = env.reset()
     assert set(timestep.observation) == {"pixels", "state"}
-    assert timestep.observation["pixels"].shape == (84, 84, 3)
+    assert timestep.observation["pixels"].shape == (3, 84, 84, 3)
     assert timestep.observation["pixels"].dtype == np.uint8
     assert timestep.observation["state"].shape == (5,)
     assert env.environment_spec.observations["state"].dtype == np.float32

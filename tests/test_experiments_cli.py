@@ -1,5 +1,6 @@
 """The command-line entry points, run as a user runs them."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -112,5 +113,29 @@ def test_the_defaults_are_acmes_control_baseline_acme_is_mpoconfig_and_set_still
     assert (small.learner.policy_layer_sizes, small.learner.critic_layer_sizes) == ((256, 256), (256, 256))
     assert (small.learner.num_samples, small.replay.batch_size, small.learner.learning_rate) == (10, 128, 3e-4)
     assert small.replay.samples_per_insert / small.replay.batch_size == config.replay.samples_per_insert / 256
-    with pytest.raises(ValueError, match="Unknown preset 'fast'; choose one of default, control, small, acme, debug"):
+    with pytest.raises(ValueError, match="Unknown preset 'fast'; choose one of default, control, small, acme, pixels, pixels_small, debug"):
         configs.make_experiment_config(agent="mog", task="cartpole:swingup", run_dir="/tmp/unused", preset="fast")
+
+
+def test_pixel_runs_are_configured_with_their_preset_and_the_pixels_and_encoder_sections():
+    import agents
+    import environments
+    from experiments import configs
+    from launch.config import ExperimentConfig, dataclass_from_json
+
+    config = configs.make_experiment_config(agent="dmpo", task="cartpole:swingup", run_dir="/tmp/unused",
+                                            preset="pixels", overrides=["pixels.height=64", "encoder.shared=false"])
+    assert config.environment.pixels == environments.PixelConfig(height=64, width=84, frame_stack=3)
+    assert config.environment.action_repeat == 2 and config.replay.n_step == 3
+    assert config.learner.pixel_encoder == agents.PixelEncoderConfig(shared=False)
+    # Setting a pixels field turns pixel observations on from the state defaults.
+    on = configs.make_experiment_config(agent="mpo", task="cartpole:swingup", run_dir="/tmp/unused",
+                                        overrides=["pixels.frame_stack=2"])
+    assert on.environment.pixels == environments.PixelConfig(frame_stack=2)
+    # A run's config.json gives the same config back.
+    assert dataclass_from_json(ExperimentConfig, json.loads(json.dumps(dataclasses.asdict(config)))) == config
+    with pytest.raises(ValueError, match="learns from pixels or from the state, not both"):
+        configs.make_experiment_config(agent="mpo", task="cartpole:swingup", run_dir="/tmp/unused",
+                                       overrides=["pixels.include_state=true"])
+    with pytest.raises(ValueError, match="environment.pixels is set with --set pixels"):
+        configs.parse_overrides(["environment.pixels=none"])

@@ -39,7 +39,7 @@ def train_on_bandit(agent, steps, seed=0, best_action=BEST_ACTION, **overrides):
     config = agents.make_config(
         agent, **{**dict(learning_rate=1e-3, target_update_period=20, init_temperature=1.0, epsilon_stddev=1e-3,
                          init_alpha_stddev=1.0), **SMALL, **head, **overrides})
-    learner = agents.Learner(config, observation_dim=3, action_dim=2)
+    learner = agents.Learner(config, observation_shape=3, action_dim=2)
     state = learner.init(jax.random.PRNGKey(seed))
     rng = np.random.default_rng(seed)
     observation = jnp.ones((1, 3), jnp.float32)
@@ -99,7 +99,7 @@ def test_action_penalization_keeps_the_mean_near_the_action_bounds():
 
 
 def run_steps(config, seed, batches, jit=True):
-    learner = agents.Learner(config, observation_dim=5, action_dim=2, devices=jax.devices()[:1], jit=jit)
+    learner = agents.Learner(config, observation_shape=5, action_dim=2, devices=jax.devices()[:1], jit=jit)
     state = learner.init(jax.random.PRNGKey(seed))
     for batch in batches:
         state, metrics = learner.update(state, batch)
@@ -143,7 +143,7 @@ def test_update_many_equals_repeated_update():
     config = agents.make_config("dmpo", **SMALL)
     stacked = random_batch(np.random.default_rng(0), leading=(4,))
     one_at_a_time, _ = run_steps(config, 0, [jax.tree_util.tree_map(lambda x, i=i: x[i], stacked) for i in range(4)])
-    learner = agents.Learner(config, observation_dim=5, action_dim=2, devices=jax.devices()[:1])
+    learner = agents.Learner(config, observation_shape=5, action_dim=2, devices=jax.devices()[:1])
     scanned, _ = learner.update_many(learner.init(jax.random.PRNGKey(0)), stacked)
     for a, b in zip(leaves(one_at_a_time), leaves(scanned)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
@@ -151,7 +151,7 @@ def test_update_many_equals_repeated_update():
 
 def test_step_compiles_once(caplog):
     config = agents.make_config("mpo", **SMALL)
-    learner = agents.Learner(config, observation_dim=5, action_dim=2)
+    learner = agents.Learner(config, observation_shape=5, action_dim=2)
     state = learner.init(jax.random.PRNGKey(0))
     rng = np.random.default_rng(0)
     with jax.log_compiles(True), caplog.at_level(logging.WARNING, logger="jax"):
@@ -164,7 +164,7 @@ def test_step_compiles_once(caplog):
 
 def test_periodic_target_update():
     config = agents.make_config("mpo", target_update_period=3, **SMALL)
-    learner = agents.Learner(config, observation_dim=5, action_dim=2)
+    learner = agents.Learner(config, observation_shape=5, action_dim=2)
     state = learner.init(jax.random.PRNGKey(0))
     initial_target = leaves(state.target_critic_params)
     rng = np.random.default_rng(0)
@@ -179,7 +179,7 @@ def test_periodic_target_update():
 
 def test_polyak_target_update():
     config = agents.make_config("mpo", target_update_rate=0.1, **SMALL)
-    learner = agents.Learner(config, observation_dim=5, action_dim=2)
+    learner = agents.Learner(config, observation_shape=5, action_dim=2)
     state = learner.init(jax.random.PRNGKey(0))
     before = leaves(state.target_policy_params)
     state, _ = learner.update(state, random_batch(np.random.default_rng(0)))
@@ -189,7 +189,7 @@ def test_polyak_target_update():
 
 def test_duals_stay_positive_and_floored():
     config = agents.make_config("mpo", **SMALL)
-    learner = agents.Learner(config, observation_dim=5, action_dim=2)
+    learner = agents.Learner(config, observation_shape=5, action_dim=2)
     state = learner.init(jax.random.PRNGKey(0))
     crushed = state.dual_params.replace(temperature=jnp.full_like(state.dual_params.temperature, -100.0))
     state = state.replace(dual_params=crushed)
@@ -209,7 +209,7 @@ TWO_DEVICE_SCRIPT = textwrap.dedent(
         batches = [random_batch(np.random.default_rng(0), batch_size=64) for _ in range(2)]
         results = []
         for devices in (jax.devices()[:1], jax.devices()):
-            learner = agents.Learner(config, observation_dim=5, action_dim=2, devices=devices)
+            learner = agents.Learner(config, observation_shape=5, action_dim=2, devices=devices)
             state = learner.init(jax.random.PRNGKey(0))
             for batch in batches:
                 state, metrics = learner.update(state, batch)
@@ -223,7 +223,7 @@ TWO_DEVICE_SCRIPT = textwrap.dedent(
             np.testing.assert_allclose(m1[k], m2[k], rtol=1e-4, atol=1e-5)
         print(agent, "matches")
     # A batch that does not split evenly over the devices is refused before any step.
-    learner = agents.Learner(agents.make_config("mpo", **SMALL), observation_dim=5, action_dim=2)
+    learner = agents.Learner(agents.make_config("mpo", **SMALL), observation_shape=5, action_dim=2)
     learner.check_batch_size(16)
     try:
         learner.check_batch_size(17)
@@ -246,9 +246,9 @@ def test_two_device_step_matches_one_device():
 
 def test_policy_functions():
     config = agents.make_config("mpo", **SMALL)
-    learner = agents.Learner(config, observation_dim=5, action_dim=2)
+    learner = agents.Learner(config, observation_shape=5, action_dim=2)
     params = learner.init(jax.random.PRNGKey(0)).policy_params
-    select_action, greedy_action = agents.make_policy_fns(learner.networks.policy)
+    select_action, greedy_action = agents.make_policy_fns(learner.networks)
     observation = np.linspace(-1, 1, 5).astype(np.float32)
     action = select_action(params, observation, jax.random.PRNGKey(1))
     assert action.shape == (2,) and action.dtype == jnp.float32

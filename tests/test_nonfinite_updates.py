@@ -19,7 +19,7 @@ from tests.test_learner import SMALL, leaves, random_batch
 
 
 def make_learner(agent="mpo"):
-    return agents.Learner(agents.make_config(agent, **SMALL), observation_dim=5, action_dim=2, devices=jax.devices()[:1])
+    return agents.Learner(agents.make_config(agent, **SMALL), observation_shape=5, action_dim=2, devices=jax.devices()[:1])
 
 
 def trained_state(learner, rng, updates=2):
@@ -200,7 +200,7 @@ TWO_DEVICE_SCRIPT = textwrap.dedent(
     from tests.test_learner import random_batch, SMALL
     from tests.test_nonfinite_updates import corrupt, trained_state
     assert jax.device_count() == 2, jax.devices()
-    learner = agents.Learner(agents.make_config("mpo", **SMALL), observation_dim=5, action_dim=2)
+    learner = agents.Learner(agents.make_config("mpo", **SMALL), observation_shape=5, action_dim=2)
     rng = np.random.default_rng(0)
     state = trained_state(learner, rng)
     before = [np.asarray(x) for x in jax.tree_util.tree_leaves(jax.device_get(state))]

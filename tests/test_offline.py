@@ -8,6 +8,8 @@ import environments
 import replay
 from replay import experience, offline
 from replay.config import ReplayConfig
+from test_experience import write_version_1_run
+from test_replay_frames import ACTIONS, drive, expected_items, pixel_spec, read_all
 
 EPISODE = 40
 CARTPOLE = replay.TransitionLayout(observation_dim=5, action_dim=1)
@@ -156,9 +158,11 @@ def test_selection_keeps_recent_steps_and_good_episodes(tmp_path):
 
 def test_a_run_of_another_task_is_refused_naming_both_specs(tmp_path):
     _record_run(tmp_path / "walker", seed=0, episodes=1, task="walker:walk")
-    with pytest.raises(ValueError, match=r"recorded task walker:walk with observations \[24\] and actions \[6\]; "
-                                         r"this run is task cartpole:swingup with observations \[5\] and actions \[1\]"):
-        offline.check_compatible(str(tmp_path / "walker"), "cartpole:swingup", (5,), (1,))
+    cartpole = environments.environment_spec(environments.EnvironmentConfig("cartpole:swingup"))
+    with pytest.raises(ValueError, match=r"recorded task walker:walk with observations \[24\] float32 and actions "
+                                         r"\[6\]; this run is task cartpole:swingup with observations \[5\] float32 "
+                                         r"and actions \[1\]"):
+        offline.check_compatible(str(tmp_path / "walker"), "cartpole:swingup", cartpole)
 
 
 def test_a_corrupt_chunk_is_named_and_the_rest_loads_on_request(tmp_path):
@@ -184,3 +188,86 @@ def test_run_paths_and_globs_resolve_to_recorded_runs_only(tmp_path):
         offline.resolve_runs([str(tmp_path / "b")])
     with pytest.raises(ValueError, match="matches no run directory with recorded experience"):
         offline.resolve_runs([str(tmp_path / "c*")])
+
+
+def _record_pixel_run(run_dir, writer=None):
+    """A pixel run's recording of test_replay_frames' scripted episodes (two environments), each
+    step also handed to `writer` as an actor hands it both."""
+    experience.write_spec(str(run_dir), "cartpole:swingup", pixel_spec())
+    recorders = [experience.ExperienceRecorder(str(run_dir), 0, chunk_steps=5, env_index=env) for env in (0, 1)]
+
+    class Actor:  # the actor's calls on its writer and its recorders, for each environment
+        def add_first(self, timestep, env):
+            recorders[env].add_first(timestep)
+            if writer is not None:
+                writer.add_first(timestep, env)
+
+        def add(self, action, timestep, env):
+            recorders[env].add(action, timestep)
+            if writer is not None:
+                writer.add(action, timestep, env)
+
+        def end_unfinished_episode(self, env):
+            recorders[env].end_unfinished_episode(np.zeros(ACTIONS, np.float32))
+            if writer is not None:
+                writer.end_unfinished_episode(env)
+
+    drive(Actor())
+    for recorder in recorders:
+        recorder.close()
+
+
+def test_a_recorded_pixel_run_loads_as_exactly_the_items_its_actor_wrote(tmp_path):
+    spec = pixel_spec()
+    layout = replay.layout_of(spec)
+    config = ReplayConfig(min_size_to_sample=1, samples_per_insert=None, n_step=3, discount=0.9)
+    server = reverb.Server([reverb.Table.queue(name, 100, signature=layout.signature()) for name in ("actor", "rae")],
+                           port=None)
+    address = f"localhost:{server.port}"
+    client = reverb.Client(address)
+    actor_writer = replay.make_writer(client, config, "actor", num_envs=2, layout=layout)
+    _record_pixel_run(tmp_path / "pixels", actor_writer)
+    actor_writer.flush()
+    actor_writer.close()
+
+    offline.check_compatible(str(tmp_path / "pixels"), "cartpole:swingup", spec)
+    run = offline.select_experience(str(tmp_path / "pixels"))
+    items = len(expected_items())
+    assert run.steps == items
+    assert offline.write_offline(client, [run], config, table="rae", layout=layout) == items
+    from_actor, from_rae = (read_all(address, layout, table, items) for table in ("actor", "rae"))
+    by_step = lambda batch: {int(a[0]): i for i, a in enumerate(batch.action)}  # noqa: E731
+    actor_index, rae_index = by_step(from_actor), by_step(from_rae)
+    assert sorted(actor_index) == sorted(rae_index) == sorted(expected_items())
+    for code, i in actor_index.items():
+        for field in ("observation", "action", "reward", "discount", "next_observation"):
+            np.testing.assert_array_equal(getattr(from_rae, field)[rae_index[code]], getattr(from_actor, field)[i])
+    server.stop()
+
+
+def test_a_pixel_run_of_another_frame_shape_or_dtype_is_refused_naming_both(tmp_path):
+    _record_pixel_run(tmp_path / "pixels")
+    run_dir = str(tmp_path / "pixels")
+    offline.check_compatible(run_dir, "cartpole:swingup", pixel_spec(stack=4))  # a stack of its own: restacked
+    with pytest.raises(ValueError, match=r"recorded task cartpole:swingup with observations \[8, 8, 3\] uint8 and "
+                                         r"actions \[2\]; this run is task cartpole:swingup with observations "
+                                         r"\[16, 16, 3\] uint8 and actions \[2\]"):
+        offline.check_compatible(run_dir, "cartpole:swingup", pixel_spec(size=16))
+    spec_path = tmp_path / "pixels" / "experience" / "spec.json"
+    spec_path.write_text(spec_path.read_text().replace('"uint8"', '"float32"'))
+    with pytest.raises(ValueError, match=r"observations \[8, 8, 3\] float32 and actions \[2\]; this run is task "
+                                         r"cartpole:swingup with observations \[8, 8, 3\] uint8"):
+        offline.check_compatible(run_dir, "cartpole:swingup", pixel_spec())
+
+
+def test_a_version_1_run_feeds_a_state_run(tmp_path):
+    write_version_1_run(tmp_path, np.arange(20, dtype=np.float32).reshape(4, 5))
+    cartpole = environments.environment_spec(environments.EnvironmentConfig("cartpole:swingup"))
+    assert offline.check_compatible(str(tmp_path), "cartpole:swingup", cartpole)["observation_dtype"] == "float32"
+    run = offline.select_experience(str(tmp_path))
+    server = reverb.Server([replay.make_offline_table(run.steps, cartpole, offline.OFFLINE_TABLE)], port=None)
+    assert offline.write_offline(reverb.Client(f"localhost:{server.port}"), [run], ReplayConfig(n_step=2)) == 3
+    server.stop()
+    with pytest.raises(ValueError, match=r"observations \[5\] float32 and actions \[1\]; this run is task "
+                                         r"cartpole:swingup with observations \[8, 8, 3\] uint8"):
+        offline.check_compatible(str(tmp_path), "cartpole:swingup", pixel_spec(action_dim=1))

@@ -38,7 +38,7 @@ def greedy_actions(config_run_dir, policy_params, observations):
     from launch.config import ExperimentConfig, dataclass_from_json
 
     config = dataclass_from_json(ExperimentConfig, read(config_run_dir, "config.json"))
-    _, greedy = agents.make_policy_fns(agents.Networks(config.learner, 1).policy)
+    _, greedy = agents.make_policy_fns(agents.Networks(config.learner, 1))
     return np.asarray(greedy(policy_params, observations))
 
 

@@ -10,9 +10,9 @@ import numpy as np
 
 
 def matmul_flops(fn, *args) -> int:
-    """FLOPs of the matrix multiplications in fn(*args), counted from its jaxpr.
+    """FLOPs of the matrix multiplications and convolutions in fn(*args), counted from its jaxpr.
 
-    2 * output size * contracted size for every dot_general, through nested jaxprs
+    2 * output size * contracted size for every dot_general and conv_general_dilated, through nested jaxprs
     (jit, grad, scan: scan bodies are counted once per iteration). XLA's own cost
     analysis misses the dots that the CPU backend hands to its matmul library, so
     this count is the one that holds on every backend.
@@ -27,6 +27,14 @@ def _count(jaxpr, multiplier: int = 1) -> int:
             (lhs_contract, _), _ = equation.params["dimension_numbers"]
             lhs_shape = equation.invars[0].aval.shape
             contracted = int(np.prod([lhs_shape[d] for d in lhs_contract], dtype=np.int64))
+            output = int(np.prod(equation.outvars[0].aval.shape, dtype=np.int64))
+            total += 2 * output * contracted * multiplier
+        elif equation.primitive.name == "conv_general_dilated":
+            # Each output element sums over the kernel's input features and window (its own
+            # gradients are convolutions too, counted the same way; padding taps included).
+            rhs_spec = equation.params["dimension_numbers"].rhs_spec  # (out features, in features, spatial...)
+            rhs_shape = equation.invars[1].aval.shape
+            contracted = int(np.prod([rhs_shape[d] for d in rhs_spec[1:]], dtype=np.int64))
             output = int(np.prod(equation.outvars[0].aval.shape, dtype=np.int64))
             total += 2 * output * contracted * multiplier
         inner_multiplier = multiplier * (equation.params["length"] if equation.primitive.name == "scan" else 1)

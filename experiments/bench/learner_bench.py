@@ -1,5 +1,9 @@
 """Learner speed on synthetic batches: SGD steps/s, compile time, memory, FLOP/s.
 
+State observations by default; `--pixels=84` times the learner from 84x84 frame stacks
+(uint8, `--frame_stack` frames, the pixel encoder, DrQ's random shift) with the `pixels`
+preset's torsos (1024, 1024) unless `--layers` says otherwise.
+
 Needs only agents/ and JAX (no TensorFlow, Reverb or dm_control), so it runs on
 any accelerator image. Every figure is set beside this machine's dense-matmul
 FLOP/s measured in the same run.
@@ -24,6 +28,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--obs_dim", type=int, default=24)
     parser.add_argument("--act_dim", type=int, default=6)
+    parser.add_argument("--pixels", type=int, default=0, help="N: observations are N x N frame stacks (0: state)")
+    parser.add_argument("--frame_stack", type=int, default=3)
+    parser.add_argument("--layers", default=None,
+                        help="policy and critic torso sizes, e.g. 256,256 (default: MPOConfig's for state, "
+                             "1024,1024 for pixels, as the pixels preset)")
     parser.add_argument("--steps_per_call", default="1,8", help="one value or a comma list, e.g. 1,8")
     parser.add_argument("--policy_states", default="next", choices=["next", "current"],
                         help="'current' adds the second critic pass of Acme's JAX MPO")
@@ -32,15 +41,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="JSON path (default runs/bench/learner-<time>.json)")
 
 
-def synthetic_batch(rng: np.random.Generator, batch: int, obs_dim: int, act_dim: int, leading=()) -> agents.Transition:
+# The pixels preset's torsos (experiments/configs.py), here so that this benchmark needs only agents/.
+PIXEL_LAYER_SIZES = (1024, 1024)
+
+
+def synthetic_batch(rng: np.random.Generator, batch: int, obs_dim, act_dim: int, leading=()) -> agents.Transition:
+    """obs_dim: a state size (float32 observations) or a frame-stack shape (S, H, W, 3) (uint8)."""
     shape = tuple(leading) + (batch,)
+
+    def observations():
+        if isinstance(obs_dim, int):
+            return rng.normal(size=shape + (obs_dim,)).astype(np.float32)
+        return rng.integers(0, 256, shape + tuple(obs_dim), dtype=np.uint8)
+
     return agents.Transition(
-        observation=rng.normal(size=shape + (obs_dim,)).astype(np.float32),
+        observation=observations(),
         action=rng.uniform(-1, 1, shape + (act_dim,)).astype(np.float32),
         reward=rng.uniform(0, 1, shape).astype(np.float32),
         discount=np.full(shape, 0.99**5, np.float32),
-        next_observation=rng.normal(size=shape + (obs_dim,)).astype(np.float32),
+        next_observation=observations(),
     )
+
+
+def learner_shapes(args) -> tuple:
+    """(observation shape for agents.Learner, config overrides) of the state or pixel setting."""
+    if not args.pixels:
+        layers = {} if args.layers is None else {"policy_layer_sizes": _sizes(args.layers),
+                                                 "critic_layer_sizes": _sizes(args.layers)}
+        return args.obs_dim, layers
+    sizes = PIXEL_LAYER_SIZES if args.layers is None else _sizes(args.layers)
+    return (args.frame_stack, args.pixels, args.pixels, 3), {"policy_layer_sizes": sizes, "critic_layer_sizes": sizes}
+
+
+def _sizes(text: str) -> tuple:
+    return tuple(int(part) for part in text.split(","))
 
 
 def peak_memory_bytes() -> dict:
@@ -56,17 +90,18 @@ class Setting:
 
     def __init__(self, agent: str, args, steps_per_call: int):
         self.agent, self.steps_per_call = agent, steps_per_call
-        self.config = agents.make_config(agent, policy_states=args.policy_states)
-        learner = agents.Learner(self.config, args.obs_dim, args.act_dim)
+        observation_shape, overrides = learner_shapes(args)
+        self.config = agents.make_config(agent, policy_states=args.policy_states, **overrides)
+        learner = agents.Learner(self.config, observation_shape, args.act_dim)
         learner.check_batch_size(args.batch)
         rng = np.random.default_rng(0)
         self.state = learner.init(jax.random.PRNGKey(0))
         if steps_per_call == 1:
-            batch = synthetic_batch(rng, args.batch, args.obs_dim, args.act_dim)
+            batch = synthetic_batch(rng, args.batch, observation_shape, args.act_dim)
             self.batch = jax.device_put(batch, learner.batch_sharding)
             self.update = learner.update
         else:
-            batch = synthetic_batch(rng, args.batch, args.obs_dim, args.act_dim, leading=(steps_per_call,))
+            batch = synthetic_batch(rng, args.batch, observation_shape, args.act_dim, leading=(steps_per_call,))
             self.batch = jax.device_put(batch, learner.stacked_batch_sharding)
             self.update = learner.update_many
 
@@ -114,7 +149,8 @@ def run(args: argparse.Namespace) -> int:
     matmul_before = flops.measure_matmul_flops_per_s()
     print(f"device: {device.device_kind} x{len(jax.devices())} ({jax.default_backend()}), jax {jax.__version__}")
     print(f"dense matmul (2048^3 fp32): {matmul_before / 1e9:.1f} GFLOP/s (measured again at the end)")
-    print(f"batch {args.batch}, obs {args.obs_dim}, act {args.act_dim}, policy_states={args.policy_states}")
+    observation = f"{args.frame_stack} x {args.pixels}x{args.pixels} frames" if args.pixels else f"obs {args.obs_dim}"
+    print(f"batch {args.batch}, {observation}, act {args.act_dim}, policy_states={args.policy_states}")
     settings = [Setting(name, args, k) for name in names for k in steps_per_call]
     # Round-robin: every setting is timed in every round, so machine drift over the run
     # falls on all of them alike and the ratios between agents hold.
