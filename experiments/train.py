@@ -102,6 +102,10 @@ def resolve_init_from(config, spec):
     path, parts = checkpoints.parse_init_spec(_INIT_FROM.value)
     checkpoint = checkpoints.reporting_skips(checkpoints.resolve, path)
     learner = agents.Learner(config.learner, spec.observations.shape, spec.actions.shape[0])
+    if parts == "policy" and learner.networks.pixels and not learner.networks.policy_has_own_encoder:
+        raise ValueError(f"--init_from={_INIT_FROM.value}: this run learns from pixels with a shared encoder, which "
+                         "is part of the critic; the policy alone would read a fresh encoder's features. Take "
+                         f"{path}:all (or give the policy its own encoder: --set encoder.shared=false).")
     checkpoints.check_networks(learner.init(jax.random.PRNGKey(config.seed)), checkpoint, parts)
     meta = checkpoint.meta
     print(f"Initialising {'the policy and critic' if parts == 'all' else 'the ' + parts} from {checkpoint.path} "

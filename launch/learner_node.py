@@ -1,12 +1,12 @@
 """The learner node: samples batches, updates, publishes its policy, and checkpoints."""
 
-import functools
 import threading
 import time
 from typing import Optional, Tuple
 
 import jax
 import launchpad as lp
+import reverb
 
 import agents
 import replay
@@ -22,6 +22,9 @@ from launch.rpc import ProgramStopped, StoppableClient, final_client
 # Sampling gives up after this long held by the rate limiter, and starts again unless the
 # program is stopping (replay.transitions).
 _SAMPLE_TIMEOUT_MS = 500
+# The tables' signatures are asked for with this timeout, again until the replay server answers
+# or the program stops: without one, a learner starting as the server stopped waited forever.
+_SIGNATURE_TIMEOUT_S = 5
 
 
 def initial_learner_state(config: ExperimentConfig, learner: agents.Learner):
@@ -90,8 +93,18 @@ class LearnerNode:
 
     def _batches(self, stop: threading.Event):
         address, config = reverb_address(self._replay_client), self._config
-        dataset = functools.partial(replay.make_dataset, address, config.replay, self._layout,
-                                    rate_limiter_timeout_ms=_SAMPLE_TIMEOUT_MS)
+
+        def dataset(**kwargs):
+            while True:
+                try:
+                    return replay.make_dataset(address, config.replay, self._layout, **kwargs,
+                                               rate_limiter_timeout_ms=_SAMPLE_TIMEOUT_MS,
+                                               signature_timeout_s=_SIGNATURE_TIMEOUT_S)
+                except reverb.errors.DeadlineExceededError:
+                    if stop.is_set():
+                        raise ProgramStopped() from None
+                    print(f"learner: the replay server at {address} does not answer; asking again", flush=True)
+
         if config.rae is None:
             return replay.transitions(dataset(), stop)
         offline = self._offline_count(0)
@@ -111,9 +124,11 @@ class LearnerNode:
         counter = StoppableClient(self._counter_handle, stop)
         # One try a send: while the counter is away (restarting) the learner trains on.
         learner_counts = counter_node.CountBuffer(StoppableClient(self._counter_handle, stop, tries=1), prefix="learner")
-        batches = replay.DevicePrefetcher(
-            self._batches(stop), self._learner.batch_sharding, size=config.replay.prefetch_batches,
-        )
+        try:
+            source = self._batches(stop)
+        except ProgramStopped:  # before the replay server answered: nothing was trained
+            return
+        batches = replay.DevicePrefetcher(source, self._learner.batch_sharding, size=config.replay.prefetch_batches)
         log = MetricsWriter(config.run_dir, "learner", step_key="learner_step")
         guard = NonFiniteGuard(config.max_nonfinite_updates_in_a_row, config.run_dir, self._initial_steps)
         saver = checkpoints.CheckpointWriter(config.run_dir, config.checkpoints_to_keep, checkpoint_meta(config, self._learner))

@@ -22,17 +22,20 @@ from replay.writer import FIELDS
 
 
 def make_dataset(server_address: str, config: ReplayConfig, layout: Layout, table: str = ONLINE_TABLE,
-                 batch_size: Optional[int] = None, rate_limiter_timeout_ms: int = -1):
+                 batch_size: Optional[int] = None, rate_limiter_timeout_ms: int = -1,
+                 signature_timeout_s: Optional[int] = None):
     """Batches of n-step transitions sampled from `table`: a tf.data.Dataset of ReplaySample
     whose data is a dict of the FIELDS (unpacked from the stored items with `layout`).
 
     With rate_limiter_timeout_ms >= 0 an iteration ends once the table's rate limiter has
-    held sampling that long (see `transitions` for going on); -1 waits forever.
+    held sampling that long (see `transitions` for going on); -1 waits forever. The table's
+    signature is asked of the server first: with `signature_timeout_s`, a server that does not
+    answer within it raises reverb.errors.DeadlineExceededError; None waits forever.
     """
     batch_size = batch_size or config.batch_size
     dataset = reverb.TrajectoryDataset.from_table_signature(
         server_address=server_address, table=table, max_in_flight_samples_per_worker=2 * batch_size,
-        rate_limiter_timeout_ms=rate_limiter_timeout_ms,
+        rate_limiter_timeout_ms=rate_limiter_timeout_ms, get_signature_timeout_secs=signature_timeout_s,
     )
     unpack = lambda sample: sample._replace(data=layout.unpack_item(sample.data))  # noqa: E731
     return dataset.batch(batch_size, drop_remainder=True).map(unpack).prefetch(2)

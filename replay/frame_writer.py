@@ -23,17 +23,15 @@ or fails (tests/test_replay_frames.py shows both). Hence:
     however the actor interleaves its environments.
 """
 
-import collections
 import dataclasses
 from typing import Dict, List, Mapping, Tuple
 
-import dm_env
 import numpy as np
 import reverb
 import tensorflow as tf
 from reverb import pybind
 
-from replay.writer import GET_SIGNATURE_TIMEOUT_MS
+from replay.writer import NStepWriter
 
 OBSERVATION, NEXT_OBSERVATION, ACTION_REWARD_DISCOUNT = "observation", "next_observation", "action_reward_discount"
 # Reverb flattens a dict signature in sorted-key order; an item lists its columns in that order.
@@ -89,72 +87,41 @@ class FrameLayout:
     unpack_item = unpack  # the name replay.dataset calls on either layout
 
 
-class FrameWriter:
+class FrameWriter(NStepWriter):
     """Writes an actor's n-step transitions of frames; `NStepWriter`'s API and n-step semantics.
 
     Each timestep's observation is ONE frame, uint8 [H, W, 3]: the newest of the environment's
-    stack (observation[-1]) for an actor, the recorded frame for RaE. The writer rebuilds the
-    stacks of `frame_stack` frames from the frames it was given, so each frame is sent once.
+    stack (observation[-1]) for an actor, the recorded frame for RaE. The writer keeps the
+    refs of each environment's newest `frame_stack` frame cells as its observation and
+    references them from the items, so each frame is sent once.
     """
 
     def __init__(self, client: reverb.Client, table: str, n_step: int, discount: float, max_in_flight_items: int = 16,
                  num_envs: int = 1, *, frame_stack: int, chunk_length: int = CHUNK_LENGTH):
-        for name, value in (("n_step", n_step), ("num_envs", num_envs), ("frame_stack", frame_stack),
-                            ("chunk_length", chunk_length)):
+        for name, value in (("frame_stack", frame_stack), ("chunk_length", chunk_length)):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}.")
-        self._table = table
-        self._n_step = n_step
-        self._discount = discount
         self._frame_stack = frame_stack
-        self._max_in_flight_items = max_in_flight_items
-        self._num_envs = num_envs
+        self._chunk_length = chunk_length
+        # Columns 0 .. num_envs - 1: each environment's frames. Column num_envs: the items' small vectors.
+        self._num_columns = num_envs + 1
+        self._rest_column = num_envs
+        super().__init__(client, table, n_step, discount, max_in_flight_items, num_envs)
+
+    def _chunker_options(self):
         # Writing the item of step t (k = n) needs the cells of frames t-S+1 .. t+n, padding
         # included: the S + n newest of its column. Older refs expire (an item already created
         # keeps its data). +1: one frame per environment of actor memory, so that the bound is
         # not exact to the cell. Reverb also wants at least a chunk's worth.
-        keep_alive = max(frame_stack + n_step + 1, chunk_length)
-        self._writer = client._client.NewTrajectoryWriter(  # pylint: disable=protected-access
-            pybind.ConstantChunkerOptions(max_chunk_length=chunk_length, num_keep_alive_refs=keep_alive),
-            GET_SIGNATURE_TIMEOUT_MS)
-        # Columns 0 .. num_envs - 1: each environment's frames. Column num_envs: the items' small vectors.
-        self._rest_column = num_envs
-        # Per environment: (stack refs, action, reward, discount) of steps not yet written, and
-        # the refs of the newest stack (None between episodes).
-        self._pending = [collections.deque() for _ in range(num_envs)]
-        self._stack: List = [None] * num_envs
-        self._unflushed = 0
-        self._closed = False
+        keep_alive = max(self._frame_stack + self._n_step + 1, self._chunk_length)
+        return pybind.ConstantChunkerOptions(max_chunk_length=self._chunk_length, num_keep_alive_refs=keep_alive)
 
-    def add_first(self, timestep: dm_env.TimeStep, env: int = 0) -> None:
-        if self._pending[env]:
-            raise ValueError(f"add_first was called before the last step of environment {env}'s previous episode "
-                             "was added.")
-        frame = self._frame(timestep.observation)
-        # The first frame and S - 1 copies: a column cannot reference one cell twice (module docstring).
-        self._stack[env] = [self._append_frame(frame, env) for _ in range(self._frame_stack)]
-
-    def add(self, action: np.ndarray, next_timestep: dm_env.TimeStep, env: int = 0) -> None:
-        stack = self._stack[env]
-        if stack is None:
-            raise ValueError(f"add was called before add_first: environment {env}'s first observation is missing.")
-        pending = self._pending[env]
-        pending.append((stack, np.asarray(action, np.float32), float(next_timestep.reward),
-                        float(next_timestep.discount)))
-        self._stack[env] = stack[1:] + [self._append_frame(self._frame(next_timestep.observation), env)]
-        if next_timestep.last():
-            while pending:
-                self._write_oldest(env)
-            self._stack[env] = None
-        elif len(pending) == self._n_step:
-            self._write_oldest(env)
-
-    def end_unfinished_episode(self, env: int = 0) -> None:
-        """Ends an episode that stopped without a LAST step: its pending steps are written as
-        shorter transitions bootstrapping from the last frames added."""
-        while self._pending[env]:
-            self._write_oldest(env)
-        self._stack[env] = None
+    def _observe(self, observation, env: int, first: bool) -> List:
+        """The refs of the environment's newest S frame cells, this timestep's frame appended."""
+        frame = self._frame(observation)
+        if first:  # the first frame and S - 1 copies: a column cannot reference one cell twice (module docstring)
+            return [self._append_frame(frame, env) for _ in range(self._frame_stack)]
+        return self._observation[env][1:] + [self._append_frame(frame, env)]
 
     def _frame(self, observation) -> np.ndarray:
         frame = np.asarray(observation)
@@ -164,38 +131,14 @@ class FrameWriter:
         return np.ascontiguousarray(frame)
 
     def _append_frame(self, frame: np.ndarray, env: int):
-        row = [None] * (self._num_envs + 1)
+        row = [None] * self._num_columns
         row[env] = frame
         return self._writer.Append(row)[env]
 
-    def _write_oldest(self, env: int) -> None:
-        """Writes the transition from the oldest pending step of `env` to its newest stack."""
-        pending = self._pending[env]
-        n_step_return, bootstrap = 0.0, 1.0
-        for _, _, reward, discount in pending:
-            n_step_return += bootstrap * reward
-            bootstrap *= self._discount * discount
-        observation, action, _, _ = pending.popleft()
-        row = [None] * (self._num_envs + 1)
+    def _insert(self, env: int, observation: List, action: np.ndarray, n_step_return: float, bootstrap: float) -> None:
+        row = [None] * self._num_columns
         row[self._rest_column] = np.concatenate([action, np.array([n_step_return, bootstrap], np.float32)],
                                                 dtype=np.float32)
         rest = self._writer.Append(row)[self._rest_column]
         # ITEM_COLUMNS order: action_reward_discount, next_observation, observation.
-        self._writer.CreateItem(self._table, 1.0, [[rest], self._stack[env], observation], [True, False, False])
-        self._unflushed += 1
-        if self._unflushed >= self._max_in_flight_items:
-            # Bounds the items in flight; this is where the table's rate limiter holds the actor.
-            self._writer.Flush(self._max_in_flight_items, -1)
-            self._unflushed = 0
-
-    def flush(self, timeout_ms: int = -1) -> None:
-        """Waits until every item written so far is in the table (-1: no timeout)."""
-        self._writer.Flush(0, timeout_ms)
-
-    def close(self) -> None:
-        """Stops writing, without waiting for items in flight (`flush` first to keep them).
-
-        May be called from another thread: it unblocks a flush the rate limiter holds."""
-        if not self._closed:
-            self._closed = True
-            self._writer.Close()
+        self._writer.CreateItem(self._table, 1.0, [[rest], self._observation[env], observation], [True, False, False])

@@ -30,7 +30,7 @@ from acme import specs
 from reverb import pybind
 
 FIELDS = ("observation", "action", "reward", "discount", "next_observation")
-GET_SIGNATURE_TIMEOUT_MS = 10_000
+_GET_SIGNATURE_TIMEOUT_MS = 10_000
 
 
 PACKED = "transition"
@@ -85,7 +85,9 @@ class NStepWriter:
     trajectory writer directly: the Python TrajectoryWriter costs about three times
     as much per item (it flattens and checks structures on every call), and an actor
     writes every step. Each item is its own one-step chunk, so a sample transfers
-    only its own data.
+    only its own data. What an item holds is `_observe`'s and `_insert`'s to say
+    (`replay.frame_writer.FrameWriter` stores frames instead); the episode and n-step
+    bookkeeping here serve both.
     """
 
     def __init__(self, client: reverb.Client, table: str, n_step: int, discount: float, max_in_flight_items: int = 16,
@@ -99,9 +101,9 @@ class NStepWriter:
         self._discount = discount
         self._max_in_flight_items = max_in_flight_items
         self._writer = client._client.NewTrajectoryWriter(  # pylint: disable=protected-access
-            pybind.ConstantChunkerOptions(max_chunk_length=1, num_keep_alive_refs=1), GET_SIGNATURE_TIMEOUT_MS)
+            self._chunker_options(), _GET_SIGNATURE_TIMEOUT_MS)
         # Per environment: (observation, action, reward, discount) of steps not yet written,
-        # and the newest observation (None between episodes).
+        # and the newest observation (None between episodes), each as `_observe` keeps it.
         self._pending = [collections.deque() for _ in range(num_envs)]
         self._observation = [None] * num_envs
         self._unflushed = 0
@@ -111,7 +113,7 @@ class NStepWriter:
         if self._pending[env]:
             raise ValueError(f"add_first was called before the last step of environment {env}'s previous episode "
                              "was added.")
-        self._observation[env] = np.asarray(timestep.observation, np.float32)
+        self._observation[env] = self._observe(timestep.observation, env, first=True)
 
     def add(self, action: np.ndarray, next_timestep: dm_env.TimeStep, env: int = 0) -> None:
         observation = self._observation[env]
@@ -120,7 +122,7 @@ class NStepWriter:
         pending = self._pending[env]
         pending.append((observation, np.asarray(action, np.float32),
                         float(next_timestep.reward), float(next_timestep.discount)))
-        self._observation[env] = np.asarray(next_timestep.observation, np.float32)
+        self._observation[env] = self._observe(next_timestep.observation, env, first=False)
         if next_timestep.last():
             while pending:
                 self._write_oldest(env)
@@ -143,15 +145,26 @@ class NStepWriter:
             n_step_return += bootstrap * reward
             bootstrap *= self._discount * discount
         observation, action, _, _ = pending.popleft()
-        packed = np.concatenate([observation, action, np.array([n_step_return, bootstrap], np.float32),
-                                 self._observation[env]], dtype=np.float32)  # TransitionLayout.pack, inlined: hot path
-        (ref,) = self._writer.Append([packed])
-        self._writer.CreateItem(self._table, 1.0, [[ref]], [True])
+        self._insert(env, observation, action, n_step_return, bootstrap)
         self._unflushed += 1
         if self._unflushed >= self._max_in_flight_items:
             # Bounds the items in flight; this is where the table's rate limiter holds the actor.
             self._writer.Flush(self._max_in_flight_items, -1)
             self._unflushed = 0
+
+    def _chunker_options(self):
+        return pybind.ConstantChunkerOptions(max_chunk_length=1, num_keep_alive_refs=1)
+
+    def _observe(self, observation, env: int, first: bool):
+        """What the writer keeps of a timestep's observation (`first`: an episode's first)."""
+        return np.asarray(observation, np.float32)
+
+    def _insert(self, env: int, observation, action: np.ndarray, n_step_return: float, bootstrap: float) -> None:
+        """Inserts the item from `observation` (as `_observe` kept it) to environment env's newest one."""
+        packed = np.concatenate([observation, action, np.array([n_step_return, bootstrap], np.float32),
+                                 self._observation[env]], dtype=np.float32)  # TransitionLayout.pack, inlined: hot path
+        (ref,) = self._writer.Append([packed])
+        self._writer.CreateItem(self._table, 1.0, [[ref]], [True])
 
     def flush(self, timeout_ms: int = -1) -> None:
         """Waits until every item written so far is in the table (-1: no timeout)."""

@@ -89,3 +89,56 @@ def test_run_stops_when_asked_and_counts_what_it_took(actor_and_server):
     assert actor.steps == 3 * 2  # three policy calls, two environments each
     actor.flush_counts()
     assert counter.get_counts() == {"actor_steps": 6}
+
+
+def frame_stack(frames, t, size):
+    """The stack the environment shows at step t: frames t-S+1 .. t, the first repeated before it."""
+    return np.stack([frames[max(0, t - size + 1 + j)] for j in range(size)])
+
+
+def test_a_pixel_actor_stores_each_frame_once_and_replay_gives_back_its_stacks(tmp_path):
+    stack = 3
+    config = configs.make_experiment_config(
+        agent="mpo", task="cartpole:swingup", run_dir=str(tmp_path), preset="debug", envs_per_actor=2,
+        overrides=[f"environment.max_episode_steps={EPISODE}", f"replay.n_step={N_STEP}", f"replay.discount={GAMMA}",
+                   "replay.samples_per_insert=none", "replay.min_size_to_sample=1", "replay.batch_size=8",
+                   "pixels.height=24", "pixels.width=32", f"pixels.frame_stack={stack}", "pixels.shadows=false",
+                   "encoder.channels=4"])
+    spec = environment_spec(config.environment)
+    assert spec.observations.shape == (stack, 24, 32, 3)
+    server = reverb.Server([replay.make_online_table(config.replay, spec)], port=None)
+    client = reverb.Client(f"localhost:{server.port}")
+    actor = Actor(config, 0, client, PolicyServer(config, spec))
+    try:
+        actor.run(4 * EPISODE)
+        actor.writer.flush()
+        assert client.server_info()[replay.ONLINE_TABLE].current_size == 4 * EPISODE  # one item per step
+        for recorder in actor._recorders:
+            recorder.flush()
+        # The recording holds each timestep's newest frame, uint8, never the stack.
+        recorded = [e for stream in experience.actor_directories(config.run_dir)
+                    for e in experience.read_episodes(stream)]
+        assert len(recorded) == 4 and all(e["observation"].shape == (EPISODE + 1, 24, 32, 3) for e in recorded)
+        assert recorded[0]["observation"].dtype == np.uint8
+
+        batches = replay.transitions(replay.make_dataset(f"localhost:{server.port}", config.replay,
+                                                         replay.layout_of(spec)))
+        seen = set()
+        for _ in range(40):
+            batch = next(batches)
+            assert batch.observation.dtype == np.uint8 and batch.observation.shape == (8, stack, 24, 32, 3)
+            for i in range(len(batch.reward)):
+                # Sampled actions are unique: they name the recorded step.
+                e, t = next((e, t) for e, episode in enumerate(recorded) for t in range(EPISODE)
+                            if np.array_equal(episode["action"][t], batch.action[i]))
+                frames, k = recorded[e]["observation"], min(N_STEP, EPISODE - t)
+                np.testing.assert_array_equal(batch.observation[i], frame_stack(frames, t, stack))
+                np.testing.assert_array_equal(batch.next_observation[i], frame_stack(frames, t + k, stack))
+                assert batch.reward[i] == pytest.approx(
+                    sum(GAMMA**j * recorded[e]["reward"][t + 1 + j] for j in range(k)), rel=1e-5)
+                assert batch.discount[i] == pytest.approx(GAMMA**k)
+                seen.add((e, t))
+        assert len(seen) == 4 * EPISODE
+    finally:
+        actor.close()
+        server.stop()

@@ -155,7 +155,7 @@ def test_action_repeat_sums_rewards_and_returns_last_observation():
 
 
 def test_pixel_observations_are_stacks_of_the_newest_frames():
-    env = make("cartpole:swingup", pixels=PixelConfig(height=64, width=48, frame_stack=3))
+    env = make("cartpole:swingup", pixels=PixelConfig(height=64, width=48, frame_stack=3), max_episode_steps=30)
     spec = env.observation_spec()
     assert spec.shape == (3, 64, 48, 3) and spec.dtype == np.uint8
     first = env.reset()
@@ -171,6 +171,10 @@ def test_pixel_observations_are_stacks_of_the_newest_frames():
         np.testing.assert_array_equal(stacks[-1][:-1], stacks[-2][1:])
         np.testing.assert_array_equal(stacks[-1][-1], env.render(64, 48))
     assert not np.array_equal(stacks[0][-1], stacks[-1][-1])
+    # Without shadows: the same scene, a different frame (the shadows' pixels).
+    shadowless = env.render(64, 48, shadows=False)
+    assert shadowless.shape == (64, 48, 3) and not np.array_equal(shadowless, stacks[-1][-1])
+    assert np.mean(shadowless != stacks[-1][-1]) < 0.5
     # A new episode starts a new stack.
     while not env.step(np.ones(1, np.float32)).last():
         pass

@@ -1,5 +1,7 @@
 """Replay on a real Reverb server: what actors insert is what the learner gets, in numbers."""
 
+import time
+
 import dm_env
 import jax
 import numpy as np
@@ -239,3 +241,15 @@ def test_one_writer_keeps_the_episodes_of_several_environments_apart():
         102: (30.0, 0.5, 1030.0),             # truncated: bootstraps from env 1's own last state
     }
     server.stop()
+
+
+def test_asking_a_server_that_does_not_answer_for_its_signature_times_out():
+    """The learner asks with a timeout and again until the program stops: a server gone (stopping)
+    or not back yet (restarting) must not hold it forever."""
+    from launch.ports import reserve_port
+
+    port = reserve_port()  # reserved for this process, and nothing listens there
+    started = time.monotonic()
+    with pytest.raises(reverb.errors.DeadlineExceededError):
+        replay.make_dataset(f"localhost:{port}", replay.ReplayConfig(), CARTPOLE, signature_timeout_s=1)
+    assert time.monotonic() - started < 30

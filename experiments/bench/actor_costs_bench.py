@@ -8,10 +8,13 @@ In one process, blocks of two kinds alternate, so that machine noise hits both a
   the actor times each part of its step (policy, step, write, record) itself.
 Figures are µs per environment step, medians over blocks. `step_in_loop` against
 `step_alone` is what the other parts cost the physics (caches they evict), on top
-of their own time.
+of their own time. With pixel observations (`--preset=pixels_small`, or `--set
+pixels.height=64 ...`) the step includes rendering, and a third kind of block
+times the rendering of one observation frame alone.
 """
 
 import argparse
+import dataclasses
 import multiprocessing
 import platform
 import statistics
@@ -28,10 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--envs_per_actor", default="1,4,8", help="one value or a comma list")
     parser.add_argument("--steps_per_block", type=int, default=2000)
     parser.add_argument("--blocks", type=int, default=8, help="timed blocks of each kind, per envs_per_actor value")
+    parser.add_argument("--preset", default="default", help="train's --preset for the actor's config")
+    parser.add_argument("--set", action="append", default=[], help="config override, as train's --set")
     parser.add_argument("--out", default=None, help="JSON path (default runs/bench/actor_costs-<task>-<time>.json)")
 
 
-def _serve_replay(task: str, ports, stop) -> None:
+def _serve_replay(environment, ports, stop) -> None:
     """A Reverb server with the program's online table (no rate limiter) until `stop` is set."""
     import reverb
 
@@ -39,23 +44,28 @@ def _serve_replay(task: str, ports, stop) -> None:
     import replay
 
     config = replay.ReplayConfig(samples_per_insert=None)
-    server = reverb.Server([replay.make_online_table(config, environments.environment_spec(
-        environments.EnvironmentConfig(task)))])
+    server = reverb.Server([replay.make_online_table(config, environments.environment_spec(environment))])
     ports.put(server.port)
     stop.wait()
     server.stop()
 
 
-def _make_actor(task: str, num_envs: int, address: str, record_dir: str):
-    """The program's actor (launch.actor.Actor) with the default-size policy, writing to `address`."""
+def _config(args, num_envs: int = 1, run_dir: str = "unused"):
+    from experiments import configs
+
+    return configs.make_experiment_config(agent="mpo", task=args.env, run_dir=run_dir, envs_per_actor=num_envs,
+                                          preset=args.preset, overrides=args.set)
+
+
+def _make_actor(args, num_envs: int, address: str, record_dir: str):
+    """The program's actor (launch.actor.Actor) with the preset's policy, writing to `address`."""
     import reverb
 
     import environments
-    from experiments import configs
     from launch.actor import Actor
     from launch.nodes import PolicyServer
 
-    config = configs.make_experiment_config(agent="mpo", task=task, run_dir=record_dir, envs_per_actor=num_envs)
+    config = _config(args, num_envs, record_dir)
     return Actor(config, 0, reverb.Client(address), PolicyServer(config, environments.environment_spec(config.environment)))
 
 
@@ -79,26 +89,40 @@ def _step_alone(env, action, steps: int) -> float:
     return 1e6 * (time.perf_counter() - start) / steps
 
 
-def measure(task: str, num_envs: int, address: str, steps_per_block: int, blocks: int) -> dict:
+def _render_alone(env, pixels, renders: int) -> float:
+    """µs per observation frame rendered, with nothing else in between."""
+    start = time.perf_counter()
+    for _ in range(renders):
+        env.render(pixels.height, pixels.width, pixels.camera_id, shadows=pixels.shadows)
+    return 1e6 * (time.perf_counter() - start) / renders
+
+
+def measure(args, num_envs: int, address: str, steps_per_block: int, blocks: int) -> dict:
     import environments
     from launch.actor import PARTS
 
-    alone_env = environments.make_environment(environments.EnvironmentConfig(task, seed=0))
+    environment = _config(args).environment
+    alone_env = environments.make_environment(dataclasses.replace(environment, seed=0))
     action = np.zeros(alone_env.action_spec().shape, np.float32)
     alone_env.reset()
     with tempfile.TemporaryDirectory() as record_dir:
-        actor = _make_actor(task, num_envs, address, record_dir)
+        actor = _make_actor(args, num_envs, address, record_dir)
         actor.run(4 * num_envs)  # compiles the policy
-        alone, parts = [], []
+        alone, parts, renders = [], [], []
         for _ in range(blocks):
             alone.append(_step_alone(alone_env, action, steps_per_block))
             parts.append(_run_block(actor, steps_per_block))
+            if environment.pixels is not None:
+                renders.append(_render_alone(alone_env, environment.pixels, steps_per_block))
         actor.close()
     alone_env.close()
     totals = [sum(block.values()) for block in parts]
     result = {"envs_per_actor": num_envs, "step_alone_us": statistics.median(alone),
               "loop_total_us": statistics.median(totals),
               "alone_over_loop": statistics.median([a / t for a, t in zip(alone, totals)])}
+    if renders:
+        result["render_alone_us"] = statistics.median(renders)
+        result["render_alone_over_loop"] = statistics.median([r / t for r, t in zip(renders, totals)])
     for part in PARTS:
         result[f"{part}_us"] = statistics.median([block[part] for block in parts])
     result["blocks"] = {"step_alone_us": alone, "loop_parts_us": parts}
@@ -111,19 +135,20 @@ def run(args: argparse.Namespace) -> int:
     settings = parse_envs_per_actor(args.envs_per_actor)
     context = multiprocessing.get_context("spawn")
     ports, stop = context.Queue(), context.Event()
-    server = context.Process(target=_serve_replay, args=(args.env, ports, stop), daemon=True)
+    server = context.Process(target=_serve_replay, args=(_config(args).environment, ports, stop), daemon=True)
     server.start()
     try:
         address = f"localhost:{ports.get(timeout=120)}"
-        results = [measure(args.env, count, address, args.steps_per_block, args.blocks) for count in settings]
+        results = [measure(args, count, address, args.steps_per_block, args.blocks) for count in settings]
     finally:
         stop.set()
         server.join(timeout=30)
     name = f"actor_costs-{args.env.replace(':', '_')}"
-    data = {"benchmark": "actor_costs", "task": args.env, "steps_per_block": args.steps_per_block,
+    data = {"benchmark": "actor_costs", "task": args.env, "preset": args.preset, "set": args.set,
+            "environment": dataclasses.asdict(_config(args).environment), "steps_per_block": args.steps_per_block,
             "blocks": args.blocks, "settings": results,
             "machine": {"python": platform.python_version(), "processor": platform.processor(),
-                        "node": platform.node()},
+                        "node": platform.node(), "cpu": _cpu_model()},
             "time_utc": results_io.timestamp()}
     path = results_io.write_json_exclusive(data, results_io.bench_output_path(name, args.out))
     print(f"task {args.env}: µs per env step, medians of {args.blocks} blocks of {args.steps_per_block} steps")
@@ -131,5 +156,15 @@ def run(args: argparse.Namespace) -> int:
     for r in results:
         print(f"  {r['envs_per_actor']:4d}  {r['step_alone_us']:10.1f} |   {r['policy_us']:17.1f} {r['step_us']:6.1f} "
               f"{r['write_us']:6.1f} {r['record_us']:7.1f} {r['loop_total_us']:6.1f} | {r['alone_over_loop']:.3f}")
+    for r in results:
+        if "render_alone_us" in r:
+            print(f"  {r['envs_per_actor']:4d}  rendering one frame alone: {r['render_alone_us']:.1f} µs; "
+                  f"alone/loop {r['render_alone_over_loop']:.3f} (env steps/s: loop {1e6 / r['loop_total_us']:.1f}, "
+                  f"rendering alone {1e6 / r['render_alone_us']:.1f})")
     print(f"wrote {path}")
     return 0
+
+
+def _cpu_model() -> str:
+    with open("/proc/cpuinfo") as file:
+        return next((line.split(":", 1)[1].strip() for line in file if line.startswith("model name")), "unknown")

@@ -39,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="default", help="train's --preset for every run (default, small, acme, debug)")
     parser.add_argument("--set", action="append", default=[], help="config override for every run, as train's --set")
     parser.add_argument("--out_dir", default=None, help="new directory for the results (default runs/bench/learning-<task>-<time>)")
+    parser.add_argument("--random_episodes", type=int, default=10,
+                        help="episodes of a uniformly random policy on the runs' environment, measured first (0: none)")
     parser.add_argument("--merge", default=None,
                         help="comma list of earlier output directories to combine instead of training")
 
@@ -56,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     seeds = [int(s) for s in args.seeds.split(",") if s]
     out_dir, runs_root = results_io.new_results_dir("learning", args.env, args.out_dir)
 
+    random_policy = _random_policy(args, agents[0]) if args.random_episodes > 0 else None
     rows, summaries = [], []
     for agent in agents:
         for seed in seeds:
@@ -80,8 +83,29 @@ def run(args: argparse.Namespace) -> int:
                   f"{run_summary['wall_time_s']:.0f} s", flush=True)
     command = " ".join(["python -m experiments.bench learning"] + sys.argv[2:])
     setting = f"{args.num_actors} actors" + ("" if args.preset == "default" else f", preset {args.preset}")
-    _write_results(out_dir, rows, summaries, args.env, args.max_env_steps, setting, {"command": command})
+    provenance = {"command": command}
+    if random_policy is not None:
+        provenance["random_policy"] = random_policy
+    _write_results(out_dir, rows, summaries, args.env, args.max_env_steps, setting, provenance)
     return 0
+
+
+def _random_policy(args: argparse.Namespace, agent: str) -> dict:
+    """A uniformly random policy's returns on the runs' environment (action repeat and episode length
+    as the runs'; rendering is left out: it changes what the policy sees, not the returns)."""
+    import dataclasses
+
+    from experiments import configs, rollout
+
+    config = configs.make_experiment_config(agent=agent, task=args.env, run_dir="unused", preset=args.preset,
+                                            overrides=args.set)
+    environment = dataclasses.replace(config.environment, pixels=None, seed=10_000)
+    returns, _, _ = rollout.random_rollout(environment, args.random_episodes, seed=0)
+    result = {"episodes": len(returns), "mean_return": statistics.mean(returns),
+              "std_return": statistics.pstdev(returns), "episode_returns": returns}
+    print(f"random policy: {result['mean_return']:.1f} ± {result['std_return']:.1f} over {len(returns)} episodes",
+          flush=True)
+    return result
 
 
 def _merge(args: argparse.Namespace) -> int:
@@ -132,9 +156,11 @@ def _write_results(out_dir: pathlib.Path, rows: list, summaries: list, task: str
         seed_rows = [row for row in rows if row["agent"] == agent and row["seed"] == seed]
         label = agent if len(seeds) == 1 else f"{agent} s{seed}"
         curves[label] = ([row["env_steps"] for row in seed_rows], [row["mean_return"] for row in seed_rows])
+    reference = dict(PUBLISHED_100K.get(task, {}))
+    if "random_policy" in provenance:
+        reference[f"random policy {provenance['random_policy']['mean_return']:.0f}"] = provenance["random_policy"]["mean_return"]
     plotting.plot_learning_curves(curves, str(out_dir / "learning_curves.png"),
-                                  title=f"{task}, {max_env_steps:,} env steps, {setting}",
-                                  reference=PUBLISHED_100K.get(task, {}))
+                                  title=f"{task}, {max_env_steps:,} env steps, {setting}", reference=reference)
     final = {agent: statistics.mean(s["final_eval_return"] for s in summaries if s["agent"] == agent) for agent in agents}
     result = {**provenance, "task": task, "max_env_steps": max_env_steps, "seeds": seeds,
               "mean_final_eval_return": final, "runs": summaries}
