@@ -3,7 +3,6 @@
 import os
 import threading
 
-import environments
 import replay
 from launch import launching
 from launch.config import ExperimentConfig, RaEConfig
@@ -31,8 +30,10 @@ class ReplayLoader:
     the load to finish before they start.
     """
 
-    def __init__(self, config: ExperimentConfig, replay_client):
+    def __init__(self, config: ExperimentConfig, spec, replay_client):
         self._config = config
+        # Items written as this run's actors write theirs (pixel runs: frames stored once).
+        self._layout = replay.layout_of(spec)
         self._replay_client = replay_client
 
     def run(self):
@@ -40,9 +41,7 @@ class ReplayLoader:
         if launching.node_attempt() > 0:  # restarted mid-load: what the dead process inserted goes first
             for table in [replay.ONLINE_TABLE] * bool(config.refill_items) + [replay.OFFLINE_TABLE] * bool(config.rae):
                 self._replay_client.reset(table)
-        # Items written as this run's actors write theirs (pixel runs: frames stored once); the
-        # loader is handed no spec, so it builds the environment once to read it.
-        layout = replay.layout_of(environments.environment_spec(config.environment))
+        layout = self._layout
         if config.refill_items:
             items = replay.offline.write_offline(self._replay_client, [refill_selection(config)], config.replay,
                                                  table=replay.ONLINE_TABLE, layout=layout)

@@ -40,7 +40,7 @@ def make_program(config: ExperimentConfig, spec) -> lp.Program:
                                                      _actor_names(config) + ["learner", "evaluator"])
     if config.rae is not None or config.refill_items:
         with program.group("loader"):
-            program.add_node(lp.CourierNode(loading.ReplayLoader, config, replay_handle))
+            program.add_node(lp.CourierNode(loading.ReplayLoader, config, spec, replay_handle))
     with program.group("learner"):
         learner = program.add_node(lp.CourierNode(learner_node.LearnerNode, config, spec, replay_handle, counter))
     _add_actors_and_monitor(program, config, replay_handle, learner, counter)
