@@ -44,6 +44,8 @@ class Learner:
         multi_step = learning.make_multi_step(update_step)
         # update(state, batch [B, ...]) -> (state, metrics): one SGD step.
         # update_many(state, batches [k, B, ...]) -> (state, metrics): k steps in one call (lax.scan).
+        # From pixels on XLA:CPU, prefer `update`: inside the scan the encoder's kernel gradients
+        # miss XLA:CPU's Eigen convolutions, ~18x slower (experiments/results/README.md, "pixels").
         # Both are the jitted functions themselves, so they can be lowered for cost analysis.
         if jit:
             self.update = jax.jit(
