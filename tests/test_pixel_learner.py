@@ -102,10 +102,20 @@ def test_a_policy_learns_from_pixels_what_the_frames_ask_for(shared):
                                    jax.device_get(state.critic_params["encoder"]))
     assert max(jax.tree_util.tree_leaves(moved)) > 1e-3
 
-    # Actors act on uint8 frame stacks with the acting params (the critic's encoder when shared).
+    # Actors act on uint8 frame stacks with the acting params: the policy and, when shared, the
+    # online critic's encoder (Acme's TF DMPO). One more update leaves the target networks behind.
+    state, _ = learner.update(state, visual_bandit_batch(rng, 64))
     acting = networks.acting_params(state.policy_params, state.critic_params)
     _, greedy_action = agents.make_policy_fns(networks)
     test = visual_bandit_batch(np.random.default_rng(1), 200)
+    online_inputs = networks.policy_inputs(networks.encode(state.critic_params, test.observation), test.observation)
+    target_inputs = networks.policy_inputs(networks.encode(state.target_critic_params, test.observation),
+                                           test.observation)
+    acted = networks.act(acting, test.observation).mean
+    np.testing.assert_allclose(acted, networks.policy_distribution(state.policy_params, online_inputs).mean,
+                               rtol=1e-5, atol=1e-6)
+    if shared:  # the target encoder gives other features, so the check above tells them apart
+        assert np.max(np.abs(acted - networks.policy_distribution(state.policy_params, target_inputs).mean)) > 1e-4
     actions = np.asarray(greedy_action(acting, test.observation))[:, 0]
     bright = test.observation[:, 0, 0, 0, 0] > 120
     # On its way to +-0.5 (its KL bounds move the mean ~0.001 a step): 600 steps gave +-0.35 to 0.38.
