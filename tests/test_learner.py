@@ -255,7 +255,10 @@ def test_policy_functions():
     np.testing.assert_array_equal(action, select_action(params, observation, jax.random.PRNGKey(1)))
     assert not np.array_equal(action, select_action(params, observation, jax.random.PRNGKey(2)))
     greedy = greedy_action(params, observation)
-    np.testing.assert_array_equal(greedy, learner.networks.policy.apply(params, jnp.asarray(observation)).mean)
+    # The acting copy's layer norm computes its variance another way (use_fast_variance=False): on
+    # some JAX versions (0.10) that rounds differently in the last bits.
+    np.testing.assert_allclose(greedy, learner.networks.policy.apply(params, jnp.asarray(observation)).mean,
+                               rtol=1e-5, atol=1e-7)
     # Samples spread around the greedy action with the policy's initial stddev (0.7).
     samples = np.stack([select_action(params, observation, k) for k in jax.random.split(jax.random.PRNGKey(3), 2000)])
     np.testing.assert_allclose(samples.mean(0), greedy, atol=0.06)
