@@ -41,17 +41,16 @@ class ReplayLoader:
         if launching.node_attempt() > 0:  # restarted mid-load: what the dead process inserted goes first
             for table in [replay.ONLINE_TABLE] * bool(config.refill_items) + [replay.OFFLINE_TABLE] * bool(config.rae):
                 self._replay_client.reset(table)
-        layout = self._layout
         if config.refill_items:
             items = replay.offline.write_offline(self._replay_client, [refill_selection(config)], config.replay,
-                                                 table=replay.ONLINE_TABLE, layout=layout)
+                                                 table=replay.ONLINE_TABLE, layout=self._layout)
             if items != config.refill_items:
                 raise RuntimeError(f"The resumed run reloaded {items} of its transitions where the launch counted "
                                    f"{config.refill_items}: {config.run_dir}/experience changed in between.")
         rae = config.rae
         if rae is not None:
             runs = rae_selection(rae)
-            items = replay.offline.write_offline(self._replay_client, runs, config.replay, layout=layout)
+            items = replay.offline.write_offline(self._replay_client, runs, config.replay, layout=self._layout)
             if items != rae.offline_items:
                 raise RuntimeError(f"RaE loaded {items} transitions where the launch counted {rae.offline_items}: "
                                    "the runs' experience changed in between.")
