@@ -57,12 +57,14 @@ class Actor:
     policy_source: anything with `get_policy_params(newer_than) -> (version, params or None)`
         (the learner's RPC client, or a local `PolicyServer`).
     counter: what the steps and episodes are added to, with `increment(steps=, episodes=)` (the
-        node's `launch.counter.CountBuffer`, or an acme Counter), or None.
+        node's `launch.counter.CountBuffer`, or an acme Counter), or None. One that buffers
+        has `send() -> bool`, called before each recording is written.
     log: where a row per finished episode goes, or None.
+    record_every_s: the recording is written this often (what a killed actor loses at most).
     """
 
     def __init__(self, config: ExperimentConfig, actor_id: int, replay_client, policy_source,
-                 counter=None, log: Optional[MetricsWriter] = None, restart: int = 0):
+                 counter=None, log: Optional[MetricsWriter] = None, restart: int = 0, record_every_s: float = 2.0):
         self._config = config
         self._actor_id = actor_id
         self._policy_source = policy_source
@@ -86,7 +88,9 @@ class Actor:
         self._recorders = []
         if config.record_experience:
             replay.experience.write_spec(config.run_dir, config.environment.task, spec)
-            self._recorders = [replay.experience.ExperienceRecorder(config.run_dir, actor_id,
+            # The actor writes their chunks itself (`_record`), after counting the steps in them.
+            self._recorders = [replay.experience.ExperienceRecorder(config.run_dir, actor_id, flush_on_add=False,
+                                                                    flush_every_s=record_every_s,
                                                                     env_index=None if num_envs == 1 else k)
                                for k in range(num_envs)]
         # One raw threefry key per policy call, [seed, step], built on the host: a jax.random.split
@@ -99,6 +103,7 @@ class Actor:
         # Steps that gave a NaN / infinity or crashed the physics: not stored, their episodes cut there.
         self.bad_env_steps = 0
         self._counted_steps = self._fetched_at_steps = 0
+        self._counts_unsent = False  # the last send before a recording failed
         self.episode_returns = []
         self.version, self._params = -1, None
         self.versions_seen = []
@@ -186,7 +191,11 @@ class Actor:
         # A bad step counts as an environment step: it was simulated (it cost the time of any
         # other), though it is no transition, so replay holds fewer items than steps taken.
         self.steps += self.num_envs
-        if self.steps - self._counted_steps >= COUNT_EVERY_STEPS:
+        if any(recorder.due() for recorder in self._recorders):
+            started = clock()
+            self._record()
+            seconds["record"] += clock() - started
+        elif self.steps - self._counted_steps >= COUNT_EVERY_STEPS:
             self.flush_counts()
         if self.steps - self._fetched_at_steps >= self._config.actor_update_period:
             self._fetch_policy()
@@ -249,6 +258,22 @@ class Actor:
         target = self.steps + num_steps
         while self.steps < target and not should_stop():
             self.step()
+
+    def _record(self) -> None:
+        """Writes the recorders' chunks once the counter has every step taken so far, so that
+        an actor process that dies has counted at least every step it left on disk (when the
+        counter takes the send: one it misses, while it restarts, leaves that chunk's steps
+        for the next send)."""
+        self.flush_counts()
+        send = getattr(self._counter, "send", None)  # a CountBuffer holds its totals until it sends them
+        if send is not None:
+            sent = send()
+            if not sent and not self._counts_unsent:  # said once while the counter is away
+                print(f"actor {self._actor_id}: the counter did not take the counts before a recording; "
+                      "recording on", flush=True)
+            self._counts_unsent = not sent
+        for recorder in self._recorders:
+            recorder.flush()
 
     def flush_counts(self) -> None:
         """Adds the steps not yet counted to the counter."""

@@ -241,6 +241,14 @@ class CountBuffer:
             except Exception:  # kept; the next send or the final flush takes it
                 pass
 
+    def send(self) -> bool:
+        """Sends the totals now; False if the counter did not take them (the next send carries them)."""
+        try:
+            self.flush()
+        except Exception:  # busy, restarting or stopping, as in `_maybe_flush`
+            return False
+        return True
+
     def flush(self, client=None) -> None:
         """Sends the totals; raises if the call fails (nothing is lost)."""
         self._sent_at = time.time()

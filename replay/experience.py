@@ -126,7 +126,9 @@ class ExperienceRecorder:
     it the timesteps it hands its FrameWriter, whose observation is the newest frame alone."""
 
     def __init__(self, run_dir: str, actor_id: int, chunk_steps: int = 1000, flush_every_s: float = 2.0,
-                 env_index: Optional[int] = None):
+                 env_index: Optional[int] = None, flush_on_add: bool = True):
+        """flush_on_add: `add` writes a chunk once `due()`; False leaves that to the caller
+        (the actor, which counts its steps before it records them)."""
         self._run_dir = run_dir
         self._directory = os.path.join(experience_dir(run_dir), stream_name(actor_id, env_index))
         os.makedirs(self._directory, exist_ok=True)
@@ -138,6 +140,11 @@ class ExperienceRecorder:
         self._pending: Optional[dm_env.TimeStep] = None  # the timestep whose action is not known yet
         self._action_shape = None
         self._last_flush = time.monotonic()
+        self._flush_on_add = flush_on_add
+
+    def due(self) -> bool:
+        """Whether a chunk is due: `chunk_steps` rows held, or `flush_every_s` since the last one."""
+        return len(self._rows) >= self._chunk_steps or time.monotonic() - self._last_flush >= self._flush_every_s
 
     def add_first(self, timestep: dm_env.TimeStep) -> None:
         self._pending = timestep
@@ -151,7 +158,7 @@ class ExperienceRecorder:
             self._pending = None
         else:
             self._pending = next_timestep
-        if len(self._rows) >= self._chunk_steps or time.monotonic() - self._last_flush >= self._flush_every_s:
+        if self._flush_on_add and self.due():
             self.flush()
 
     def end_unfinished_episode(self, action: np.ndarray) -> None:

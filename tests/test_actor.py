@@ -142,3 +142,42 @@ def test_a_pixel_actor_stores_each_frame_once_and_replay_gives_back_its_stacks(t
     finally:
         actor.close()
         server.stop()
+
+
+def test_every_step_on_disk_was_sent_to_the_counter_before_it_was_written(tmp_path):
+    """What a killed actor leaves: its counted steps cover its recorded ones, at every moment."""
+    config = configs.make_experiment_config(agent="mpo", task="cartpole:swingup", run_dir=str(tmp_path), preset="debug",
+                                            overrides=["replay.samples_per_insert=none"])
+    spec = environment_spec(config.environment)
+    server = reverb.Server([replay.make_online_table(config.replay, spec)], port=None)
+
+    class SendingCounter:
+        """Totals held until `send`, as launch.counter.CountBuffer holds them; each send checks the disk."""
+
+        def __init__(self):
+            self.held, self.sent, self.sends = 0, 0, 0
+
+        def increment(self, steps=0, **_):
+            self.held += steps
+
+        def send(self):
+            assert recorded_steps(config.run_dir) <= self.sent  # written since the last send: all sent before
+            self.sent, self.sends = self.held, self.sends + 1
+            return True
+
+    counter = SendingCounter()
+    actor = Actor(config, 0, reverb.Client(f"localhost:{server.port}"), PolicyServer(config, spec), counter=counter,
+                  record_every_s=0.05)
+    try:
+        actor.run(3000)
+        assert counter.sends >= 3 and 0 < recorded_steps(config.run_dir) <= counter.sent <= actor.steps
+    finally:
+        actor.close()
+        server.stop()
+    assert recorded_steps(config.run_dir) == actor.steps  # close writes the rest
+
+
+def recorded_steps(run_dir):
+    """The steps on disk: every recorded row but an episode's LAST (which carries no action)."""
+    return sum(int(np.sum(e["step_type"] != 2))
+               for directory in experience.actor_directories(run_dir) for e in experience.read_episodes(directory))
