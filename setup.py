@@ -33,7 +33,7 @@ setuptools.setup(
         "matplotlib",
         # Its wheel ships an ffmpeg binary: .mp4 videos without a system ffmpeg.
         "imageio-ffmpeg",
-        # launch.entry: the program pickled once for every node process.
+        # launch.runtime.entry: the program pickled once for every node process.
         "cloudpickle",
     ],
     extras_require={

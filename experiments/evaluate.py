@@ -25,14 +25,10 @@ VIDEO_FORMATS = (".gif", ".mp4")
 
 def load_run(run_dir: str, checkpoint: str = "latest"):
     """(ExperimentConfig, Checkpoint) of a run; --checkpoint is 'latest', a learner step or a directory."""
-    from launch import checkpoints
-    from launch.config import ExperimentConfig, dataclass_from_json
-    from launch.summary import read_json
+    from launch.rundir import checkpoints
+    from launch.rundir.run_config import read_config
 
-    saved = read_json(os.path.join(run_dir, "config.json"))
-    if saved is None:
-        raise ValueError(f"--run={run_dir}: no config.json there, so it is not a Relay run directory.")
-    config = dataclass_from_json(ExperimentConfig, saved)
+    config = read_config(run_dir, flag="--run")
     if checkpoint == "latest":
         loaded, _ = checkpoints.load_latest(run_dir)
     elif checkpoint.isdigit():
@@ -48,31 +44,21 @@ def evaluate(config, state: dict, episodes: int, seed: int, video_episodes: int 
     `state`: a checkpoint's learner state (its networks' params)."""
     import agents
     import environments
+    from launch.loops.episodes import EpisodeRunner, Filmer
 
     env = environments.make_environment(dataclasses.replace(config.environment, seed=seed))
     networks = agents.Networks(config.learner, env.action_spec().shape[0], env.observation_spec().shape)
-    acting_params = networks.acting_params(state["policy_params"], state["critic_params"])
+    acting_params = agents.params_on_cpu(networks.acting_params(state["policy_params"], state["critic_params"]))
     _, greedy_action = agents.make_policy_fns(networks)
-    acting_params = agents.params_on_cpu(acting_params)
+    policy = lambda observation: np.asarray(greedy_action(acting_params, observation))  # noqa: E731
     # Every stride-th step is filmed, so the video plays at about real time.
     stride = max(1, int(round(1.0 / (video_fps * env.control_timestep))))
-    returns, frames = [], []
+    filmer, filmed = Filmer(env, stride, video_size, camera_id), min(video_episodes, episodes)
     try:
-        for episode in range(episodes):
-            filming = episode < video_episodes
-            timestep, episode_return, step = env.reset(), 0.0, 0
-            if filming:
-                frames.append(env.render(*video_size, camera_id=camera_id))
-            while not timestep.last():
-                timestep = env.step(np.asarray(greedy_action(acting_params, timestep.observation)))
-                episode_return += float(timestep.reward)
-                step += 1
-                if filming and step % stride == 0:
-                    frames.append(env.render(*video_size, camera_id=camera_id))
-            returns.append(episode_return)
+        played = EpisodeRunner(env, policy, [filmer]).run(filmed) + EpisodeRunner(env, policy).run(episodes - filmed)
     finally:
         env.close()
-    return returns, frames, 1.0 / (stride * env.control_timestep)
+    return [episode.total_return for episode in played], filmer.frames, 1.0 / (stride * env.control_timestep)
 
 
 def write_video(frames: List[np.ndarray], path: str, fps: float) -> None:
@@ -103,8 +89,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--video_size", default="240,320", help="height,width in pixels")
     parser.add_argument("--camera", type=int, default=0, help="MuJoCo camera id")
     args = parser.parse_args(argv)
-    from launch import checkpoints
-
+    from launch.rundir import checkpoints
 
     try:
         if args.episodes < 1:

@@ -1,16 +1,13 @@
 """Where benchmark and tool outputs go, written so nothing earlier is overwritten."""
 
-import datetime
 import json
 import os
 import pathlib
 from typing import Any, Mapping, Optional, Tuple
 
+from launch.rundir.paths import timestamp
+
 DEFAULT_BENCH_DIR = pathlib.Path("runs") / "bench"
-
-
-def timestamp() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
 
 
 def write_json_exclusive(data: Mapping[str, Any], path: os.PathLike) -> pathlib.Path:

@@ -32,24 +32,17 @@ def parse_args(argv):
 
 def random_rollout(config: environments.EnvironmentConfig, episodes: int, seed: int):
     """Returns (episode returns, episode lengths, env steps per second)."""
+    from launch.loops.episodes import EpisodeRunner, uniform_random_policy
+
     env = environments.make_environment(config)
-    spec = env.action_spec()
-    rng = np.random.default_rng(seed)
-    returns, lengths = [], []
     start = time.perf_counter()
-    for _ in range(episodes):
-        timestep = env.reset()
-        episode_return, length = 0.0, 0
-        while not timestep.last():
-            action = rng.uniform(spec.minimum, spec.maximum, spec.shape).astype(np.float32)
-            timestep = env.step(action)
-            episode_return += float(timestep.reward)
-            length += 1
-        returns.append(episode_return)
-        lengths.append(length)
+    try:
+        played = EpisodeRunner(env, uniform_random_policy(env.action_spec(), seed)).run(episodes)
+    finally:
+        env.close()
     seconds = time.perf_counter() - start
-    env.close()
-    return returns, lengths, sum(lengths) / seconds
+    lengths = [episode.steps for episode in played]
+    return [episode.total_return for episode in played], lengths, sum(lengths) / seconds
 
 
 def main(argv=None) -> int:
@@ -61,7 +54,6 @@ def main(argv=None) -> int:
         return 2
     run_dir = pathlib.Path(args.run_dir or pathlib.Path("runs", "rollout", args.env.replace(":", "_"), results_io.timestamp()))
     print(f"Random policy on {args.env} (seed {args.seed}), {args.episodes} episodes.")
-    print("Relay's training program is not built yet; this shows the environment stack working end to end.")
     returns, lengths, steps_per_s = random_rollout(config, args.episodes, args.seed)
     for episode, (episode_return, length) in enumerate(zip(returns, lengths)):
         print(f"  episode {episode}: return {episode_return:8.2f} over {length} steps")

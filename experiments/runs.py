@@ -15,8 +15,9 @@ import sys
 import time
 from typing import List, Optional
 
-from launch.checkpoints import checkpoints_dir, list_steps
-from launch.summary import COUNTS_FILE, read_json
+from launch.rundir.checkpoints import checkpoints_dir, list_steps
+from launch.rundir.jsonio import read_json
+from launch.rundir.paths import RunPaths
 
 
 def _directory_bytes(path: str) -> int:
@@ -40,9 +41,10 @@ def find_runs(root: str) -> List[dict]:
         if "config.json" not in files:
             continue
         subdirectories[:] = []  # a run's own subdirectories hold no runs
-        config = read_json(os.path.join(directory, "config.json")) or {}
-        summary = read_json(os.path.join(directory, "summary.json")) or {}
-        counts = read_json(os.path.join(directory, COUNTS_FILE)) or {}
+        paths = RunPaths(directory)
+        config = read_json(paths.config) or {}
+        summary = read_json(paths.summary) or {}
+        counts = read_json(paths.counts) or {}
         rae = config.get("rae") or None
         experience_dir = os.path.join(directory, "experience")
         runs.append({

@@ -5,10 +5,14 @@ It knows nothing of how the program is launched (threads, processes, hosts).
 
 import launchpad as lp
 
-from launch import learner_node, loading, nodes
 from launch.config import ExperimentConfig
-from launch.counter import CounterNode
-from launch.replay_node import ReplayNode
+from launch.nodes.actor import ActorNode, PolicyServer
+from launch.nodes.counter import CounterNode
+from launch.nodes.evaluator import EvaluatorNode
+from launch.nodes.learner import LearnerNode
+from launch.nodes.loader import ReplayLoader
+from launch.nodes.monitor import Monitor
+from launch.nodes.replay_server import ReplayNode
 
 
 def _add_replay_and_counter(program: lp.Program, config: ExperimentConfig, spec, finishing_nodes):
@@ -22,9 +26,9 @@ def _add_replay_and_counter(program: lp.Program, config: ExperimentConfig, spec,
 def _add_actors_and_monitor(program: lp.Program, config: ExperimentConfig, replay_handle, learner, counter):
     with program.group("actor"):
         for actor_id in range(config.num_actors):
-            program.add_node(lp.CourierNode(nodes.ActorNode, config, actor_id, replay_handle, learner, counter))
+            program.add_node(lp.CourierNode(ActorNode, config, actor_id, replay_handle, learner, counter))
     with program.group("monitor"):
-        program.add_node(lp.CourierNode(nodes.Monitor, config, counter, replay_handle))
+        program.add_node(lp.CourierNode(Monitor, config, counter, replay_handle))
 
 
 def _actor_names(config: ExperimentConfig):
@@ -40,12 +44,12 @@ def make_program(config: ExperimentConfig, spec) -> lp.Program:
                                                      _actor_names(config) + ["learner", "evaluator"])
     if config.rae is not None or config.refill_items:
         with program.group("loader"):
-            program.add_node(lp.CourierNode(loading.ReplayLoader, config, spec, replay_handle))
+            program.add_node(lp.CourierNode(ReplayLoader, config, spec, replay_handle))
     with program.group("learner"):
-        learner = program.add_node(lp.CourierNode(learner_node.LearnerNode, config, spec, replay_handle, counter))
+        learner = program.add_node(lp.CourierNode(LearnerNode, config, spec, replay_handle, counter))
     _add_actors_and_monitor(program, config, replay_handle, learner, counter)
     with program.group("evaluator"):
-        program.add_node(lp.CourierNode(nodes.EvaluatorNode, config, learner, counter))
+        program.add_node(lp.CourierNode(EvaluatorNode, config, learner, counter))
     return program
 
 
@@ -55,6 +59,6 @@ def make_acting_program(config: ExperimentConfig, spec) -> lp.Program:
     program = lp.Program("relay-acting")
     replay_handle, counter = _add_replay_and_counter(program, config, spec, _actor_names(config))
     with program.group("learner"):
-        policy_server = program.add_node(lp.CourierNode(nodes.PolicyServer, config, spec))
+        policy_server = program.add_node(lp.CourierNode(PolicyServer, config, spec))
     _add_actors_and_monitor(program, config, replay_handle, policy_server, counter)
     return program

@@ -33,8 +33,9 @@ steps are far cheaper and its vectors shrink little, so its chunks stay uncompre
 Episodes run on across chunk boundaries. Each chunk is written to a temporary
 name and renamed, so a chunk file is complete or absent; a run killed mid-way
 loses only the steps not yet written (at most `flush_every_s` seconds' worth).
-A full disk ends the run (a RunError that says so, `launch.disk_full`): the partial
-chunk is removed, the chunks before it stay whole.
+A chunk that cannot be written (a full disk) raises ChunkWriteError: the partial chunk
+is removed, the chunks before it stay whole (the actor ends the run saying so,
+`launch.faults.disk_full`).
 A later run rebuilds n-step transitions with its own n and discount from these.
 """
 
@@ -49,7 +50,6 @@ import dm_env
 import numpy as np
 from acme import specs
 
-from launch import disk_full
 from replay.frame_writer import FrameLayout
 from replay.layouts import layout_of
 
@@ -118,6 +118,16 @@ def stream_name(actor_id: int, env_index: Optional[int] = None) -> str:
     """The directory of one actor environment's steps: actor_<i>, or actor_<i>_env_<k> when an
     actor steps several environments (each is a stream of whole episodes of its own)."""
     return f"actor_{actor_id}" if env_index is None else f"actor_{actor_id}_env_{env_index}"
+
+
+class ChunkWriteError(OSError):
+    """A chunk could not be written (a full disk, a quota, an I/O error): its partial file is
+    removed, the chunks before it are whole. `failed` and `kept` say so in words, `directory`
+    is where (launch.faults.disk_full turns a full disk into the run's error with them)."""
+
+    def __init__(self, cause: OSError, failed: str, directory: str, kept: str):
+        super().__init__(cause.errno, f"{failed}: {cause.strerror or cause}. {kept}")
+        self.failed, self.directory, self.kept = failed, directory, kept
 
 
 class ExperienceRecorder:
@@ -196,18 +206,15 @@ class ExperienceRecorder:
             with open(path + ".tmp", "wb") as file:
                 file.write(data.getbuffer())
         except OSError as error:
-            full = disk_full.run_error(
-                error, f"Writing the experience chunk {path} failed", self._directory,
-                f"The {self._next_chunk} chunks before it in {self._directory} are whole and load; "
-                f"its partial file was removed and its {len(rows)} steps are lost.", self._run_dir)
-            if full is None:
-                raise
-            # A partial .tmp holds space the rest of the run needs and is never read.
+            # A partial .tmp is never read, and on a full disk it holds space the run needs.
             try:
                 os.remove(path + ".tmp")
             except FileNotFoundError:
                 pass
-            raise full from error
+            raise ChunkWriteError(
+                error, f"Writing the experience chunk {path} failed", self._directory,
+                f"The {self._next_chunk} chunks before it in {self._directory} are whole and load; "
+                f"its partial file was removed and its {len(rows)} steps are lost.") from error
         os.replace(path + ".tmp", path)
         self._next_chunk += 1
 

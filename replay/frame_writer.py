@@ -29,8 +29,8 @@ from typing import Dict, List, Mapping, Tuple
 import numpy as np
 import reverb
 import tensorflow as tf
-from reverb import pybind
 
+from replay import reverb_internals
 from replay.writer import NStepWriter
 
 OBSERVATION, NEXT_OBSERVATION, ACTION_REWARD_DISCOUNT = "observation", "next_observation", "action_reward_discount"
@@ -114,7 +114,7 @@ class FrameWriter(NStepWriter):
         # keeps its data). +1: one frame per environment of actor memory, so that the bound is
         # not exact to the cell. Reverb also wants at least a chunk's worth.
         keep_alive = max(self._frame_stack + self._n_step + 1, self._chunk_length)
-        return pybind.ConstantChunkerOptions(max_chunk_length=self._chunk_length, num_keep_alive_refs=keep_alive)
+        return reverb_internals.chunker_options(max_chunk_length=self._chunk_length, num_keep_alive_refs=keep_alive)
 
     def _observe(self, observation, env: int, first: bool) -> List:
         """The refs of the environment's newest S frame cells, this timestep's frame appended."""

@@ -3,6 +3,7 @@
 import reverb
 from acme import specs
 
+from replay import reverb_internals
 from replay.config import ReplayConfig
 from replay.layouts import transition_signature
 
@@ -20,7 +21,7 @@ class _SampleToInsertRatioAfterRefill(reverb.rate_limiters.RateLimiter):
 
     def __init__(self, samples_per_insert: float, min_size_to_sample: int, error_buffer: float, refill_items: int):
         offset = samples_per_insert * max(refill_items, min_size_to_sample)
-        super().__init__(reverb.pybind.RateLimiter(
+        super().__init__(reverb_internals.rate_limiter(
             samples_per_insert=samples_per_insert, min_size_to_sample=min_size_to_sample,
             min_diff=offset - error_buffer, max_diff=offset + error_buffer))
 

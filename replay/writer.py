@@ -27,10 +27,11 @@ import numpy as np
 import reverb
 import tensorflow as tf
 from acme import specs
-from reverb import pybind
+
+from replay import reverb_internals
 
 FIELDS = ("observation", "action", "reward", "discount", "next_observation")
-_GET_SIGNATURE_TIMEOUT_MS = 10_000
+GET_SIGNATURE_TIMEOUT_MS = 10_000
 
 
 PACKED = "transition"
@@ -100,8 +101,7 @@ class NStepWriter:
         self._n_step = n_step
         self._discount = discount
         self._max_in_flight_items = max_in_flight_items
-        self._writer = client._client.NewTrajectoryWriter(  # pylint: disable=protected-access
-            self._chunker_options(), _GET_SIGNATURE_TIMEOUT_MS)
+        self._writer = reverb_internals.trajectory_writer(client, self._chunker_options(), GET_SIGNATURE_TIMEOUT_MS)
         # Per environment: (observation, action, reward, discount) of steps not yet written,
         # and the newest observation (None between episodes), each as `_observe` keeps it.
         self._pending = [collections.deque() for _ in range(num_envs)]
@@ -153,7 +153,7 @@ class NStepWriter:
             self._unflushed = 0
 
     def _chunker_options(self):
-        return pybind.ConstantChunkerOptions(max_chunk_length=1, num_keep_alive_refs=1)
+        return reverb_internals.chunker_options(max_chunk_length=1, num_keep_alive_refs=1)
 
     def _observe(self, observation, env: int, first: bool):
         """What the writer keeps of a timestep's observation (`first`: an episode's first)."""

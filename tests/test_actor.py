@@ -1,4 +1,4 @@
-"""The actor's loop (launch.actor.Actor) against a live Reverb server: what it writes, records and counts."""
+"""The actor's loop (launch.loops.actor.Actor) against a live Reverb server: what it writes, records and counts."""
 
 import numpy as np
 import pytest
@@ -8,9 +8,9 @@ from acme.utils import counting
 import replay
 from environments import environment_spec
 from experiments import configs
-from launch import metrics
-from launch.actor import Actor
-from launch.nodes import PolicyServer
+from launch.loops.actor import Actor
+from launch.nodes.actor import PolicyServer
+from launch.rundir import metrics
 from replay import experience
 
 EPISODE, N_STEP, GAMMA = 6, 2, 0.9

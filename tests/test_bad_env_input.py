@@ -12,10 +12,11 @@ import reverb
 import replay
 from environments import environment_spec
 from experiments import configs
-from launch import metrics, nodes
-from launch.actor import Actor
+from launch.loops.actor import Actor
+from launch.nodes import evaluator as evaluator_node
+from launch.rundir import metrics
 from launch.faults import RunError
-from launch.nodes import PolicyServer
+from launch.nodes.actor import PolicyServer
 from replay import experience
 
 EPISODE, N_STEP, GAMMA = 6, 2, 0.9
@@ -205,7 +206,7 @@ class _Counter:
 
 
 def _run_evaluator(monkeypatch, config, faults, evaluations):
-    make_environment = nodes.environments.make_environment
+    make_environment = evaluator_node.environments.make_environment
 
     def faulty_environment(environment_config):
         env = make_environment(environment_config)
@@ -213,11 +214,11 @@ def _run_evaluator(monkeypatch, config, faults, evaluations):
         return env
 
     # No RPC here: the node talks to these objects directly.
-    monkeypatch.setattr(nodes.environments, "make_environment", faulty_environment)
-    monkeypatch.setattr(nodes, "StoppableClient", lambda target, stop: target)
-    monkeypatch.setattr(nodes, "final_client", lambda target: target)
+    monkeypatch.setattr(evaluator_node.environments, "make_environment", faulty_environment)
+    monkeypatch.setattr(evaluator_node, "StoppableClient", lambda target, stop: target)
+    monkeypatch.setattr(evaluator_node, "final_client", lambda target: target)
     stop = threading.Event()
-    evaluator = nodes.EvaluatorNode(config, _Learner(config, stop, evaluations), _Counter())
+    evaluator = evaluator_node.EvaluatorNode(config, _Learner(config, stop, evaluations), _Counter())
     evaluator._evaluate_periodically(stop)
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import agents
-from launch import checkpoints
+from launch.rundir import checkpoints
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OBS, ACT, BATCH = 5, 2, 16
@@ -131,7 +131,7 @@ def test_a_save_killed_midway_leaves_only_complete_checkpoints(tmp_path):
     script = textwrap.dedent(f"""
         import jax, sys
         import agents
-        from launch import checkpoints
+        from launch.rundir import checkpoints
         learner = agents.Learner(agents.make_config("mog"), 24, 6)  # Acme sizes: ~9 MB a checkpoint
         state = jax.device_get(learner.init(jax.random.PRNGKey(0)))
         writer = checkpoints.CheckpointWriter(sys.argv[1], keep=1000)
@@ -201,7 +201,7 @@ def test_a_checkpoint_from_two_devices_loads_on_one(tmp_path):
     script = textwrap.dedent(f"""
         import jax, numpy as np, sys
         import agents
-        from launch import checkpoints
+        from launch.rundir import checkpoints
         assert len(jax.devices()) == 2
         learner = agents.Learner(agents.make_config("mog", policy_layer_sizes=(16, 16), critic_layer_sizes=(16, 16),
                                  num_samples=4), {OBS}, {ACT})

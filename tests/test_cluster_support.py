@@ -1,4 +1,4 @@
-"""Tests of the multi-host test support: experiments/netns_hosts.py and tests/slurm_cluster.py.
+"""Tests of the multi-host test support: experiments/testbed/ (netns_hosts.py, slurm_cluster.py).
 
 Skipped (with the reason) where network namespaces or SLURM/munge are not
 available; scripts/install_cluster_tools.sh installs the latter.
@@ -13,8 +13,7 @@ import time
 
 import pytest
 
-import slurm_cluster
-from experiments import netns_hosts
+from experiments.testbed import netns_hosts, slurm_cluster
 
 HostNamespaces = netns_hosts.HostNamespaces
 SlurmCluster = slurm_cluster.SlurmCluster

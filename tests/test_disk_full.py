@@ -11,7 +11,8 @@ import jax
 import numpy as np
 import pytest
 
-from launch import checkpoints, disk_full
+from launch.faults import disk_full
+from launch.rundir import checkpoints
 from launch.faults import RunError
 from replay import experience
 from test_checkpoints import leaves_equal, make_learner, trained_states
@@ -88,7 +89,7 @@ def rows(timesteps_and_actions):
 
 def record_until_full(recorder, stream, added):
     """Feeds the recorder until it raises; `added` gets each (timestep, action taken) row."""
-    with pytest.raises(RunError) as raised:
+    with pytest.raises(experience.ChunkWriteError) as raised:
         _, first = next(stream)
         recorder.add_first(first)
         pending = first
@@ -115,12 +116,12 @@ def test_a_full_disk_ends_recording_with_a_clear_error_and_the_chunks_before_it_
     error = record_until_full(recorder, steps(np.random.default_rng(0)), added)
     directory = os.path.join(run_dir, "experience", "actor_0")
     chunks = sorted(glob.glob(os.path.join(directory, "*.npz")))
-    message = str(error)
+    message = str(disk_full.recording_error(error, run_dir))  # what the actor ends the run with
     assert f"Writing the experience chunk {directory}/{len(chunks):08d}.npz failed: No space left on device" in message
     assert "free of 256.0 KiB" in message  # the tmpfs's size, from statvfs
     assert f"The {len(chunks)} chunks before it in {directory} are whole and load" in message
     assert f"then resume with --resume {run_dir}." in message
-    assert isinstance(error.__cause__, OSError) and error.__cause__.errno == errno.ENOSPC
+    assert error.errno == errno.ENOSPC and isinstance(error.__cause__, OSError)
     # The partial chunk is gone, not left holding space.
     assert sorted(os.listdir(directory)) == [os.path.basename(path) for path in chunks]
     # 50 or 51 rows a chunk (an action and a LAST arrive together); ~16 KiB each on a 256 KiB disk.

@@ -101,7 +101,7 @@ def assert_counts_add_up(run_dir, summary):
 
 
 def assert_final_checkpoint_loads(run_dir, summary):
-    from launch import checkpoints
+    from launch.rundir import checkpoints
 
     checkpoint, damaged = checkpoints.load_latest(run_dir)
     assert damaged == [] and checkpoint.step == summary["learner_steps"] == int(checkpoint.state["steps"])
@@ -150,7 +150,7 @@ def test_a_killed_actor_is_restarted_with_a_fresh_seed_and_nothing_counted_twice
 
 
 def test_a_killed_learner_goes_on_from_its_newest_checkpoint(tmp_path):
-    from launch import checkpoints
+    from launch.rundir import checkpoints
 
     def ready(run_dir):
         steps = checkpoints.list_steps(run_dir)
@@ -231,7 +231,7 @@ def test_a_learner_whose_updates_keep_coming_out_non_finite_stops_the_run_with_o
     """A learning rate of 1e30: after the first update every loss is inf or NaN. The updates are
     skipped, and 5 in a row stop the run: no restart (no restart mends it), the message points
     at the metrics, and the last good state is saved."""
-    from launch import checkpoints
+    from launch.rundir import checkpoints
 
     run_dir = str(tmp_path / "run")
     before = set(psutil.pids())

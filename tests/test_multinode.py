@@ -1,5 +1,5 @@
 """One Relay program across hosts: a real SLURM cluster and the no-scheduler launch, each host a
-network namespace on this machine (experiments/netns_hosts.py, tests/slurm_cluster.py).
+network namespace on this machine (experiments/testbed/).
 
 Placement in every test: replay, counter, monitor and evaluator on h1, the learner on h2, two
 actors on h3. Skipped, with the reason, where namespaces or SLURM/munge are unavailable.
@@ -17,8 +17,7 @@ import sys
 import psutil
 import pytest
 
-import slurm_cluster
-from experiments import netns_hosts
+from experiments.testbed import netns_hosts, slurm_cluster
 from test_program import (ROOT, assert_experience_recorded, assert_final_checkpoint, assert_metrics_complete,
                           assert_no_orphans, csv_rows, learner_has_updated, read, train_command, wait_for)
 
@@ -269,7 +268,7 @@ def test_dry_run_prints_the_het_job_and_submits_nothing(tmp_path):
     assert "#SBATCH --nodes=3" in components[2] and "#SBATCH --cpus-per-task=32" in components[2]
     assert all("#SBATCH --account=lab" in c and "#SBATCH --time=2:00:00" in c for c in components)
     assert [c.count("#SBATCH --partition=gpu") for c in components] == [1, 1, 0] and "--partition=cpu" in components[2]
-    assert "-m launch.slurm --launch_dir=" in script
+    assert "-m launch.runtime.slurm --launch_dir=" in script
     assert not run_dir.exists()  # nothing written, nothing submitted
 
 

@@ -14,7 +14,7 @@ import agents
 from agents import learning
 from experiments.configs import make_experiment_config
 from launch.faults import RunError
-from launch.nonfinite import NonFiniteGuard
+from launch.faults.nonfinite import NonFiniteGuard
 from tests.test_learner import SMALL, leaves, random_batch
 
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from launch import ports
+from launch.runtime import ports
 
 
 def test_reserved_ports_are_distinct_outside_the_ephemeral_range_and_bindable(tmp_path, monkeypatch):
@@ -30,7 +30,7 @@ def test_a_held_port_is_skipped(tmp_path, monkeypatch):
 
 def test_a_reservation_lasts_as_long_as_its_process(tmp_path):
     env = {**os.environ, ports.LOCK_DIR_ENV: str(tmp_path), "PYTHONPATH": os.getcwd()}
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from launch import ports; "
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from launch.runtime import ports; "
                                "print(ports.reserve_port(), flush=True); sys.stdin.read()"],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
     try:

@@ -48,13 +48,13 @@ def learner_has_updated(run_dir):
 
 
 def new_orphans(before):
-    """Node processes (Launchpad's, or launch.entry's) started by the test that outlived their launcher."""
+    """Node processes (Launchpad's, or launch.runtime.entry's) started by the test that outlived their launcher."""
     orphans = []
     for process in psutil.process_iter(["pid", "cmdline"]):
         if process.info["pid"] in before:
             continue
         cmdline = " ".join(process.info["cmdline"] or [])
-        if any(name in cmdline for name in ("launchpad", "experiments.train", "launch.entry", "launch.slurm")):
+        if any(name in cmdline for name in ("launchpad", "experiments.train", "launch.runtime.entry", "launch.runtime.slurm")):
             orphans.append(cmdline[:200])
     return orphans
 
@@ -183,10 +183,10 @@ def test_an_actor_steps_several_environments_each_with_its_own_seed_and_episodes
 def test_the_policy_is_sent_again_only_when_newer(tmp_path):
     import environments
     from experiments import configs
-    from launch import nodes
+    from launch.nodes.actor import PolicyServer
 
     config = configs.make_experiment_config(agent="mpo", task="cartpole:swingup", run_dir=str(tmp_path), preset="debug")
-    server = nodes.PolicyServer(config, environments.environment_spec(config.environment))
+    server = PolicyServer(config, environments.environment_spec(config.environment))
     version, params = server.get_policy_params()
     assert version == 0 and params["params"]["mean"]["kernel"].shape == (32, 1)
     assert server.get_policy_params(newer_than=0) == (0, None)  # the actor has version 0: nothing to send
@@ -195,7 +195,7 @@ def test_the_policy_is_sent_again_only_when_newer(tmp_path):
 
 def assert_final_checkpoint(run_dir):
     """The learner saved its state at the stop: the newest checkpoint is its last step, and loads."""
-    from launch import checkpoints
+    from launch.rundir import checkpoints
 
     learner_steps = read(run_dir, "learner.json")["learner_steps"]
     checkpoint, damaged = checkpoints.load_latest(run_dir)
@@ -337,7 +337,7 @@ def test_an_existing_run_is_never_overwritten(tmp_path):
 
 
 def test_evaluations_skip_a_row_still_being_written(tmp_path):
-    from launch import summary
+    from launch.rundir import summary
 
     (tmp_path / "metrics").mkdir()
     (tmp_path / "metrics" / "evaluator.csv").write_text(

@@ -8,8 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from experiments import progress
-from launch import metrics
+from launch.rundir import metrics
+from launch.runtime import progress
 
 PROGRESS = {"env_steps": 12345, "max_env_steps": 60000, "env_steps_per_s": 185.2, "learner_steps": 1540,
             "learner_steps_per_s": 23.14, "replay_size": 12000, "episodes": 12, "elapsed_s": 65.4}
@@ -118,8 +118,8 @@ def test_the_launcher_reads_progress_totals_and_the_stop_from_the_counter_over_r
     import courier
 
     from experiments import configs
-    from launch.counter import CounterNode, CountBuffer
-    from launch.rpc import final_client
+    from launch.nodes.counter import CounterNode, CountBuffer
+    from launch.nodes.rpc import final_client
 
     config = configs.make_experiment_config(agent="mpo", task="cartpole:swingup", run_dir=str(tmp_path),
                                             preset="debug", max_env_steps=500)
@@ -167,8 +167,8 @@ def test_the_launcher_reads_progress_totals_and_the_stop_from_the_counter_over_r
 
 def test_a_restarted_counter_goes_on_from_its_saved_state_and_counts_each_sender_once(tmp_path, monkeypatch):
     from experiments import configs
-    from launch import launching
-    from launch.counter import CounterNode
+    from launch.nodes import process
+    from launch.nodes.counter import CounterNode
 
     config = configs.make_experiment_config(agent="mpo", task="cartpole:swingup", run_dir=str(tmp_path),
                                             preset="debug", max_env_steps=500)
@@ -181,7 +181,7 @@ def test_a_restarted_counter_goes_on_from_its_saved_state_and_counts_each_sender
     first._save_state()
     first.report_counts("actor_1-b", {"actor_steps": 260})  # after the last save: lost with the counter...
 
-    monkeypatch.setenv(launching.ATTEMPT_ENV, "1")
+    monkeypatch.setenv(process.ATTEMPT_ENV, "1")
     restarted = CounterNode(config)
     assert restarted.get_counts() == {"actor_steps": 500, "actor_episodes": 1, "learner_steps": 40}
     assert restarted.lookup_address("learner/0") == "10.0.0.3:4000" and len(restarted.get_restarts()) == 1

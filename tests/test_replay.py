@@ -246,7 +246,7 @@ def test_one_writer_keeps_the_episodes_of_several_environments_apart():
 def test_asking_a_server_that_does_not_answer_for_its_signature_times_out():
     """The learner asks with a timeout and again until the program stops: a server gone (stopping)
     or not back yet (restarting) must not hold it forever."""
-    from launch.ports import reserve_port
+    from launch.runtime.ports import reserve_port
 
     port = reserve_port()  # reserved for this process, and nothing listens there
     started = time.monotonic()

@@ -9,11 +9,10 @@ import pytest
 import reverb
 import tensorflow as tf
 from acme import specs
-from reverb import pybind
 from reverb.cc import schema_pb2
 
 import replay
-from replay import ReplayConfig, frame_writer
+from replay import ReplayConfig, frame_writer, reverb_internals
 
 STACK, N_STEP, GAMMA, SIZE, ACTIONS = 3, 3, 0.9, 8, 2
 QUEUE = "queue"
@@ -242,7 +241,7 @@ def test_reverb_reads_the_refs_of_one_chunk_as_consecutive_cells(chunk_length, r
     frame column (replay.frame_writer): Reverb 0.7 merges a column's refs into one chunk."""
     server = reverb.Server([reverb.Table.queue("t", 10, signature={"x": tf.TensorSpec((3, 2), tf.uint8)})], port=None)
     client = reverb.Client(f"localhost:{server.port}")
-    writer = client._client.NewTrajectoryWriter(pybind.ConstantChunkerOptions(chunk_length, 4), 10_000)
+    writer = reverb_internals.trajectory_writer(client, reverb_internals.chunker_options(chunk_length, 4), 10_000)
     cells = [writer.Append([np.full((2,), value, np.uint8)])[0] for value in range(4)]
     writer.CreateItem("t", 1.0, [[cells[i] for i in refs]], [False])
     writer.Flush(0, 10_000)

@@ -51,7 +51,7 @@ def finished_run(tmp_path_factory):
 
 
 def test_every_stop_leaves_a_checkpoint_of_the_last_step(finished_run):
-    from launch import checkpoints
+    from launch.rundir import checkpoints
 
     steps = checkpoints.list_steps(finished_run)
     learner_steps = read(finished_run, "learner.json")["learner_steps"]
@@ -66,7 +66,7 @@ def test_every_stop_leaves_a_checkpoint_of_the_last_step(finished_run):
 def test_init_from_starts_from_the_source_networks_exactly(finished_run, tmp_path):
     """The new run's learner never samples (min size above what actors insert), so its final
     checkpoint is the state it started from: its greedy actions equal the source's bit for bit."""
-    from launch import checkpoints
+    from launch.rundir import checkpoints
 
     source, _ = checkpoints.load_latest(finished_run)
     run_dir = str(tmp_path / "warm")
@@ -139,7 +139,7 @@ def test_evaluate_writes_an_mp4_that_decodes_without_a_system_ffmpeg(finished_ru
 def test_evaluate_skips_a_damaged_checkpoint_with_a_warning(finished_run, tmp_path):
     import shutil
 
-    from launch import checkpoints
+    from launch.rundir import checkpoints
 
     copy = str(tmp_path / "copy")
     shutil.copytree(finished_run, copy)
@@ -166,7 +166,7 @@ def test_evaluate_explains_a_bad_request(finished_run, tmp_path):
 
 
 def test_a_killed_run_resumes_where_its_last_checkpoint_was(tmp_path):
-    from launch import checkpoints
+    from launch.rundir import checkpoints
 
     run_dir = str(tmp_path / "run")
     before = set(psutil.pids())

@@ -34,7 +34,8 @@ def run_acting_program(task: str, num_actors: int, max_env_steps: int, run_dir: 
     """Launches the acting program until `max_env_steps` (local_mp, or on the hosts of
     `cluster_spec`, a launch.cluster.ClusterSpec with a command template); returns its measured rates."""
     import environments
-    from launch import hosts, metrics
+    from launch.rundir import metrics
+    from launch.runtime import hosts
     from launch.program import make_acting_program
 
     config = configs.make_experiment_config(

@@ -62,8 +62,8 @@ def _make_actor(args, num_envs: int, address: str, record_dir: str):
     import reverb
 
     import environments
-    from launch.actor import Actor
-    from launch.nodes import PolicyServer
+    from launch.loops.actor import Actor
+    from launch.nodes.actor import PolicyServer
 
     config = _config(args, num_envs, record_dir)
     return Actor(config, 0, reverb.Client(address), PolicyServer(config, environments.environment_spec(config.environment)))
@@ -71,7 +71,7 @@ def _make_actor(args, num_envs: int, address: str, record_dir: str):
 
 def _run_block(actor, env_steps: int) -> dict:
     """µs per env step of each part of the actor's step over about `env_steps` steps."""
-    from launch.actor import PARTS
+    from launch.loops.actor import PARTS
 
     before, steps_before = dict(actor.part_seconds), actor.steps
     actor.run(env_steps)
@@ -99,7 +99,7 @@ def _render_alone(env, pixels, renders: int) -> float:
 
 def measure(args, num_envs: int, address: str, steps_per_block: int, blocks: int) -> dict:
     import environments
-    from launch.actor import PARTS
+    from launch.loops.actor import PARTS
 
     environment = _config(args).environment
     alone_env = environments.make_environment(dataclasses.replace(environment, seed=0))

@@ -22,7 +22,8 @@ import statistics
 import subprocess
 import sys
 
-from experiments import plotting, results_io
+from experiments import results_io
+from launch.rundir import plots
 
 # Returns at 100k env steps reported with Acme (10 seeds), for the figure.
 PUBLISHED_100K = {"cartpole:swingup": {"MPO 763": 763.0, "DMPO 669": 669.0}}
@@ -46,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _curve(run_dir: str) -> list:
-    from launch import summary
+    from launch.rundir import summary
 
     return summary.evaluations(run_dir)
 
@@ -159,7 +160,7 @@ def _write_results(out_dir: pathlib.Path, rows: list, summaries: list, task: str
     reference = dict(PUBLISHED_100K.get(task, {}))
     if "random_policy" in provenance:
         reference[f"random policy {provenance['random_policy']['mean_return']:.0f}"] = provenance["random_policy"]["mean_return"]
-    plotting.plot_learning_curves(curves, str(out_dir / "learning_curves.png"),
+    plots.plot_learning_curves(curves, str(out_dir / "learning_curves.png"),
                                   title=f"{task}, {max_env_steps:,} env steps, {setting}", reference=reference)
     final = {agent: statistics.mean(s["final_eval_return"] for s in summaries if s["agent"] == agent) for agent in agents}
     result = {**provenance, "task": task, "max_env_steps": max_env_steps, "seeds": seeds,

@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _spec(hosts, placement):
-    from launch import cluster
+    from launch.runtime import cluster
 
     host = lambda name: {"name": hosts.netns_name(name), "address": hosts.hosts[name]}  # noqa: E731
     return cluster.from_json({
@@ -160,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
         return serve(args)
     if args.role == "learner":
         return learn(args)
-    from experiments import netns_hosts
+    from experiments.testbed import netns_hosts
 
     reason = netns_hosts.unavailable_reason()
     if reason:

@@ -18,8 +18,9 @@ import subprocess
 import sys
 from typing import Optional
 
-from experiments import plotting, results_io
-from launch import summary as run_summary
+from experiments import results_io
+from launch.rundir import plots
+from launch.rundir import summary as run_summary
 
 CSV_FIELDS = ("variant", "env_steps", "learner_step", "mean_return", "std_return")
 
@@ -87,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     }
     with open(out_dir / "summary.json", "w") as file:
         json.dump(result, file, indent=2, sort_keys=True)
-    plotting.plot_learning_curves(
+    plots.plot_learning_curves(
         {f"{args.agent} seed {args.seed}, {name}": ([r["env_steps"] for r in rows], [r["mean_return"] for r in rows])
          for name, rows in curves.items()},
         str(out_dir / "learning_curves.png"), title=f"RaE on {args.env}: from scratch vs replaying {pathlib.Path(args.source).name}",

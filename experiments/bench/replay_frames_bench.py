@@ -108,13 +108,12 @@ class PackedStackWriter:
     vector, as NStepWriter packs state items. Items of full n steps only (enough to measure)."""
 
     def __init__(self, client, table: str):
-        from reverb import pybind
-
+        from replay import reverb_internals
         from replay.writer import GET_SIGNATURE_TIMEOUT_MS
 
         self._table = table
-        self._writer = client._client.NewTrajectoryWriter(  # pylint: disable=protected-access
-            pybind.ConstantChunkerOptions(max_chunk_length=1, num_keep_alive_refs=1), GET_SIGNATURE_TIMEOUT_MS)
+        options = reverb_internals.chunker_options(max_chunk_length=1, num_keep_alive_refs=1)
+        self._writer = reverb_internals.trajectory_writer(client, options, GET_SIGNATURE_TIMEOUT_MS)
         self._frames: List[np.ndarray] = []
 
     def add_first(self, timestep: dm_env.TimeStep, env: int = 0) -> None:

@@ -1,0 +1,2 @@
+"""The loops nodes, benchmarks and tests drive: the actor's, the learner's, and whole episodes.
+Nothing here knows Launchpad."""

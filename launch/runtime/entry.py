@@ -1,0 +1,312 @@
+"""One node of a program in this process: the entry point of every multi-node launch type.
+
+    python -m launch.runtime.entry --launch_dir=RUN/launches/K --node=actor/1 --host=10.0.0.3 --coordinator=10.0.0.2:41234
+    python -m launch.runtime.entry --launch_dir=RUN/launches/K --node=counter/0 --host=10.0.0.2   (serves as coordinator)
+
+The launcher pickles the program once (`write_program`); every node process loads it
+and runs one node. The counter node is the coordinator: it is started first, reserves
+its own port and writes its address to LAUNCH_DIR/coordinator; whoever starts the other
+nodes hands that address to them on the command line. Every other node reserves a port
+on its host (launch.runtime.ports), registers host:port with the counter, and finds the nodes it calls
+by asking the counter (`RegistryAddressBuilder`). The stop goes through the counter
+too: `lp.stop()` asks it to stop the program, and each process polls it and stops
+itself as on one machine (SIGTERM to itself: the same path as a local stop).
+
+Each such process is the node's supervisor (`launch.runtime.supervisor`): it reserves the node's
+port, runs the node in a child process (`--attempt=K`), and starts it again if it dies.
+"""
+
+import faulthandler
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+
+from absl import app, flags
+
+from launch import faults
+from launch.faults import disk_full
+from launch.nodes import launchpad_internals, rpc
+from launch.nodes.process import ATTEMPT_ENV, CPU_ONLY_ENV
+from launch.rundir.jsonio import read_json
+from launch.rundir.paths import COORDINATOR_FILE, PROGRAM_FILE, SUPERVISION_FILE, run_dir_of_launch
+from launch.runtime import ports, supervisor
+
+_LAUNCH_DIR = flags.DEFINE_string("launch_dir", None, "the launch's directory (program.pkl)")
+_NODE = flags.DEFINE_string("node", None, "group/index of the node to run; group only: index from --index_env")
+_INDEX_ENV = flags.DEFINE_string("index_env", None, "environment variable with the node's index (SLURM_PROCID)")
+_HOST = flags.DEFINE_string("host", None, "this host's address as other hosts reach it; default in a SLURM "
+                            "step: $SLURMD_NODENAME's NodeAddr")
+_COORDINATOR = flags.DEFINE_string("coordinator", None, "host:port of the counter node (all nodes but the counter)")
+_ATTEMPT = flags.DEFINE_integer("attempt", None, "set by the node's supervisor in the node's own process: how many "
+                                 "times it was restarted; unset: this process is the supervisor")
+_PORT = flags.DEFINE_integer("port", None, "the port this node serves at (a launcher on the counter's host reserves "
+                             "the counter's, so that every node starts at once); default: one reserved on this host "
+                             "(launch.runtime.ports)")
+
+# How long a node waits for the counter, and for a node it calls to register, before giving up.
+_FIND_TIMEOUT_S = 300.0
+# A node whose counter stays unreachable this long stops itself (the program is gone).
+_COUNTER_LOST_S = 60.0
+# A supervisor waits this long for a counter that does not answer (one restarting is back
+# in ~6 s) before it takes the program for gone.
+_COUNTER_RESTART_S = 30.0
+
+
+class StoppedBeforeStart(Exception):
+    """The program stopped while this node was still starting: nothing to run."""
+
+
+def poll(attempt, timeout_s: float, failure: str, interval_s: float = 0.2, go_on=lambda: True):
+    """`attempt()`'s first result that is not None, tried until `timeout_s` has passed (at
+    least once) or `go_on()` is false; then TimeoutError(failure). An exception from
+    `attempt` counts as no result (the other side is not up yet)."""
+    deadline = time.time() + timeout_s
+    while True:
+        try:
+            result = attempt()
+            if result is not None:
+                return result
+        except StoppedBeforeStart:
+            raise
+        except Exception:  # not up yet
+            pass
+        if time.time() >= deadline or not go_on():
+            raise TimeoutError(failure)
+        time.sleep(interval_s)
+
+
+def wait_for_coordinator(launch_dir: str, timeout_s: float, alive=lambda: True) -> str:
+    """The counter's address once it has written it (launchers and job scripts wait on this)."""
+    path = os.path.join(launch_dir, COORDINATOR_FILE)
+
+    def read():
+        with open(path) as file:
+            return file.read().strip() or None
+
+    return poll(read, timeout_s, f"The counter node did not start within {timeout_s:.0f} s (no {path}); see its log.",
+                interval_s=0.1, go_on=alive)
+
+
+class StaticAddressBuilder:
+    """An address known when the process starts (its own, or the counter's)."""
+
+    def __init__(self, address: str):
+        self._address = address
+
+    def build(self) -> str:
+        return self._address
+
+
+class RegistryAddressBuilder:
+    """The address another node registered with the counter; waits until it has."""
+
+    def __init__(self, coordinator, node: str):
+        self._coordinator = coordinator
+        self._node = node
+
+    def build(self) -> str:
+        def lookup():
+            address = self._coordinator.lookup_address(self._node)
+            if not address and self._coordinator.stop_reason():
+                raise StoppedBeforeStart(f"the program stopped before node {self._node} registered")
+            return address or None
+
+        return poll(lookup, _FIND_TIMEOUT_S,
+                    f"node {self._node} did not register with the counter within {_FIND_TIMEOUT_S:.0f} s; see its log")
+
+
+def _own_host() -> str:
+    if _HOST.value:
+        return _HOST.value
+    name = os.environ.get("SLURMD_NODENAME")
+    if name is None:
+        raise ValueError("launch.runtime.entry needs --host (this host's address), or to run in a SLURM step.")
+    from launch.runtime import cluster
+
+    return cluster.slurm_node_address(name)
+
+
+def _node_name() -> tuple:
+    if "/" in _NODE.value:
+        label, index = _NODE.value.split("/")
+        return label, int(index)
+    if not _INDEX_ENV.value or _INDEX_ENV.value not in os.environ:
+        raise ValueError(f"--node={_NODE.value} has no index: give group/index, or --index_env set in the environment.")
+    return _NODE.value, int(os.environ[_INDEX_ENV.value])
+
+
+def _watch_stop(coordinator, node: str, stopped: threading.Event) -> None:
+    """Stops this process the way a local stop does once the counter says the program stops,
+    or once the counter has been unreachable for `_COUNTER_LOST_S`."""
+    last_answer = time.time()
+    while not stopped.wait(0.2):
+        try:
+            reason = coordinator.stop_reason(node)
+            last_answer = time.time()
+        except Exception:  # busy or gone
+            reason = None if time.time() - last_answer < _COUNTER_LOST_S else "the counter is unreachable"
+        if reason:
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+
+
+def run_node(launch_dir: str, label: str, index: int, host: str, coordinator_address: str = None,
+             port: int = None) -> int:
+    import cloudpickle
+    import courier
+
+    with open(os.path.join(launch_dir, PROGRAM_FILE), "rb") as file:
+        groups = cloudpickle.load(file)
+    if label not in groups or not 0 <= index < len(groups[label]):
+        raise ValueError(f"The program has no node {label}/{index}; its groups: "
+                         + ", ".join(f"{name} ({len(nodes)})" for name, nodes in groups.items()))
+    node = groups[label][index]
+    if len(node.addresses) > 1:
+        raise ValueError(f"Node {label}/{index} serves {len(node.addresses)} addresses; Relay's nodes serve one.")
+    own_address = f"{host}:{port or ports.reserve_port()}"
+    if label == "counter":
+        coordinator_address = own_address
+    elif not coordinator_address:
+        raise ValueError("--coordinator is required for every node but the counter.")
+    coordinator = courier.Client(coordinator_address, call_timeout=2.0)  # courier clients are thread-safe
+    counter_node = groups["counter"][0]
+    for group_label, nodes in groups.items():
+        for node_index, other in enumerate(nodes):
+            for address in other.addresses:
+                if other is node:
+                    launchpad_internals.bind_address(address, StaticAddressBuilder(own_address))
+                elif other is counter_node:
+                    launchpad_internals.bind_address(address, StaticAddressBuilder(coordinator_address))
+                else:
+                    launchpad_internals.bind_address(
+                        address, RegistryAddressBuilder(coordinator, f"{group_label}/{node_index}"))
+
+    launchpad_internals.start_stop_machinery()
+    launchpad_internals.initialize_node(node, lambda: rpc.final_client(
+        coordinator_address, call_timeout_s=2.0).request_stop(f"lp.stop() by {label}/{index}"))
+    if label == "counter":
+        announce = os.path.join(launch_dir, COORDINATOR_FILE)
+        with open(announce + ".tmp", "w") as file:
+            file.write(own_address + "\n")
+        os.replace(announce + ".tmp", announce)
+    elif node.addresses:
+        poll(lambda: coordinator.register_address(f"{label}/{index}", own_address) or True, _FIND_TIMEOUT_S,
+             f"The counter did not answer within {_FIND_TIMEOUT_S:.0f} s; see its log.")
+    accelerators = "CPU only" if os.environ.get("JAX_PLATFORMS") == "cpu" else "accelerators allowed"
+    print(f"relay node {label}/{index} on {host} (pid {os.getpid()}, {accelerators})"
+          + (f", serving at {own_address}" if node.addresses else "") + f"; counter at {coordinator_address}", flush=True)
+    stopped = threading.Event()
+    watcher = f"{label}/{index}"  # a restarted process takes its place
+    threading.Thread(target=_watch_stop, args=(coordinator, watcher, stopped), daemon=True, name="stop-watch").start()
+    try:
+        launchpad_internals.run_node(node)
+    except StoppedBeforeStart as stopped_early:
+        print(f"relay node {label}/{index}: {stopped_early}", flush=True)
+    except faults.RunError as error:  # no restart mends it: the whole run stops, saying why
+        return _stop_run(coordinator_address, f"node {label}/{index}: {error}")
+    except BaseException as error:  # the supervisor starts the node again, unless the disk is full
+        traceback.print_exc()
+        run_dir = run_dir_of_launch(launch_dir)
+        full = disk_full.run_error(error, f"Node {label}/{index} could not write", run_dir,
+                                   "What was written before is whole.", run_dir)
+        return 1 if full is None else _stop_run(coordinator_address, f"node {label}/{index}: {full}")
+    finally:
+        stopped.set()
+    return 0
+
+
+def _stop_run(coordinator_address: str, reason: str) -> int:
+    """A RunError: the counter stops the whole run with `reason`; nothing is restarted."""
+    print(f"relay {reason}", flush=True)
+    try:
+        rpc.final_client(coordinator_address, call_timeout_s=2.0).request_stop(reason)
+    except Exception:  # the counter is gone too
+        pass
+    return faults.RUN_ERROR_EXIT_CODE
+
+
+def _log_path() -> str:
+    """Where this process's output goes, when it is a file (the launchers' logs)."""
+    try:
+        path = os.readlink("/proc/self/fd/1")
+    except OSError:
+        return None
+    return path if path.startswith("/") and os.path.isfile(path) else None
+
+
+def supervise(launch_dir: str, label: str, index: int, host: str, coordinator_address: str = None,
+              port: int = None) -> int:
+    """Runs the node in a child process, started again when it dies (`launch.runtime.supervisor`)."""
+
+    port = port or ports.reserve_port()  # held for this process's life: every restart serves at it
+    node = f"{label}/{index}"
+    if label == "counter":
+        coordinator_address = f"{host}:{port}"
+    settings = read_json(os.path.join(launch_dir, SUPERVISION_FILE)) or {}
+    argv = [sys.executable, "-m", "launch.runtime.entry", f"--launch_dir={launch_dir}", f"--node={label}/{index}",
+            f"--host={host}", f"--port={port}"]
+    if coordinator_address and label != "counter":
+        argv.append(f"--coordinator={coordinator_address}")
+    counter = rpc.final_client(coordinator_address, call_timeout_s=2.0)
+
+    def stopping() -> bool:
+        if label == "counter":  # its own saved state says whether the program was stopping
+            from launch.nodes.counter import saved_stop_reason
+
+            return saved_stop_reason(launch_dir) is not None
+        try:  # the counter may be restarting too: it has a while to come back
+            return poll(lambda: counter.stop_reason() or "", _COUNTER_RESTART_S, "") != ""
+        except TimeoutError:
+            return True  # no counter: the program is gone
+
+    def report(record: dict) -> None:
+        try:
+            poll(lambda: counter.record_restart(record) or True, _COUNTER_RESTART_S, "")
+        except TimeoutError:  # the counter is gone: this process's output has the record
+            print("relay supervisor: the counter did not take the record", flush=True)
+            return
+        if not record["restarted"]:
+            try:
+                counter.request_stop(record["message"])
+            except Exception as error:
+                print(f"relay supervisor: the counter did not take the stop ({type(error).__name__})", flush=True)
+
+    code = supervisor.Supervisor(argv, node, settings.get("max_restarts_per_node", 0), stopping, report,
+                                 log=_log_path()).run()
+    return supervisor.exit_code(code)
+
+
+def main(argv) -> None:
+    del argv
+    label, index = _node_name()
+    if _ATTEMPT.value is None:
+        code = supervise(_LAUNCH_DIR.value, label, index, _own_host(), _COORDINATOR.value, _PORT.value)
+    else:
+        # `kill -USR2 PID` prints every thread's stack to the node's log: what a hung node is doing.
+        faulthandler.register(signal.SIGUSR2, all_threads=True)
+        os.environ[ATTEMPT_ENV] = str(_ATTEMPT.value)
+        code = run_node(_LAUNCH_DIR.value, label, index, _own_host(), _COORDINATOR.value, _PORT.value)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Skip interpreter teardown: everything the node writes is closed, and native threads
+    # (TensorFlow, Reverb, gRPC, orbax) were once seen to hold a learner's exit for over 9 s.
+    os._exit(code)
+
+
+def _prepare_process() -> None:
+    """Before anything imports JAX: only the learner may open an accelerator (its supervisor
+    never imports JAX)."""
+    node = next((arg.split("=", 1)[1] for arg in sys.argv if arg.startswith("--node=")), "")
+    if node.split("/")[0] != "learner":
+        os.environ.update(CPU_ONLY_ENV)
+
+
+if __name__ == "__main__":
+    if any(arg.startswith("--attempt=") for arg in sys.argv):  # a node's own process
+        supervisor.die_with_supervisor()
+    _prepare_process()
+    flags.mark_flags_as_required(["launch_dir", "node"])
+    app.run(main)

@@ -1,0 +1,116 @@
+"""Node processes started by the launcher itself: `--launch_type=local_mp` (every node on this
+machine) and `--launch_type=hosts` (across hosts, without a scheduler).
+
+For hosts, the cluster spec names each component's hosts and a command template that runs
+a command on a host (`ssh {host} cd /path/to/relay &&`). Every node is one
+`launch.runtime.entry` process: the counter first, then the rest with its address (on this
+machine the launcher picks the counter's port, and all start at once). The launcher keeps
+each node's local process (the ssh client, or the node itself); its log goes to
+RUN_DIR/logs[/launch_k]/<group>/<index>. Each node's process is its supervisor, which
+restarts it if it dies (`launch.runtime.supervisor`); `launch.runtime.watch` watches them.
+"""
+
+import os
+import shlex
+import signal
+import subprocess
+import time
+from typing import Dict, Optional
+
+from launch.nodes import rpc
+from launch.rundir.paths import RunPaths
+from launch.runtime import cluster, entry, ports
+from launch.runtime.launch_files import ROOT, entry_argv, write_launch
+
+
+def local_spec() -> cluster.ClusterSpec:
+    """Every group on this machine (local_mp)."""
+    return cluster.ClusterSpec(components=(cluster.Component(groups=cluster.PROGRAM_GROUPS + ("loader",),
+                                                             hosts=(cluster.Host("localhost", "localhost"),)),))
+
+
+class HostsLaunch:
+    """The program's node processes, started through the spec's command template.
+
+    `processes`: "node <group>/<index>" -> its local process."""
+
+    def __init__(self, program, spec: cluster.ClusterSpec, run_dir: str, launch_index: int = 0, max_restarts: int = 0):
+        spec.check_program(cluster.PROGRAM_GROUPS, need_hosts=True)
+        self._spec = spec
+        self._sizes = {label: len(nodes) for label, nodes in program.groups.items()}
+        self._launch_dir = write_launch(program, spec, run_dir, launch_index, max_restarts)
+        self._paths, self._launch_index = RunPaths(run_dir), launch_index
+        self.processes: Dict[str, subprocess.Popen] = {}
+        self.coordinator: Optional[str] = None
+
+    def log_path(self, name: str) -> str:
+        """The log of "node <group>/<index>"."""
+        label, index = name.split(" ")[-1].split("/")
+        return self._paths.node_log(self._launch_index, label, int(index))
+
+    def _start(self, label: str, index: int, port: Optional[int] = None) -> subprocess.Popen:
+        host = self._spec.host_of(label, index)
+        argv = entry_argv(self._launch_dir, f"{label}/{index}", host.address, self.coordinator, port=port)
+        name = f"node {label}/{index}"
+        os.makedirs(os.path.dirname(self.log_path(name)), exist_ok=True)
+        options = dict(cwd=ROOT, stdin=subprocess.DEVNULL, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": ROOT})
+        with open(self.log_path(name), "ab") as log:
+            if self._spec.command_template:
+                # Its own session: the template's processes (ssh) are stopped as one group.
+                template = self._spec.command_template.format(host=host.name, address=host.address)
+                process = subprocess.Popen(f"{template} {shlex.join(argv)}", shell=True, stdout=log,
+                                           start_new_session=True, **options)
+            else:
+                # The launcher's process group: Ctrl-C in a terminal reaches every node's supervisor,
+                # which hands it on, as with Launchpad.
+                process = subprocess.Popen(argv, stdout=log, **options)
+        self.processes[name] = process
+        return process
+
+    def start(self, timeout_s: float = 300.0) -> None:
+        """Starts the counter and, once its address is known, every other node."""
+        if not self._spec.command_template:
+            # On this machine the launcher picks the counter's port: everyone starts at once.
+            port = ports.reserve_port()  # held by the launcher until it exits
+            self.coordinator = f"{self._spec.host_of('counter', 0).address}:{port}"
+            self._start("counter", 0, port=port)
+        else:
+            counter = self._start("counter", 0)
+            try:
+                self.coordinator = entry.wait_for_coordinator(self._launch_dir, timeout_s,
+                                                              alive=lambda: counter.poll() is None)
+            except TimeoutError:
+                self.terminate(force=True)
+                raise RuntimeError(f"The counter node did not start; its log: {self.log_path('node counter/0')}") from None
+        for label, size in self._sizes.items():
+            for index in range(size):
+                if label != "counter":
+                    self._start(label, index)
+
+    def request_stop(self, reason: str) -> bool:
+        """Asks the counter to stop the program; False if it does not answer (three tries)."""
+        try:
+            rpc.final_client(self.coordinator, call_timeout_s=2.0).request_stop(reason)
+            return True
+        except Exception:  # gone, or never started
+            return False
+
+    def _running(self) -> list:
+        return [process for process in self.processes.values() if process.poll() is None]
+
+    def terminate(self, force: bool = False, grace_s: float = 15.0) -> None:
+        """SIGTERM to every node process still running, SIGKILL after `grace_s` (at once if `force`)."""
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for process in self._running():
+                try:
+                    if self._spec.command_template:
+                        os.killpg(process.pid, sig)
+                    else:
+                        process.send_signal(sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.time() + (0.0 if force and sig == signal.SIGTERM else grace_s if sig == signal.SIGTERM else 5.0)
+            while self._running() and time.time() < deadline:
+                time.sleep(0.2)
+            if not self._running():
+                return

@@ -1,0 +1,266 @@
+"""`launch()`: the one way a run starts, whatever the launch type.
+
+    from launch.runtime import LaunchOptions, NewRun, Resume, launch
+    launch(NewRun(config), LaunchOptions(launch_type="local_mp"))      # config: launch.config.ExperimentConfig
+    launch(Resume("runs/cartpole_swingup/mpo/<time>-s0", max_env_steps=200_000))
+
+It checks everything before any process starts, writes config.json, builds the program
+(`launch.program.make_program`) and runs it: as threads of this process (local_mt), as one
+supervised process per node on this machine (local_mp) or on the hosts of a cluster spec
+(hosts), or as a SLURM job (slurm). It shows the progress line until the program ends,
+and watches the launch's processes (`launch.runtime.watch`): a failed node or a Ctrl-C
+stops the program through its counter. Then it draws the learning curve and prints what
+the run did.
+"""
+
+import dataclasses
+import faulthandler
+import json
+import os
+import signal
+import sys
+import threading
+from typing import Optional, Union
+
+from launch.config import ExperimentConfig
+from launch.rundir import plots, summary
+from launch.rundir.jsonio import read_json
+from launch.rundir.paths import RunPaths
+from launch.rundir.run_config import write_config
+from launch.runtime import cluster
+from launch.runtime.run_setup import NewRun, Resume, prepare_new_run, prepare_resume
+
+LAUNCH_TYPES = ("local_mt", "local_mp", "hosts", "slurm")
+# What a first Ctrl-C or SIGTERM to a launcher is called in the run's stop reason.
+_STOP_SIGNALS = {signal.SIGINT: "Ctrl-C in the launcher", signal.SIGTERM: "SIGTERM to the launcher"}
+
+
+@dataclasses.dataclass(frozen=True)
+class LaunchOptions:
+    """How a run is launched (nothing here changes what it computes)."""
+
+    # local_mt: threads of one process; local_mp: a process per node on this machine; hosts:
+    # across the hosts of `cluster`, no scheduler; slurm: one SLURM job placed as `cluster` says.
+    launch_type: str = "local_mp"
+    cluster: Optional[str] = None  # the cluster spec's JSON file (launch.runtime.cluster), hosts and slurm only
+    # SLURM: overrides of the cluster spec's options.
+    slurm_partition: Optional[str] = None
+    slurm_account: Optional[str] = None
+    slurm_time: Optional[str] = None  # sbatch --time syntax
+    dry_run: bool = False  # slurm: print the job script and cluster spec, submit nothing
+    detach: bool = False  # slurm: return once the job is submitted instead of following it
+
+    def __post_init__(self):
+        if self.launch_type not in LAUNCH_TYPES:
+            raise ValueError(f"Unknown launch type {self.launch_type!r}; choose one of {', '.join(LAUNCH_TYPES)}.")
+        if self.dry_run and self.launch_type != "slurm":
+            raise ValueError("--dry_run is for --launch_type=slurm.")
+
+
+def load_cluster(options: LaunchOptions) -> Optional[cluster.ClusterSpec]:
+    """The cluster spec with the SLURM overrides applied; None for a launch on this machine."""
+    if options.launch_type in ("local_mt", "local_mp"):
+        if options.cluster:
+            raise ValueError(f"--cluster is for --launch_type=hosts or slurm, not {options.launch_type}.")
+        return None
+    if not options.cluster:
+        raise ValueError(f"--launch_type={options.launch_type} needs --cluster=SPEC.json (see docs/multinode.md).")
+    spec = cluster.load(options.cluster)
+    spec.check_program(cluster.PROGRAM_GROUPS, need_hosts=options.launch_type == "hosts")
+    overrides = {name: value for name, value in (("partition", options.slurm_partition),
+                                                 ("account", options.slurm_account), ("time", options.slurm_time))
+                 if value}
+    return dataclasses.replace(spec, slurm=dataclasses.replace(spec.slurm, **overrides)) if overrides else spec
+
+
+def launch(run: Union[NewRun, Resume], options: LaunchOptions = LaunchOptions()) -> int:
+    """Launches `run` as `options` say and follows it to its end. Returns the exit code: 0 when
+    the program ended well, 1 when a node failed (or a SLURM job did), 2 for bad input (said
+    before anything started)."""
+    try:
+        cluster_spec = load_cluster(options)
+        if isinstance(run, Resume):
+            config, spec = prepare_resume(run)
+        else:
+            config, spec = prepare_new_run(run, create=not options.dry_run)
+        if options.dry_run:
+            return _dry_run(config, cluster_spec)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    write_config(config)
+    from launch.program import make_program  # Launchpad and the nodes only for a valid launch
+
+    print(f"Run directory: {_shown(config.run_dir)}")
+    program = make_program(config, spec)
+    if options.launch_type == "local_mt":
+        code = _run_threads(program, config)
+    elif options.launch_type in ("local_mp", "hosts"):
+        code = _run_processes(program, config, cluster_spec)
+    else:
+        try:
+            code = _run_slurm(program, config, cluster_spec, options.detach)
+        except RuntimeError as error:  # sbatch refused the job
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        if options.detach:
+            return code
+    report(config)
+    return code
+
+
+def _shown(run_dir: str) -> str:
+    """The run directory as a user gave it: relative to here when it is below here."""
+    relative = os.path.relpath(run_dir)
+    return run_dir if relative.startswith("..") else relative
+
+
+def _follow(run_dir: str, counter_address, wait):
+    """Shows the progress line (from the counter, once `counter_address()` knows it) until
+    `wait()` returns; returns what it returns."""
+    from launch.runtime import progress
+
+    fetchers = {}
+
+    def fetch():
+        address = counter_address()
+        if address is None:
+            return None  # the counter has not started yet
+        if address not in fetchers:
+            fetchers[address] = progress.counter_progress(address)
+        return fetchers[address]()
+
+    done = threading.Event()
+    printer = threading.Thread(target=progress.show_progress, args=(run_dir, fetch, done), daemon=True)
+    printer.start()
+    try:
+        return wait()
+    finally:
+        done.set()
+        printer.join()
+
+
+def _run_threads(program, config: ExperimentConfig) -> int:
+    """local_mt: Launchpad runs every node as a thread of this process (no supervision)."""
+    from launch.faults import RunError
+    from launch.runtime import threads
+
+    manager = threads.launch_threads(program)
+    address = threads.counter_address(program)
+    code = 0
+    try:
+        _follow(config.run_dir, lambda: address, manager.wait)
+    except RunError as error:  # a node's, re-raised by Launchpad once every thread stopped
+        print(f"error: {error}", file=sys.stderr)
+        code = 1
+    faulthandler.cancel_dump_traceback_later()  # every thread stopped in time
+    return code
+
+
+def _run_processes(program, config: ExperimentConfig, cluster_spec: Optional[cluster.ClusterSpec]) -> int:
+    """local_mp (`cluster_spec` None: every node on this machine) and hosts."""
+    from launch.runtime import hosts
+    from launch.runtime.supervisor import describe_exit
+    from launch.runtime.watch import LaunchWatch
+
+    processes = hosts.HostsLaunch(program, cluster_spec or hosts.local_spec(), config.run_dir, config.launch_index,
+                                  config.max_restarts_per_node)
+    with LaunchWatch(processes.processes, processes.request_stop, processes.terminate, log_of=processes.log_path,
+                     signals=_STOP_SIGNALS) as watch:
+        processes.start()
+        codes = _follow(config.run_dir, lambda: processes.coordinator, watch.run)
+    failed = {name: code for name, code in codes.items() if code != 0}
+    if failed:
+        print(f"error: {', '.join(f'{name} failed ({describe_exit(code)})' for name, code in failed.items())}; "
+              "their logs: " + ", ".join(processes.log_path(name) for name in failed), file=sys.stderr)
+        return 1
+    return 0
+
+
+def _job_name(config: ExperimentConfig) -> str:
+    return f"relay-{config.agent}-{config.environment.task.replace(':', '_')}-s{config.seed}"
+
+
+def _run_slurm(program, config: ExperimentConfig, cluster_spec: cluster.ClusterSpec, detach: bool) -> int:
+    from launch.nodes import rpc
+    from launch.runtime import entry, slurm
+    from launch.runtime.watch import LaunchWatch
+
+    paths = RunPaths(config.run_dir)
+    scripts = slurm.write_job(program, cluster_spec, config.run_dir, config.launch_index, _job_name(config),
+                              config.max_restarts_per_node)
+    job_ids = slurm.submit(scripts)
+    launch_dir, jobs = paths.launch_dir(config.launch_index), " ".join(job_ids)
+    print(f"Submitted SLURM job{'s' if len(job_ids) > 1 else ''} {jobs} ({', '.join(scripts)}); "
+          f"node logs under {paths.logs_dir(config.launch_index)}")
+    if detach:
+        print(f"Detached. Follow it with squeue -j {','.join(job_ids)} or python -m experiments.runs list; "
+              f"stop it with scancel {jobs}.")
+        return 0
+    coordinator = {}
+
+    def counter_address() -> Optional[str]:
+        if "address" not in coordinator:
+            try:
+                coordinator["address"] = entry.wait_for_coordinator(launch_dir, 0.0)
+            except TimeoutError:
+                return None
+        return coordinator["address"]
+
+    def request_stop(reason: str) -> bool:
+        address = counter_address()
+        if address is None:  # not up yet: cancel
+            return False
+        try:
+            rpc.final_client(address, call_timeout_s=2.0).request_stop(reason)
+            return True
+        except Exception:  # the counter is gone: cancel
+            return False
+
+    def cancel(force: bool) -> None:
+        print(f"\nCancelling {jobs}.", flush=True)
+        slurm.cancel(job_ids)
+
+    job_processes = {f"SLURM job {job_id}": slurm.Job(job_id) for job_id in job_ids}
+    with LaunchWatch(job_processes, request_stop, cancel, signals=_STOP_SIGNALS, interval_s=0.5) as watch:
+        _follow(config.run_dir, counter_address, watch.run)
+    for job in job_processes.values():
+        print(f"SLURM job {job.job_id}: {job.state or 'ended'}")
+    return 0 if all(job.poll() == 0 for job in job_processes.values()) else 1
+
+
+def _dry_run(config: ExperimentConfig, cluster_spec: cluster.ClusterSpec) -> int:
+    from launch.runtime import slurm
+
+    print("# cluster spec (each component's hosts are filled in from SLURM's node lists when the job starts)")
+    print(json.dumps(cluster.to_json(cluster_spec), indent=2))
+    launch_dir = RunPaths(config.run_dir).launch_dir(config.launch_index)
+    for name, script in slurm.sbatch_scripts(cluster_spec, launch_dir, config.run_dir, _job_name(config)):
+        print(f"# {os.path.join(launch_dir, name)}")
+        print(script)
+    return 0
+
+
+def report(config: ExperimentConfig) -> None:
+    """The learning curve (learning_curve.png) and a line of what the run did, from its summary."""
+    paths, shown = RunPaths(config.run_dir), _shown(config.run_dir)
+    result = read_json(paths.summary)
+    if result is None:
+        print(f"No summary.json in {shown}: the counter node did not finish; see the logs under {shown}/logs.",
+              file=sys.stderr)
+        return
+    rows = summary.evaluations(config.run_dir)
+    plots.plot_learning_curves(
+        {config.agent: ([row["env_steps"] for row in rows], [row["mean_return"] for row in rows])},
+        paths.learning_curve, title=f"{config.agent} on {config.environment.task}, seed {config.seed}",
+    )
+    restarts = result.get("restarts") or []
+    if restarts:
+        print(f"{len(restarts)} node restarts (each in {shown}/restarts.jsonl): "
+              + ", ".join(f"{record['node']} ({record['cause']})" for record in restarts))
+    if result.get("stop_reason") and not result["reached_max_env_steps"]:
+        print(f"The run stopped before max_env_steps: {result['stop_reason']}", file=sys.stderr)
+    final = result["final_eval_return"]
+    print(f"Finished: {result['env_steps']} env steps, {result['learner_steps']} learner steps in "
+          f"{result['wall_time_s']:.0f} s; final eval return {'n/a' if final is None else f'{final:.1f}'}. "
+          f"Outputs in {shown}")
