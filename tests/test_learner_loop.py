@@ -1,0 +1,146 @@
+"""The learner's loop (launch.loops.learner.LearnerLoop): what one step() does, and what the
+learner node's loop leaves, against a live Reverb server filled by the episode runner."""
+
+import os
+import threading
+
+import jax
+import numpy as np
+import pytest
+import reverb
+
+import agents
+import environments
+import replay
+from experiments import configs
+from launch.faults import RunError
+from launch.loops.episodes import EpisodeRunner, uniform_random_policy
+from launch.loops.learner import LearnerLoop, initial_state, replay_batches
+from launch.rundir import checkpoints, metrics
+from launch.rundir.jsonio import read_json
+from tests.test_learner import leaves, random_batch
+
+
+def config_for(tmp_path, *overrides):
+    return configs.make_experiment_config(
+        agent="mpo", task="cartpole:swingup", run_dir=str(tmp_path), preset="debug", overrides=[
+            "experiment.learner_publish_period=5", "experiment.checkpoint_every_learner_steps=20",
+            "experiment.log_every_s=0.000001", *overrides])
+
+
+class ListBatches:
+    """Given batches in order, as a LearnerLoop's source; None (nothing sampled yet) when they run out."""
+
+    def __init__(self, batches):
+        self._batches, self.closed = list(batches), False
+
+    def next(self, timeout=None):
+        return self._batches.pop(0) if self._batches else None
+
+    def close(self):
+        self.closed = True
+
+
+class Counter:
+    """The counter's totals, as the node's RPC client gives them."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def get_counts(self):
+        self.calls += 1
+        return {"actor_steps": 1000.0 * self.calls}
+
+
+class Counts:
+    """The learner's CountBuffer: each set(steps=) kept."""
+
+    def __init__(self):
+        self.steps = []
+
+    def set(self, steps):
+        self.steps.append(steps)
+
+
+def test_each_step_is_one_update_on_the_next_batch_and_publishing_checkpoints_and_logs_fall_due(tmp_path):
+    config = config_for(tmp_path)
+    learner = agents.Learner(config.learner, 5, 2)
+    rng = np.random.default_rng(0)
+    batches = [jax.tree_util.tree_map(np.asarray, random_batch(rng, batch_size=32)) for _ in range(23)]
+    expected = initial_state(config, learner)
+    for batch in batches:  # the updates the loop must make, made here directly
+        expected, _ = learner.update(expected, batch)
+    expected = jax.device_get(expected)
+
+    source, counter, counts = ListBatches(batches), Counter(), Counts()
+    loop = LearnerLoop(config, learner, initial_state(config, learner), source, counter=counter, counts=counts)
+    assert all(loop.step() for _ in batches) and not loop.step()  # the 24th finds no batch and does nothing
+    assert loop.steps == 23 and [leaf.tolist() for leaf in leaves(loop.state)] == [leaf.tolist() for leaf in leaves(expected)]
+    # Published every 5 updates: the acting parameters of that step, a host copy.
+    version, params = loop.published
+    assert version == 20 and counts.steps == [5, 10, 15, 20]
+    assert all(isinstance(leaf, np.ndarray) for leaf in jax.tree_util.tree_leaves(params))
+    # A metrics row at each publication (log_every_s is tiny), a checkpoint at step 20 with the counter's totals.
+    rows = metrics.read_rows(metrics.csv_path(config.run_dir, "learner"))
+    assert [row["learner_step"] for row in rows] == [5, 10, 15, 20] and all(row["skipped_updates"] == 0 for row in rows)
+    assert checkpoints.list_steps(config.run_dir) == [20]
+    saved = checkpoints.load_latest(config.run_dir)[0]
+    assert saved.meta["reason"] == "periodic" and saved.meta["counts"]["learner_steps"] == 20
+    # Asked for at each row (steps 5, 10, 15) and before the checkpoint: its 4th answer.
+    assert saved.meta["counts"]["actor_steps"] == 4000.0 and counter.calls == 5
+
+    assert loop.settle() == 23 and counts.steps[-1] == 23
+    loop.close({"actor_steps": 123.0})
+    assert source.closed and checkpoints.list_steps(config.run_dir) == [20, 23]
+    final = checkpoints.load_latest(config.run_dir)[0]
+    assert final.meta["reason"] == "final" and final.meta["counts"] == {"actor_steps": 123.0, "learner_steps": 23.0}
+    np.testing.assert_array_equal(final.state["policy_params"]["params"]["mean"]["kernel"],
+                                  expected.policy_params["params"]["mean"]["kernel"])
+    assert read_json(os.path.join(config.run_dir, "learner.json"))["learner_steps"] == 23
+
+
+def test_updates_that_keep_coming_out_non_finite_stop_the_loop_with_a_run_error_after_the_row_that_shows_them(tmp_path):
+    config = config_for(tmp_path, "learner.learning_rate=1e30", "experiment.max_nonfinite_updates_in_a_row=3")
+    learner = agents.Learner(config.learner, 5, 2)
+    rng = np.random.default_rng(1)
+    loop = LearnerLoop(config, learner, initial_state(config, learner),
+                       ListBatches([random_batch(rng, batch_size=32) for _ in range(40)]))
+    with pytest.raises(RunError, match="3 learner updates in a row had a NaN or inf"):
+        for _ in range(40):
+            loop.step()
+    # The first update applied (its loss was finite), the next ones were skipped: the state stayed at step 1.
+    assert loop.settle() == int(jax.device_get(loop.state.steps)) == 1
+    rows = metrics.read_rows(metrics.csv_path(config.run_dir, "learner"))
+    assert rows[-1]["skipped_updates"] >= 3
+    loop.close()
+    assert checkpoints.load_latest(config.run_dir)[0].step == 1  # the last good state
+
+
+def test_the_loop_trains_on_batches_sampled_from_a_live_replay_server(tmp_path):
+    config = config_for(tmp_path, "replay.samples_per_insert=none")
+    spec = environments.environment_spec(config.environment)
+    server = reverb.Server([replay.make_online_table(config.replay, spec)], port=None)
+    address = f"localhost:{server.port}"
+    env = environments.make_environment(config.environment)
+    writer = replay.make_writer(reverb.Client(address), config.replay, replay.ONLINE_TABLE)
+    try:
+        episodes = EpisodeRunner(env, uniform_random_policy(env.action_spec(), seed=0), [writer]).run(1)
+        writer.flush()
+        assert [episode.steps for episode in episodes] == [1000]
+        assert reverb.Client(address).server_info()[replay.ONLINE_TABLE].current_size == 1000  # one item per step
+
+        learner = agents.Learner(config.learner, spec.observations.shape, spec.actions.shape[0])
+        stop = threading.Event()
+        loop = LearnerLoop(config, learner, initial_state(config, learner),
+                           replay_batches(config, replay.layout_of(spec), address, learner, 0, stop))
+        while loop.steps < 30:
+            loop.step()
+        stop.set()
+        assert loop.settle() == 30 and loop.published[0] == 30
+        assert np.isfinite(loop.metrics["critic_loss"]) and loop.metrics["nonfinite_updates"] == 0.0
+        loop.close()
+        assert checkpoints.list_steps(config.run_dir) == [20, 30]
+    finally:
+        writer.close()
+        env.close()
+        server.stop()
