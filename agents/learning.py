@@ -3,7 +3,7 @@
 `make_update_step` builds the step for a config; `agents.learner.Learner` jits it
 (the one jit boundary) and shards it over devices. An update whose loss or gradients
 hold a NaN or an infinity is not applied: the step returns its input state and says so
-in the metrics (`nonfinite_updates`); `launch.nonfinite` counts these and ends a run
+in the metrics (`nonfinite_updates`); `launch.faults.nonfinite` counts these and ends a run
 that keeps making them.
 """
 

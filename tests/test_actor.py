@@ -152,7 +152,7 @@ def test_every_step_on_disk_was_sent_to_the_counter_before_it_was_written(tmp_pa
     server = reverb.Server([replay.make_online_table(config.replay, spec)], port=None)
 
     class SendingCounter:
-        """Totals held until `send`, as launch.counter.CountBuffer holds them; each send checks the disk."""
+        """Totals held until `send`, as launch.nodes.counter.CountBuffer holds them; each send checks the disk."""
 
         def __init__(self):
             self.held, self.sent, self.sends = 0, 0, 0

@@ -1,4 +1,4 @@
-"""Learner checkpoints (launch.checkpoints) with real learner states and orbax on disk."""
+"""Learner checkpoints (launch.rundir.checkpoints) with real learner states and orbax on disk."""
 
 import glob
 import os

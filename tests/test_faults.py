@@ -1,5 +1,10 @@
-"""A node process killed mid-run (local_mp): its supervisor starts it again and the run goes on
-to max_env_steps; a node that keeps dying stops the run, naming it."""
+"""Node processes killed mid-run (local_mp): each supervisor starts its node again and the run
+goes on; a node that keeps dying stops the run, naming it.
+
+One program for all of it (`killed_run`): its nodes are SIGKILLed one after another, each once
+the one before is back at work (actor/1, learner/0, replay/0, counter/0), then the evaluator
+until it is past its budget of restarts, which ends the run. Each test checks one node's part.
+"""
 
 import json
 import os
@@ -11,12 +16,10 @@ import numpy as np
 import psutil
 import pytest
 
-from test_program import ROOT, assert_no_orphans, csv_rows, learner_has_updated, read, train_command, wait_for
+from test_program import ROOT, assert_no_orphans, read, train_command, wait_for
 
-# Long enough after a kill at ~2,000 steps for the restarted node to start (7-14 s of imports
-# on 2 cores) and work, on a machine that steps ~900 env steps/s.
-MAX_ENV_STEPS = 24000
 CHECKPOINT_EVERY = "--set=experiment.checkpoint_every_learner_steps=100"
+BUDGET = 3  # experiment.max_restarts_per_node's default
 
 
 def node_process(run_dir, node, attempt=0):
@@ -30,16 +33,21 @@ def node_process(run_dir, node, attempt=0):
     return None
 
 
-def counted(run_dir):
-    """The counter's totals as it last saved them (every 0.5 s)."""
+def counter_state(run_dir):
+    """The counter's state as it last saved it (every 0.5 s); {} while there is none."""
     path = os.path.join(run_dir, "launches", "0", "counter_state.json")
     try:
         with open(path) as file:
-            state = json.load(file)
+            return json.load(file)
     except (FileNotFoundError, json.JSONDecodeError):
         return {}
-    totals = dict(state["values"])
-    for sender in state["by_sender"].values():
+
+
+def counted(run_dir):
+    """The counter's totals as it last saved them."""
+    state = counter_state(run_dir)
+    totals = dict(state.get("values", {}))
+    for sender in state.get("by_sender", {}).values():
         for key, value in sender.items():
             totals[key] = totals.get(key, 0) + value
     return totals
@@ -54,43 +62,85 @@ def restarts(run_dir):
 
 
 def log_of(run_dir, node):
-    with open(os.path.join(run_dir, "logs", *node.split("/"))) as file:
-        return file.read()
+    try:
+        with open(os.path.join(run_dir, "logs", *node.split("/"))) as file:
+            return file.read()
+    except FileNotFoundError:
+        return ""
 
 
-def kill_mid_run(tmp_path, node, ready, *extra):
-    """Starts a local_mp run, SIGKILLs `node`'s process once `ready(run_dir)`, and waits for the
-    run to end; returns (run_dir, launcher output, time of the kill, the counts then)."""
-    run_dir = str(tmp_path / "run")
+def actor_senders(run_dir, actor):
+    """Each process of `actor` ("actor_1") that reported to the counter: its totals."""
+    return [totals for sender, totals in counter_state(run_dir).get("by_sender", {}).items()
+            if sender.startswith(f"{actor}-")]
+
+
+def learner_ready_for_the_kill(run_dir):
+    from launch.rundir import checkpoints
+
+    steps = checkpoints.list_steps(run_dir)
+    return bool(steps) and counted(run_dir).get("learner_steps", 0) >= steps[-1] + 30
+
+
+def learner_back_at_work(run_dir):
+    """Restarted from a checkpoint, and saved one more after it: it trained on."""
+    after = log_of(run_dir, "learner/0").partition("learner: restarted from checkpoint ")[2]
+    return "learner: checkpoint " in after
+
+
+@pytest.fixture(scope="module")
+def killed_run(tmp_path_factory):
+    """(run_dir, launcher output, node -> [(time of each kill, the counter's totals then)])."""
+    run_dir = str(tmp_path_factory.mktemp("faults") / "run")
     before = set(psutil.pids())
     launcher = subprocess.Popen(
-        train_command(run_dir, f"--max_env_steps={MAX_ENV_STEPS}", "--launch_type=local_mp", CHECKPOINT_EVERY, *extra),
+        train_command(run_dir, "--max_env_steps=100000000", "--launch_type=local_mp", CHECKPOINT_EVERY),
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    kills = {}
+
+    def kill(node, attempt=0):
+        wait_for(lambda: node_process(run_dir, node, attempt) is not None, 120, f"{node}'s process, attempt {attempt}")
+        node_process(run_dir, node, attempt).send_signal(signal.SIGKILL)
+        kills.setdefault(node, []).append((time.time(), counted(run_dir)))
+
     try:
-        wait_for(lambda: ready(run_dir), 300, f"the run to be ready for the kill of {node}")
-        victim = node_process(run_dir, node)
-        assert victim is not None, f"no process for {node}"
-        victim.send_signal(signal.SIGKILL)
-        killed_at, at_kill = time.time(), counted(run_dir)
-        output, _ = launcher.communicate(timeout=400)
+        wait_for(lambda: counted(run_dir).get("actor_steps", 0) >= 1500, 300, "1,500 env steps")
+        kill("actor/1")
+        wait_for(lambda: sum(totals.get("actor_steps", 0) > 0 for totals in actor_senders(run_dir, "actor_1")) == 2,
+                 120, "actor 1's new process to count steps")
+        wait_for(lambda: learner_ready_for_the_kill(run_dir), 120, "a checkpoint and 30 learner steps past it")
+        kill("learner/0")
+        wait_for(lambda: learner_back_at_work(run_dir), 120, "the restarted learner's first checkpoint")
+        kill("replay/0")
+        at_kill = kills["replay/0"][0][1]
+        wait_for(lambda: "replay: restarted and refilled with" in log_of(run_dir, "replay/0")
+                 and counted(run_dir).get("actor_steps", 0) >= at_kill["actor_steps"] + 2000
+                 and counted(run_dir).get("learner_steps", 0) >= at_kill["learner_steps"] + 200,
+                 120, "the refilled replay server to take 2,000 env steps and give 200 learner steps")
+        kill("counter/0")
+        at_kill = kills["counter/0"][0][1]
+        wait_for(lambda: "counter: restarted from" in log_of(run_dir, "counter/0")
+                 and counted(run_dir).get("actor_steps", 0) >= at_kill["actor_steps"] + 500,
+                 120, "the restarted counter to count 500 more env steps")
+        for attempt in range(BUDGET + 1):  # the last one is past the budget: the run stops
+            kill("evaluator/0", attempt)
+        output, _ = launcher.communicate(timeout=120)
     finally:
         if launcher.poll() is None:
             launcher.kill()
-    assert launcher.returncode == 0, output[-4000:]
+            print(launcher.communicate()[0][-6000:])
+    assert launcher.returncode == 1, output[-4000:]
     assert "Traceback" not in output, output[-4000:]
     assert_no_orphans(before)
-    return run_dir, output, killed_at, at_kill
+    return run_dir, output, kills
 
 
 def assert_restarted_once(run_dir, output, node, killed_at):
-    [record] = restarts(run_dir)
-    assert record["node"] == node and record["cause"] == "signal 9 (SIGKILL)" and record["restarted"]
+    [record] = [record for record in restarts(run_dir) if record["node"] == node]
+    assert record["cause"] == "signal 9 (SIGKILL)" and record["restarted"]
     assert record["attempt"] == 0 and killed_at - 1 <= record["time"] <= killed_at + 30
     assert f"restart: node {node} died (signal 9 (SIGKILL))" in output  # on the launcher's terminal
-    summary = read(run_dir, "summary.json")
-    assert summary["restarts"] == [{"node": node, "cause": "signal 9 (SIGKILL)", "restarted": True}]
-    assert summary["reached_max_env_steps"] and summary["env_steps"] >= MAX_ENV_STEPS
-    return summary
+    assert {"node": node, "cause": "signal 9 (SIGKILL)", "restarted": True} in read(run_dir, "summary.json")["restarts"]
 
 
 def assert_counts_add_up(run_dir, summary):
@@ -115,18 +165,10 @@ def recorded_steps(run_dir, stream):
                for e in experience.read_episodes(os.path.join(run_dir, "experience", stream)))
 
 
-def actor_senders(run_dir, actor):
-    with open(os.path.join(run_dir, "launches", "0", "counter_state.json")) as file:
-        state = json.load(file)
-    return [totals for sender, totals in state["by_sender"].items() if sender.startswith(f"{actor}-")]
-
-
-def test_a_killed_actor_is_restarted_with_a_fresh_seed_and_nothing_counted_twice(tmp_path):
-    run_dir, output, killed_at, _ = kill_mid_run(
-        tmp_path, "actor/1", lambda run_dir: counted(run_dir).get("actor_steps", 0) >= 1500)
-    summary = assert_restarted_once(run_dir, output, "actor/1", killed_at)
-    assert_counts_add_up(run_dir, summary)
-    assert_final_checkpoint_loads(run_dir, summary)
+def test_a_killed_actor_is_restarted_with_a_fresh_seed_and_nothing_counted_twice(killed_run):
+    run_dir, output, kills = killed_run
+    [(killed_at, _)] = kills["actor/1"]
+    assert_restarted_once(run_dir, output, "actor/1", killed_at)
     # Two processes of actor 1 reported, each its own totals; the restarted one's are its actor_1.json.
     restarted_steps = read(run_dir, "actor_1.json")["actor_steps"]
     senders = actor_senders(run_dir, "actor_1")
@@ -149,17 +191,10 @@ def test_a_killed_actor_is_restarted_with_a_fresh_seed_and_nothing_counted_twice
           f"lost {dead['actor_steps'] - recorded_by_dead:.0f} steps")
 
 
-def test_a_killed_learner_goes_on_from_its_newest_checkpoint(tmp_path):
-    from launch.rundir import checkpoints
-
-    def ready(run_dir):
-        steps = checkpoints.list_steps(run_dir)
-        return bool(steps) and counted(run_dir).get("learner_steps", 0) >= steps[-1] + 30
-
-    run_dir, output, killed_at, at_kill = kill_mid_run(tmp_path, "learner/0", ready)
-    summary = assert_restarted_once(run_dir, output, "learner/0", killed_at)
-    assert_counts_add_up(run_dir, summary)
-    assert_final_checkpoint_loads(run_dir, summary)
+def test_a_killed_learner_goes_on_from_its_newest_checkpoint(killed_run):
+    run_dir, output, kills = killed_run
+    [(killed_at, at_kill)] = kills["learner/0"]
+    assert_restarted_once(run_dir, output, "learner/0", killed_at)
     log = log_of(run_dir, "learner/0")
     before_kill, after = log.split("learner: restarted from checkpoint ")
     restored = int(after.split("(learner step ")[1].split(")")[0])
@@ -168,63 +203,54 @@ def test_a_killed_learner_goes_on_from_its_newest_checkpoint(tmp_path):
     assert f"checkpoints/{restored + 100} (periodic)" not in before_kill
     # It went on from there: its next checkpoint is the checkpoint's step + 100.
     assert after.split("learner: checkpoint ")[1].split(" (")[0].endswith(f"checkpoints/{restored + 100}")
-    assert summary["learner_steps"] > restored + 100
+    assert read(run_dir, "summary.json")["learner_steps"] > restored + 100
     print(f"\nlearner kill: restored step {restored}; lost {at_kill['learner_steps'] - restored:.0f}+ learner steps")
 
 
-def test_a_killed_replay_server_is_refilled_and_everyone_reconnects(tmp_path):
-    run_dir, output, killed_at, at_kill = kill_mid_run(
-        tmp_path, "replay/0", lambda run_dir: counted(run_dir).get("actor_steps", 0) >= 2000)
-    summary = assert_restarted_once(run_dir, output, "replay/0", killed_at)
-    assert_counts_add_up(run_dir, summary)
-    assert_final_checkpoint_loads(run_dir, summary)
+def test_a_killed_replay_server_is_refilled_and_everyone_reconnects(killed_run):
+    run_dir, output, kills = killed_run
+    [(killed_at, at_kill)] = kills["replay/0"]
+    assert_restarted_once(run_dir, output, "replay/0", killed_at)
     log = log_of(run_dir, "replay/0")
     refilled = int(log.split("replay: restarted and refilled with ")[1].split(" recorded")[0].replace(",", ""))
     assert refilled >= 1000
     # Actors wrote to the new server and the learner sampled it: both went on after the kill.
+    summary = read(run_dir, "summary.json")
     assert summary["env_steps"] >= at_kill["actor_steps"] + 2000
     assert summary["learner_steps"] >= at_kill["learner_steps"] + 200
     print(f"\nreplay kill: refilled with {refilled} transitions")
 
 
-def test_a_killed_counter_comes_back_with_its_totals_and_loses_none(tmp_path):
-    run_dir, output, killed_at, at_kill = kill_mid_run(
-        tmp_path, "counter/0", lambda run_dir: counted(run_dir).get("actor_steps", 0) >= 2000)
-    summary = assert_restarted_once(run_dir, output, "counter/0", killed_at)  # recorded by the restarted counter
-    assert_counts_add_up(run_dir, summary)
-    assert_final_checkpoint_loads(run_dir, summary)
+def test_a_killed_counter_comes_back_with_its_totals_and_loses_none(killed_run):
+    run_dir, output, kills = killed_run
+    [(killed_at, at_kill)] = kills["counter/0"]
+    assert_restarted_once(run_dir, output, "counter/0", killed_at)  # recorded by the restarted counter
     assert "counter: restarted from " in log_of(run_dir, "counter/0")
-    # Every step each actor took is in the totals once: the actors sent their totals again.
+    # Every step each actor process took is in the totals once (the actors sent their totals again):
+    # the two actors' own totals at the end, and what actor 1's killed process had counted.
     actors = [read(run_dir, f"actor_{i}.json")["actor_steps"] for i in range(2)]
-    assert summary["env_steps"] == sum(actors) >= at_kill["actor_steps"]
+    [killed_actor] = [totals["actor_steps"] for totals in actor_senders(run_dir, "actor_1") if totals["actor_steps"] != actors[1]]
+    assert read(run_dir, "summary.json")["env_steps"] == sum(actors) + killed_actor >= at_kill["actor_steps"]
 
 
-def test_a_node_that_keeps_dying_stops_the_run_naming_it(tmp_path):
-    run_dir = str(tmp_path / "run")
-    before = set(psutil.pids())
-    launcher = subprocess.Popen(
-        train_command(run_dir, "--max_env_steps=100000000", "--launch_type=local_mp",
-                      "--set=experiment.max_restarts_per_node=1"),
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        # Killed once the learner trains: a stop while it is still starting is another case.
-        wait_for(lambda: learner_has_updated(run_dir), 300, "the learner's first metrics row past step 0")
-        for attempt in (0, 1):
-            wait_for(lambda: node_process(run_dir, "evaluator/0", attempt) is not None, 120,
-                     f"the evaluator's process, attempt {attempt}")
-            node_process(run_dir, "evaluator/0", attempt).send_signal(signal.SIGKILL)
-        output, _ = launcher.communicate(timeout=120)
-    finally:
-        if launcher.poll() is None:
-            launcher.kill()
-    assert launcher.returncode == 1, output[-4000:]
+def test_a_node_that_keeps_dying_stops_the_run_naming_it(killed_run):
+    run_dir, output, _ = killed_run
     log = os.path.join(run_dir, "logs", "evaluator", "0")
-    message = f"node evaluator/0 died 2 times (last: signal 9 (SIGKILL)), past its budget of 1 restarts; its log: {log}"
+    message = (f"node evaluator/0 died {BUDGET + 1} times (last: signal 9 (SIGKILL)), past its budget of {BUDGET} "
+               f"restarts; its log: {log}")
     assert f"error: {message}" in output
     summary = read(run_dir, "summary.json")
     assert summary["stop_reason"] == message and not summary["reached_max_env_steps"]
-    assert [record["restarted"] for record in restarts(run_dir)] == [True, False]
-    assert_no_orphans(before)
+    assert [record["restarted"] for record in restarts(run_dir) if record["node"] == "evaluator/0"] == [True] * BUDGET + [False]
+    assert [record["node"] for record in summary["restarts"]] == (
+        ["actor/1", "learner/0", "replay/0", "counter/0"] + ["evaluator/0"] * (BUDGET + 1))
+
+
+def test_after_every_restart_the_counts_add_up_and_the_final_checkpoint_loads(killed_run):
+    run_dir, _, _ = killed_run
+    summary = read(run_dir, "summary.json")
+    assert_counts_add_up(run_dir, summary)
+    assert_final_checkpoint_loads(run_dir, summary)
 
 
 def test_a_learner_whose_updates_keep_coming_out_non_finite_stops_the_run_with_one_error(tmp_path):

@@ -24,7 +24,7 @@ from test_program import (ROOT, assert_experience_recorded, assert_final_checkpo
 PLACEMENT = ((("replay", "counter", "monitor", "evaluator"), "h1"), (("learner",), "h2"), (("actor",), "h3"))
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def hosts():
     reason = netns_hosts.unavailable_reason()
     if reason:
@@ -33,12 +33,13 @@ def hosts():
         yield namespaces
 
 
-@pytest.fixture
-def cluster(hosts, tmp_path):
+@pytest.fixture(scope="module")
+def cluster(hosts, tmp_path_factory):
+    """One SLURM cluster for the module's jobs (each test's run has a directory of its own)."""
     reason = slurm_cluster.unavailable_reason()
     if reason:
         pytest.skip(reason)
-    with slurm_cluster.SlurmCluster(tmp_path / "slurm", hosts) as slurm:
+    with slurm_cluster.SlurmCluster(tmp_path_factory.mktemp("slurm"), hosts) as slurm:
         slurm.wait_ready(120)
         yield slurm
 
@@ -114,48 +115,6 @@ def assert_trained_and_stopped_at_the_limit(run_dir, max_env_steps):
     assert_metrics_complete(run_dir, learner["learner_steps"], csv_rows(run_dir, "evaluator"))
 
 
-@pytest.mark.parametrize("heterogeneous", [True, False], ids=["het_job_followed", "one_job_per_component_detached"])
-def test_a_slurm_job_runs_the_program_across_three_hosts(cluster, hosts, tmp_path, heterogeneous):
-    """The het job is followed by the launcher; the jobs of the other case run detached."""
-    from experiments import runs
-
-    run_dir = str(tmp_path / "run")
-    before = set(psutil.pids())
-    result = subprocess.run(
-        train_command(run_dir, "--max_env_steps=4000", "--launch_type=slurm",
-                      f"--cluster={slurm_spec(tmp_path, heterogeneous)}", *([] if heterogeneous else ["--detach"])),
-        cwd=ROOT, env=cluster.env, capture_output=True, text=True, timeout=600)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-3000:] + cluster.log_tails()
-    job_ids = pathlib.Path(run_dir, "launches", "0", "job_id").read_text().split()
-    assert len(job_ids) == (1 if heterogeneous else 3)
-    if heterogeneous:
-        assert_progress_line_shown(output, 4000)
-    else:
-        assert "Detached." in output and "Finished" not in output
-        for job_id in job_ids:
-            cluster.wait_job(job_id, ["COMPLETED", "FAILED", "CANCELLED"], timeout_s=300)
-    for job_id in job_ids:
-        assert cluster.job_state(job_id) == "COMPLETED"
-        assert not heterogeneous or f"SLURM job {job_id}: COMPLETED" in output
-    # The runs index shows it like any run.
-    [listed] = runs.find_runs(str(tmp_path))
-    assert listed["env_steps"] == read(run_dir, "summary.json")["env_steps"] and listed["checkpoint"] is not None
-    if heterogeneous:  # the job filled the spec's hosts in from SLURM's node lists
-        spec = read(os.path.join(run_dir, "launches", "0"), "cluster.json")
-        assert [[host["name"] for host in c["hosts"]] for c in spec["components"]] == [["h1"], ["h2"], ["h3"]]
-        assert_placed_as_specified(run_dir, hosts)
-    else:  # each job got the host SLURM chose for it, and its nodes ran there
-        for job_id, groups in zip(job_ids, [groups for groups, _ in PLACEMENT]):
-            job_host = hosts.hosts[re.search(r" NodeList=(\S+)", cluster.job_info(job_id)).group(1)]
-            placed = {node: address for node, address in node_hosts(run_dir).items() if node.split("/")[0] in groups}
-            assert placed and set(placed.values()) == {job_host}
-    assert_accelerators_only_for_the_learner(run_dir)
-    assert_trained_and_stopped_at_the_limit(run_dir, 4000)
-    assert_logs_clean(run_dir)
-    assert_no_orphans(before)
-
-
 @contextlib.contextmanager
 def launched_until_the_learner_updates(run_dir, *flags, env=None):
     """The launcher of a run without a step limit, once its learner has updated (so the final
@@ -172,43 +131,82 @@ def launched_until_the_learner_updates(run_dir, *flags, env=None):
             launcher.kill()
 
 
-def assert_stopped_cleanly_mid_run(run_dir, launcher, output):
-    """Every node returned: exact totals in the summary, a final checkpoint that loads, clean logs."""
-    assert launcher.returncode == 0, output[-3000:]
+def assert_stopped_cleanly_mid_run(run_dir, whole_actors=(0, 1)):
+    """Every node returned: exact totals in the summary, a final checkpoint that loads, every step
+    of the actors that were never restarted recorded, clean logs."""
     summary = read(run_dir, "summary.json")
     assert 0 < summary["env_steps"] == read(run_dir, "counts.json")["actor_steps"] and not summary["reached_max_env_steps"]
     assert summary["learner_steps"] == read(run_dir, "learner.json")["learner_steps"]
     assert_final_checkpoint(run_dir)
-    assert_experience_recorded(run_dir)
+    assert_experience_recorded(run_dir, whole_actors)
     assert_logs_clean(run_dir)
 
 
-def test_scancel_stops_every_node_cleanly_with_a_final_checkpoint(cluster, hosts, tmp_path):
+def test_a_het_job_runs_across_three_hosts_restarts_a_killed_actor_there_and_stops_at_ctrl_c(cluster, hosts, tmp_path):
+    """The heterogeneous job, followed by the launcher. Actor 1's process is SIGKILLed on h3 mid-job:
+    its supervisor (the srun task) starts it again on h3. Then Ctrl-C of the launcher stops the
+    program through the counter: every node returns, and the job ends COMPLETED."""
+    from test_faults import actor_senders, counted, node_process, restarts
+
     run_dir = str(tmp_path / "run")
     before = set(psutil.pids())
     with launched_until_the_learner_updates(run_dir, "--launch_type=slurm", f"--cluster={slurm_spec(tmp_path)}",
                                             env=cluster.env) as launcher:
-        job_id = pathlib.Path(run_dir, "launches", "0", "job_id").read_text().strip()
-        cluster.run(["scancel", job_id])
-        # KillWait is 10 s: a node still running then is killed, and its final report would be missing.
-        cluster.wait_job(job_id, ["CANCELLED"], timeout_s=60)
-        output = communicate_or_dump(launcher, timeout_s=60)
-    assert_stopped_cleanly_mid_run(run_dir, launcher, output)
+        wait_for(lambda: counted(run_dir).get("actor_steps", 0) >= 1500, 300, "1,500 env steps")
+        node_process(run_dir, "actor/1").send_signal(signal.SIGKILL)
+        wait_for(lambda: sum(totals.get("actor_steps", 0) > 0 for totals in actor_senders(run_dir, "actor_1")) == 2,
+                 180, "actor 1's new process to count steps")
+        launcher.send_signal(signal.SIGINT)
+        output = communicate_or_dump(launcher, timeout_s=60)  # the nodes' stop, then SLURM ends the job
+    assert launcher.returncode == 0, output[-3000:] + cluster.log_tails()
+    job_ids = pathlib.Path(run_dir, "launches", "0", "job_id").read_text().split()
+    assert len(job_ids) == 1 and f"SLURM job {job_ids[0]}: COMPLETED" in output, output[-3000:]
+    assert cluster.job_state(job_ids[0]) == "COMPLETED"  # stopped by the counter, not cancelled
+    [record] = restarts(run_dir)
+    assert record["node"] == "actor/1" and record["cause"] == "signal 9 (SIGKILL)" and record["restarted"]
+    assert "restart: node actor/1 died (signal 9 (SIGKILL))" in output
+    log = pathlib.Path(run_dir, "logs", "actor", "1").read_text(errors="replace")
+    assert re.findall(r"relay node actor/1 on (\S+) ", log) == [hosts.hosts["h3"]] * 2  # again on its host
+    # The job filled the spec's hosts in from SLURM's node lists, and every node ran where the spec said.
+    spec = read(os.path.join(run_dir, "launches", "0"), "cluster.json")
+    assert [[host["name"] for host in c["hosts"]] for c in spec["components"]] == [["h1"], ["h2"], ["h3"]]
+    assert_placed_as_specified(run_dir, hosts)
+    assert_accelerators_only_for_the_learner(run_dir)
+    assert_stopped_cleanly_mid_run(run_dir, whole_actors=[0])
     assert_no_orphans(before)
 
 
-def test_ctrl_c_of_the_slurm_launcher_stops_the_job_through_the_counter(cluster, hosts, tmp_path):
+def test_jobs_one_per_component_run_detached_and_scancel_stops_every_node_cleanly(cluster, hosts, tmp_path):
+    """Where a site forbids heterogeneous jobs: one job per component, submitted and left to run
+    (--detach); `scancel` of them all mid-run stops every node as a stop does (final checkpoint,
+    recordings, summary)."""
+    from experiments import runs
+
     run_dir = str(tmp_path / "run")
     before = set(psutil.pids())
-    with launched_until_the_learner_updates(run_dir, "--launch_type=slurm", f"--cluster={slurm_spec(tmp_path)}",
-                                            env=cluster.env) as launcher:
-        launcher.send_signal(signal.SIGINT)
-        output = communicate_or_dump(launcher, timeout_s=30)  # the nodes' stop, then SLURM ends the job
-    assert_stopped_cleanly_mid_run(run_dir, launcher, output)
-    job_id = pathlib.Path(run_dir, "launches", "0", "job_id").read_text().strip()
-    # Stopped by the counter, not cancelled: every node returned and the job ended well.
-    assert f"SLURM job {job_id}: COMPLETED" in output, output[-3000:]
-    assert cluster.job_state(job_id) == "COMPLETED"
+    result = subprocess.run(
+        train_command(run_dir, "--max_env_steps=100000000", "--launch_type=slurm",
+                      f"--cluster={slurm_spec(tmp_path, heterogeneous=False)}", "--detach"),
+        cwd=ROOT, env=cluster.env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "Detached." in result.stdout and "Finished" not in result.stdout, \
+        result.stdout[-3000:] + result.stderr[-3000:]
+    job_ids = pathlib.Path(run_dir, "launches", "0", "job_id").read_text().split()
+    assert len(job_ids) == 3
+    wait_for(lambda: learner_has_updated(run_dir), 300, "the learner's first metrics row past step 0")
+    cluster.run(["scancel", *job_ids])
+    # KillWait is 10 s: a node still running then is killed, and its final report would be missing.
+    for job_id in job_ids:
+        cluster.wait_job(job_id, ["CANCELLED"], timeout_s=60)
+    wait_for(lambda: os.path.exists(os.path.join(run_dir, "summary.json")), 60, "the counter's summary")
+    # Each job got the host SLURM chose for it, and its nodes ran there.
+    for job_id, groups in zip(job_ids, [groups for groups, _ in PLACEMENT]):
+        job_host = hosts.hosts[re.search(r" NodeList=(\S+)", cluster.job_info(job_id)).group(1)]
+        placed = {node: address for node, address in node_hosts(run_dir).items() if node.split("/")[0] in groups}
+        assert placed and set(placed.values()) == {job_host}
+    assert_stopped_cleanly_mid_run(run_dir)
+    # The runs index shows it like any run.
+    [listed] = runs.find_runs(str(tmp_path))
+    assert listed["env_steps"] == read(run_dir, "summary.json")["env_steps"] and listed["checkpoint"] is not None
     assert_no_orphans(before)
 
 
@@ -228,6 +226,7 @@ def test_the_hosts_launch_runs_the_program_across_namespaces(hosts, tmp_path):
     assert_no_orphans(before)
 
 
+@pytest.mark.slow  # the path of local_mp's signal test (test_program) and of the het job's Ctrl-C above
 def test_ctrl_c_of_the_hosts_launcher_stops_every_node(hosts, tmp_path):
     run_dir = str(tmp_path / "run")
     before = set(psutil.pids())
@@ -235,7 +234,8 @@ def test_ctrl_c_of_the_hosts_launcher_stops_every_node(hosts, tmp_path):
                                             f"--cluster={hosts_spec(tmp_path, hosts)}") as launcher:
         launcher.send_signal(signal.SIGINT)
         output = communicate_or_dump(launcher, timeout_s=15)  # as on one machine (test_program)
-    assert_stopped_cleanly_mid_run(run_dir, launcher, output)
+    assert launcher.returncode == 0, output[-3000:]
+    assert_stopped_cleanly_mid_run(run_dir)
     assert_no_orphans(before)
 
 
@@ -284,36 +284,3 @@ def test_a_bad_cluster_spec_is_refused_before_anything_starts(tmp_path, spec, me
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0 and message in result.stderr, result.stderr[-2000:]
     assert not (run_dir / "logs").exists()
-
-
-def test_an_actor_killed_on_its_host_is_restarted_there_and_the_job_completes(cluster, hosts, tmp_path):
-    """SIGKILL of actor 1's process on h3, mid-job: its supervisor (the srun task) starts it
-    again on h3, and the job goes on to max_env_steps."""
-    from test_faults import counted, node_process, restarts
-
-    run_dir, max_env_steps = str(tmp_path / "run"), 24000  # time for the restart (see test_faults)
-    before = set(psutil.pids())
-    launcher = subprocess.Popen(
-        [sys.executable, "-X", "faulthandler"] + train_command(
-            run_dir, f"--max_env_steps={max_env_steps}", "--launch_type=slurm", f"--cluster={slurm_spec(tmp_path)}")[1:],
-        cwd=ROOT, env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        wait_for(lambda: counted(run_dir).get("actor_steps", 0) >= 1500, 300, "1,500 env steps")
-        node_process(run_dir, "actor/1").send_signal(signal.SIGKILL)
-        output = communicate_or_dump(launcher, timeout_s=400)
-    finally:
-        if launcher.poll() is None:
-            launcher.kill()
-    assert launcher.returncode == 0, output[-3000:]
-    [record] = restarts(run_dir)
-    assert record["node"] == "actor/1" and record["cause"] == "signal 9 (SIGKILL)" and record["restarted"]
-    assert "restart: node actor/1 died (signal 9 (SIGKILL))" in output
-    log = pathlib.Path(run_dir, "logs", "actor", "1").read_text(errors="replace")
-    assert re.findall(r"relay node actor/1 on (\S+) ", log) == [hosts.hosts["h3"]] * 2  # again on its host
-    summary = read(run_dir, "summary.json")
-    assert summary["reached_max_env_steps"] and summary["env_steps"] == read(run_dir, "counts.json")["actor_steps"]
-    assert summary["learner_steps"] == read(run_dir, "learner.json")["learner_steps"]
-    assert_final_checkpoint(run_dir)
-    job_id = pathlib.Path(run_dir, "launches", "0", "job_id").read_text().strip()
-    assert f"SLURM job {job_id}: COMPLETED" in output, output[-3000:]
-    assert_no_orphans(before)

@@ -203,12 +203,13 @@ def assert_final_checkpoint(run_dir):
     assert int(checkpoint.state["steps"]) == learner_steps
 
 
-def assert_experience_recorded(run_dir):
-    """Every step each actor took is on disk, and the finished episodes' returns match."""
+def assert_experience_recorded(run_dir, actors=(0, 1)):
+    """Every step each of `actors` took is on disk, and the finished episodes' returns match (an
+    actor whose process was restarted has both processes' steps there: leave it out)."""
     from replay import experience
 
     assert experience.read_spec(run_dir)["observation_shape"] == [5]
-    for actor_id in range(2):
+    for actor_id in actors:
         actor = read(run_dir, f"actor_{actor_id}.json")
         episodes = list(experience.read_episodes(os.path.join(run_dir, "experience", f"actor_{actor_id}")))
         assert sum(int(np.sum(e["step_type"] != 2)) for e in episodes) == actor["actor_steps"]

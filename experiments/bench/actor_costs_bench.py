@@ -2,7 +2,7 @@
 
 In one process, blocks of two kinds alternate, so that machine noise hits both alike:
 - alone: Relay's environment stepped with a fixed action, nothing else in between;
-- the actor's loop: the program's own actor (`launch.actor.Actor`, default-size
+- the actor's loop: the program's own actor (`launch.loops.actor.Actor`, default-size
   policy, `envs_per_actor` environments) writing n-step items into a live Reverb
   server (in its own process, as in the program) and recording its experience;
   the actor times each part of its step (policy, step, write, record) itself.
@@ -58,7 +58,7 @@ def _config(args, num_envs: int = 1, run_dir: str = "unused"):
 
 
 def _make_actor(args, num_envs: int, address: str, record_dir: str):
-    """The program's actor (launch.actor.Actor) with the preset's policy, writing to `address`."""
+    """The program's actor (launch.loops.actor.Actor) with the preset's policy, writing to `address`."""
     import reverb
 
     import environments

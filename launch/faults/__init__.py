@@ -1,7 +1,7 @@
 """Faults a run survives and faults that end it.
 
 A node process that dies (SIGKILL, an OOM kill, a crashed simulator, an exception) is
-started again by its supervisor (`launch.supervisor`), up to a budget. An error that
+started again by its supervisor (`launch.runtime.supervisor`), up to a budget. An error that
 no restart mends is a `RunError`: the node asks the counter to stop the whole run with
 its message, and nothing is restarted.
 """

@@ -46,7 +46,7 @@ class Actor:
     policy_source: anything with `get_policy_params(newer_than) -> (version, params or None)`
         (the learner's RPC client, or a local `PolicyServer`).
     counter: what the steps and episodes are added to, with `increment(steps=, episodes=)` (the
-        node's `launch.counter.CountBuffer`, or an acme Counter), or None. One that buffers
+        node's `launch.nodes.counter.CountBuffer`, or an acme Counter), or None. One that buffers
         has `send() -> bool`, called before each recording is written.
     log: where a row per finished episode goes, or None.
     record_every_s: the recording is written this often (what a killed actor loses at most).

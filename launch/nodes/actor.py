@@ -65,7 +65,7 @@ class _PolicySource:
 
 
 class ActorNode:
-    """Runs one `launch.actor.Actor` until the program stops: RPC clients, files and the stop."""
+    """Runs one `launch.loops.actor.Actor` until the program stops: RPC clients, files and the stop."""
 
     def __init__(self, config: ExperimentConfig, actor_id: int, replay_client, learner, counter):
         self._config = config

@@ -104,7 +104,7 @@ class CounterNode:
             return counts
 
     def record_restart(self, record: dict) -> None:
-        """A node's supervisor restarted it, or gave up on it (`launch.supervisor`): kept in the
+        """A node's supervisor restarted it, or gave up on it (`launch.runtime.supervisor`): kept in the
         counter's state and in RUN_DIR/restarts.jsonl, and shown by the launcher."""
         with self._lock:
             if record in self._restarts:  # a retried call the counter had taken

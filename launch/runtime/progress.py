@@ -41,7 +41,7 @@ def format_evaluation(row: dict) -> str:
 
 
 def format_restart(record: dict) -> str:
-    """A node's supervisor restarted it, or gave up on it (`launch.supervisor`)."""
+    """A node's supervisor restarted it, or gave up on it (`launch.runtime.supervisor`)."""
     if not record.get("restarted"):
         return f"error: {record['message']}"
     return (f"restart: node {record['node']} died ({record['cause']}) after {record['ran_s']:.1f} s; "
