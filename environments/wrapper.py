@@ -217,4 +217,8 @@ class RelayEnvironment(dm_env.Environment):
         return specs.make_environment_spec(self)
 
     def close(self):
+        """Frees the physics and its rendering contexts here, in the thread that made them: left to
+        dm_control's exit handler, a context made in another thread (a local_mt node's) fails to
+        free with EGL_BAD_ACCESS tracebacks as the process exits."""
         self._env.close()
+        self._env.physics.free()

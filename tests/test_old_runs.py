@@ -13,8 +13,8 @@ import sys
 
 import numpy as np
 
-from test_program import ROOT, read
-from test_resume import recorded_transitions, run_to_end
+from test_program import ROOT, read, run_to_end
+from test_resume import recorded_transitions
 
 FIXTURE = os.path.join(ROOT, "tests", "data", "run_made_before_the_layout")
 

@@ -10,7 +10,7 @@ import psutil
 import pytest
 
 from replay import experience
-from tests.test_program import ROOT, assert_no_orphans, csv_rows, read, train_command
+from tests.test_program import ROOT, assert_no_orphans, csv_rows, read, run_to_end, train_command
 
 # 64x64 frames, 3 stacked, action repeat 4 (250-step episodes), a narrow encoder (8 channels)
 # so that the learner keeps up on a 2-core machine; everything else as the debug preset.
@@ -27,7 +27,28 @@ def run_training(run_dir, *extra, timeout=420):
     return result.stdout
 
 
-# ~4 minutes on 2 cores: slow (`make test-all`), so the default run keeps under 30 minutes.
+def test_a_cheap_pixel_program_trains_from_frames_and_records_one_per_step(tmp_path):
+    """The default run's program from pixels: 32x32 frames, one actor, threads, ~30 s. Actors render
+    and act on frame stacks, the learner trains its encoder on them, actors take its newer
+    policy, the evaluator acts on frames, and the recording holds one uint8 frame per step."""
+    run_dir = str(tmp_path / "run")
+    output = run_to_end(train_command(
+        run_dir, "--num_actors=1", "--max_env_steps=800", "--launch_type=local_mt", "--set=pixels.height=32",
+        "--set=pixels.width=32", *PIXELS[2:], "--set=experiment.actor_update_period=100"))
+    assert "Finished: " in output
+    learner = read(run_dir, "learner.json")
+    assert learner["learner_steps"] > 20 and all(v == v for v in learner["metrics"].values())
+    actor = read(run_dir, "actor_0.json")
+    assert actor["actor_steps"] >= 800 and actor["param_versions_seen"][0] == 0 and max(actor["param_versions_seen"]) > 0
+    assert len(csv_rows(run_dir, "evaluator")) >= 1
+    spec = experience.read_spec(run_dir)
+    assert spec["observation_shape"] == [32, 32, 3] and spec["observation_dtype"] == "uint8" and spec["frame_stack"] == 3
+    [episode, *_] = experience.read_episodes(experience.actor_directories(run_dir)[0])
+    assert episode["observation"].dtype == np.uint8 and episode["observation"].shape == (251, 32, 32, 3)
+    assert np.any(episode["observation"][0] != episode["observation"][-1])  # frames of a moving cart
+
+
+# ~4 minutes on 2 cores: slow (`make test-all`); the test above is the default run's pixel program.
 @pytest.mark.slow
 def test_a_program_learns_from_pixels_and_a_later_run_replays_its_frames(tmp_path):
     before = set(psutil.pids())

@@ -107,20 +107,21 @@ def assert_metrics_complete(run_dir, learner_steps, evaluator_rows):
     assert final["learner_steps"] == learner_steps
 
 
-@pytest.mark.parametrize("launch_type", ["local_mt", "local_mp"])
-def test_program_runs_learns_and_stops_cleanly(tmp_path, launch_type):
-    run_dir = str(tmp_path / "run")
-    before = set(psutil.pids())
-    result = subprocess.run(
-        train_command(run_dir, "--max_env_steps=4000", f"--launch_type={launch_type}"),
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )
+def run_to_end(command, timeout=300):
+    """Runs a launcher to its end: exit code 0, no traceback, no node the stop had to kill."""
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-3000:]
-    assert "did not terminate in time" not in output and "Traceback" not in output
+    assert result.returncode == 0, result.stdout[-3000:] + "\n--- stderr ---\n" + result.stderr[-6000:]
+    assert "Traceback" not in output and "did not terminate in time" not in output
+    return output
 
+
+def assert_a_whole_run(run_dir, max_env_steps):
+    """What a run that reached its step limit leaves, all of it in agreement: the counter's totals,
+    each node's own, metrics as CSV and TensorBoard, the learning curve, recorded experience
+    and a final checkpoint."""
     counts = read(run_dir, "counts.json")
-    assert counts["actor_steps"] >= 4000
+    assert counts["actor_steps"] >= max_env_steps
     learner = read(run_dir, "learner.json")
     assert learner["learner_steps"] > 0  # replay filled past min size, the learner sampled
     assert all(v == v for v in learner["metrics"].values())  # no NaN
@@ -143,11 +144,13 @@ def test_program_runs_learns_and_stops_cleanly(tmp_path, launch_type):
     assert summary["env_steps"] == sum(read(run_dir, f"actor_{i}.json")["actor_steps"] for i in range(2))
     assert summary["learner_steps"] == learner["learner_steps"] and summary["reached_max_env_steps"]
     assert summary["evaluations"] == len(rows) and summary["final_eval_return"] == float(rows[-1]["mean_return"])
-    if launch_type == "local_mp":
-        assert os.path.isdir(os.path.join(run_dir, "logs", "actor"))  # node logs stay in the run
     assert_experience_recorded(run_dir)
     assert_final_checkpoint(run_dir)
-    assert_no_orphans(before)
+
+
+def test_a_local_mt_run_reaches_its_limit_and_leaves_everything(finished_run):
+    """The suite's shared run (conftest.py): the program as threads of one process."""
+    assert_a_whole_run(finished_run, 4000)
 
 
 def test_an_actor_steps_several_environments_each_with_its_own_seed_and_episodes(tmp_path):
@@ -224,67 +227,65 @@ def _file_hashes(root):
             for d, _, files in os.walk(root) for f in files}
 
 
-def test_a_run_replays_an_earlier_runs_experience_without_touching_it(tmp_path):
-    run_a, run_b = str(tmp_path / "a"), str(tmp_path / "b")
-    first = subprocess.run(train_command(run_a, "--max_env_steps=2500", "--launch_type=local_mp"),
-                           cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
-    before = _file_hashes(run_a)
+def test_a_run_replays_an_earlier_runs_experience_with_an_annealed_share_and_resumes_with_it(finished_run, tmp_path):
+    """RaE from the shared finished run, the share annealed 0.5 -> 0 over 3000 learner steps; the
+    run stops mid-anneal (its step limit), then is resumed and goes on with the anneal. The earlier
+    run is only read."""
+    before = _file_hashes(finished_run)
     # Every step an actor took has its transition, but for the last one of an episode cut by the stop.
     expected = sum(a["actor_steps"] - int(a["actor_steps"] % 1000 != 0)
-                   for a in (read(run_a, f"actor_{i}.json") for i in range(2)))
+                   for a in (read(finished_run, f"actor_{i}.json") for i in range(2)))
 
-    wrong_task = subprocess.run(train_command(str(tmp_path / "c"), f"--rae_from={run_a}", "--env=walker:walk"),
+    wrong_task = subprocess.run(train_command(str(tmp_path / "c"), f"--rae_from={finished_run}", "--env=walker:walk"),
                                 cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert wrong_task.returncode == 2 and "recorded task cartpole:swingup" in wrong_task.stderr
     assert "this run is task walker:walk" in wrong_task.stderr and not (tmp_path / "c").exists()
 
-    second = subprocess.run(
-        train_command(run_b, "--max_env_steps=2500", "--launch_type=local_mp", "--seed=1", f"--rae_from={tmp_path}/[a]"),
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
-    assert "RaE: 1 runs, " in second.stdout and f"{expected} steps" in second.stdout
-    assert read(run_b, "rae.json")["items"] == expected
-    progress = csv_rows(run_b, "progress")
-    assert max(row["offline_size"] for row in progress) == expected  # the offline table held exactly A's transitions
-    assert read(run_b, "config.json")["rae"]["runs"] == [run_a]
-    assert read(run_b, "learner.json")["learner_steps"] > 0
-    assert _file_hashes(run_a) == before  # A's data is read, never written
+    anneal_steps, run_dir = 3000, str(tmp_path / "rae")
+    parent, name = os.path.split(finished_run)
+    output = run_to_end(train_command(
+        run_dir, "--max_env_steps=2500", "--launch_type=local_mt", "--seed=1", f"--rae_from={parent}/[{name[0]}]{name[1:]}",
+        "--rae_ratio=0.5", "--rae_final_ratio=0", f"--rae_anneal_steps={anneal_steps}"))
+    assert "RaE: 1 runs, " in output and f"{expected} steps" in output
+    assert read(run_dir, "rae.json")["items"] == expected
+    assert max(row["offline_size"] for row in csv_rows(run_dir, "progress")) == expected  # exactly the earlier run's
+    assert read(run_dir, "config.json")["rae"]["runs"] == [finished_run]
+    first_launch = csv_rows(run_dir, "learner")
+    stopped_at = read(run_dir, "learner.json")["learner_steps"]
+    # Mid-anneal: the debug preset makes one update per 4 env steps, up to twice that while
+    # half of each batch is RaE's (the online table's ratio is set for the anneal's end).
+    assert 100 < stopped_at < 2000
+
+    output = run_to_end([sys.executable, "-m", "experiments.train", f"--resume={run_dir}", "--max_env_steps=5000"])
+    assert f"from learner step {stopped_at}" in output
+    resumed = csv_rows(run_dir, "learner")[len(first_launch):]
+    assert resumed and min(row["learner_step"] for row in resumed) > stopped_at
+
+    # Each logged row: the RaE items in the batch of that update, which came from learner step - 1.
+    # Batch 32: 16 at step 0, 0 from the anneal's end on.
+    def share(learner_step):
+        return int(round(32 * 0.5 * (1 - min(learner_step - 1, anneal_steps) / anneal_steps)))
+
+    for row in first_launch + resumed:
+        assert row["rae_offline_items"] == share(row["learner_step"]), row
+    # The resumed launch's first batches hold what the anneal had reached, not the 16 it started at.
+    assert resumed[0]["rae_offline_items"] <= share(stopped_at + 1) < 16
+    # The earlier run's data was loaded again into the offline table, and it was never written.
+    assert max(row["offline_size"] for row in csv_rows(run_dir, "progress")) == read(run_dir, "rae.json")["items"]
+    assert _file_hashes(finished_run) == before
 
     from experiments import runs
 
-    index = {run["id"]: run for run in runs.find_runs(str(tmp_path))}
-    assert sorted(index) == ["a", "b"]
-    assert index["b"]["rae_from"] == [run_a] and index["a"]["rae_from"] == []
-    assert index["a"]["data_bytes"] > 0 and index["b"]["env_steps"] == read(run_b, "summary.json")["env_steps"]
-    table = runs.format_table(list(index.values()), str(tmp_path)).splitlines()
-    assert table[2].startswith("b ") and table[2].rstrip().endswith("  a")
+    index = {run["id"]: run for run in runs.find_runs(str(tmp_path)) + runs.find_runs(parent)}
+    assert index["rae"]["rae_from"] == [finished_run] and index[name]["rae_from"] == []
+    assert index[name]["data_bytes"] > 0 and index["rae"]["env_steps"] == read(run_dir, "summary.json")["env_steps"]
+    table = runs.format_table([index["rae"]], parent).splitlines()  # RaE sources relative to the root
+    assert table[1].startswith("rae ") and table[1].rstrip().endswith(f"  {name}")
 
 
-def test_a_killed_run_leaves_its_recorded_experience_readable(tmp_path):
-    from replay import experience
-
-    run_dir = str(tmp_path / "run")
-    launcher = subprocess.Popen(
-        train_command(run_dir, "--max_env_steps=100000000", "--launch_type=local_mp"),
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-    actor_dir = os.path.join(run_dir, "experience", "actor_0")
-    deadline = time.time() + 120
-    while time.time() < deadline and not (os.path.isdir(actor_dir) and len(os.listdir(actor_dir)) >= 2):
-        time.sleep(0.5)
-    os.killpg(launcher.pid, signal.SIGKILL)  # the launcher and every node, no chance to flush
-    launcher.wait(timeout=30)
-    for process in psutil.process_iter(["pid", "cmdline"]):  # nodes that left the group, if any
-        if run_dir in " ".join(process.info["cmdline"] or []):
-            process.kill()
-    assert experience.read_spec(run_dir)["task"] == "cartpole:swingup"
-    episodes = list(experience.read_episodes(actor_dir))
-    assert sum(len(e["step_type"]) for e in episodes) >= 2
-    assert all(e["step_type"][0] == 0 and np.all(np.isfinite(e["observation"])) for e in episodes)
-
-
-@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])  # SIGINT: Ctrl-C
+# SIGINT (Ctrl-C) is slow: the launcher takes it with SIGTERM's handler (launch.runtime.watch), and
+# the het SLURM job's test stops its launcher with it.
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.slow)])
 def test_a_signal_to_the_launcher_stops_everything_within_15_s(tmp_path, stop_signal):
     run_dir = str(tmp_path / "run")
     before = set(psutil.pids())
@@ -321,11 +322,25 @@ def test_a_signal_to_the_launcher_stops_everything_within_15_s(tmp_path, stop_si
         ("--set=experiment.agent=mog", "is set with --agent"),
     ],
 )
-def test_invalid_flags_stop_before_anything_starts(tmp_path, flag, message):
+def test_invalid_flags_stop_before_anything_starts(tmp_path, capsys, flag, message):
     run_dir = tmp_path / "run"
-    result = subprocess.run(train_command(str(run_dir), flag), cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2 and message in result.stderr
+    assert train_main(capsys, *train_command(str(run_dir), flag)[3:]) == 2 and message in capsys.readouterr().err
     assert not run_dir.exists()
+
+
+def train_main(capsys, *args) -> int:
+    """experiments.train's main on `args`, in this process: for launches refused before anything
+    starts (a process each would cost the suite seconds apiece). Its output stays in `capsys`."""
+    from absl import flags
+
+    from experiments import train
+
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["experiments.train", *args])
+    try:
+        return train.main(["experiments.train"])
+    finally:
+        flags.FLAGS.unparse_flags()
 
 
 def test_an_existing_run_is_never_overwritten(tmp_path):
@@ -351,35 +366,29 @@ def test_evaluations_skip_a_row_still_being_written(tmp_path):
     ]
 
 
+# make run's settings (the Makefile): --agent=mpo --preset=small --env=cartpole:swingup --num_actors=2.
+LEARNING_STEPS, LEARNED, KEPT = 60_000, 400.0, 200.0
+
+
 def test_the_program_learns_cartpole_and_keeps_what_it_learned(tmp_path):
-    """A real program learns cartpole:swingup well past a random policy, and does not lose it.
+    """make run's job, its first 60,000 env steps, as processes (local_mp): it swings the pole up
+    and balances it, and does not lose that; and it leaves a whole run like any other.
 
-    The rate limiter fixes learner updates per env step, so how much is learned by a
-    step budget does not depend on the machine's speed, only how long it takes.
+    Bounds from the recorded make runs (experiments/results/make-run/run{1,2}-evaluator.csv): by
+    60,000 env steps their best evaluations were 744.9 and 598.6, the first over 400 at 38,300 and
+    30,600, and their last ones there 618.9 and 511.0, with dips to 149 and 201 on the way. So: the
+    best at least 400 (2/3 of the lower best), and the last at least 200 (a policy that collapsed,
+    as once seen with other settings, 275 then 11, fails). The rate limiter fixes learner updates
+    per env step, so what is learned by a step budget does not depend on the machine's speed.
     """
-    from experiments import rollout
-    import environments
-
-    random_returns, _, _ = rollout.random_rollout(
-        environments.EnvironmentConfig("cartpole:swingup", seed=123), episodes=20, seed=123
-    )
-    random_mean = sum(random_returns) / len(random_returns)
-
     run_dir = str(tmp_path / "run")
-    result = subprocess.run(
-        # make run's agent and settings, a third of its steps: long enough to learn to swing the
-        # pole up and round (returns 150-250), not to balance it.
-        [sys.executable, "-m", "experiments.train", "--agent=mpo", "--preset=small", "--env=cartpole:swingup",
-         "--num_actors=2", "--max_env_steps=30000", "--set=experiment.eval_every_learner_steps=500",
-         f"--run_dir={run_dir}", "--launch_type=local_mp"],
-        cwd=ROOT, capture_output=True, text=True, timeout=900,
-    )
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    summary = read(run_dir, "summary.json")
+    before = set(psutil.pids())
+    run_to_end([sys.executable, "-m", "experiments.train", "--agent=mpo", "--preset=small", "--env=cartpole:swingup",
+                "--num_actors=2", f"--max_env_steps={LEARNING_STEPS}", f"--run_dir={run_dir}", "--launch_type=local_mp"],
+               timeout=900)
     returns = [row["mean_return"] for row in csv_rows(run_dir, "evaluator")]
-    assert summary["evaluations"] == len(returns) >= 10
-    # Learned: 3x random at its best. Kept: every evaluation in the run's second half at 3x random
-    # too, so a collapse at the end (once seen with other settings: 275, then 11) fails the test.
-    second_half = returns[len(returns) // 2:]
-    assert summary["best_eval_return"] >= 3.0 * random_mean, (returns, random_mean)
-    assert min(second_half) >= 3.0 * random_mean, (returns, random_mean)
+    assert max(returns) >= LEARNED and returns[-1] >= KEPT, returns
+    print(f"\nlearning: best {max(returns):.1f}, last {returns[-1]:.1f} over {len(returns)} evaluations")
+    assert_a_whole_run(run_dir, LEARNING_STEPS)
+    assert os.path.isdir(os.path.join(run_dir, "logs", "actor"))  # node logs stay in the run
+    assert_no_orphans(before)

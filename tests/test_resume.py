@@ -12,18 +12,7 @@ import numpy as np
 import psutil
 import pytest
 
-from test_program import ROOT, assert_no_orphans, csv_rows, read, train_command
-
-CHECKPOINT_EVERY = "--set=experiment.checkpoint_every_learner_steps=100"
-
-
-def run_to_end(command, timeout=300):
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, result.stdout[-3000:] + "\n--- stderr ---\n" + result.stderr[-6000:]
-    assert "Traceback" not in output and "did not terminate in time" not in output
-    return output
-
+from test_program import ROOT, assert_no_orphans, csv_rows, read, run_to_end, train_command
 
 def recorded_transitions(run_dir):
     """Transitions in the run's recorded experience, counted from the files: one per step after FIRST."""
@@ -40,14 +29,6 @@ def greedy_actions(config_run_dir, policy_params, observations):
     config = dataclass_from_json(ExperimentConfig, read(config_run_dir, "config.json"))
     _, greedy = agents.make_policy_fns(agents.Networks(config.learner, 1))
     return np.asarray(greedy(policy_params, observations))
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    """A short finished run (threads: quicker to start) with a checkpoint every 100 learner steps."""
-    run_dir = str(tmp_path_factory.mktemp("finished") / "run")
-    run_to_end(train_command(run_dir, "--max_env_steps=4000", "--launch_type=local_mt", CHECKPOINT_EVERY))
-    return run_dir
 
 
 def test_every_stop_leaves_a_checkpoint_of_the_last_step(finished_run):
@@ -96,27 +77,26 @@ def test_init_from_a_network_of_another_shape_stops_the_launch(finished_run, tmp
     assert not run_dir.exists()
 
 
-def test_evaluate_prints_returns_and_writes_a_video(finished_run, tmp_path):
+def test_evaluate_prints_returns_and_writes_a_gif(finished_run, tmp_path, capsys):
     from PIL import Image
 
-    video = str(tmp_path / "policy.gif")
-    result = subprocess.run(
-        [sys.executable, "-m", "experiments.evaluate", f"--run={finished_run}", "--episodes=2", f"--video={video}",
-         "--video_size=48,64"], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    returns = [float(line.split("return ")[1]) for line in result.stdout.splitlines() if line.startswith("episode ")]
+    from experiments import evaluate
+
+    assert evaluate.main([f"--run={finished_run}", "--episodes=2"]) == 0
+    stdout = capsys.readouterr().out
+    returns = [float(line.split("return ")[1]) for line in stdout.splitlines() if line.startswith("episode ")]
     assert len(returns) == 2 and all(0.0 <= r <= 1000.0 for r in returns)
-    mean = float(result.stdout.split("mean return ")[1].split()[0])
+    mean = float(stdout.split("mean return ")[1].split()[0])
     # Each figure is printed to 0.1: the printed mean and the mean of the printed returns differ by <= 0.1.
     assert mean == pytest.approx(np.mean(returns), abs=0.1 + 1e-9)
+    # A .gif is written by Pillow (filming itself: the .mp4 test below): every frame, in order.
+    frames = [np.full((48, 64, 3), 20 * k, np.uint8) for k in range(12)]
+    video = str(tmp_path / "policy.gif")
+    evaluate.write_video(frames, video, fps=30.0)
     with Image.open(video) as gif:
-        # One cartpole episode (1000 steps of 10 ms) filmed at ~30 fps: 334 frames, moving
-        # (Pillow merges runs of identical frames, so the file may hold fewer).
-        assert "(334 frames at 33 fps" in result.stdout
-        assert 100 < gif.n_frames <= 334 and gif.size == (64, 48)
-        first = np.asarray(gif.convert("RGB"))
-        gif.seek(200)
-        assert np.any(np.asarray(gif.convert("RGB")) != first)
+        assert gif.n_frames == 12 and gif.size == (64, 48)
+        gif.seek(7)
+        assert np.asarray(gif.convert("RGB"))[0, 0].tolist() == [140] * 3
 
 
 def test_evaluate_writes_an_mp4_that_decodes_without_a_system_ffmpeg(finished_run, tmp_path):
@@ -131,12 +111,17 @@ def test_evaluate_writes_an_mp4_that_decodes_without_a_system_ffmpeg(finished_ru
         [sys.executable, "-m", "experiments.evaluate", f"--run={finished_run}", "--episodes=1", f"--video={video}",
          "--video_size=48,64"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
+    # One cartpole episode (1000 steps of 10 ms) filmed at ~30 fps: 334 frames, and they move.
     assert "(334 frames at 33 fps" in result.stdout
     frames, seconds = imageio_ffmpeg.count_frames_and_secs(video)
     assert frames == 334 and seconds == pytest.approx(10.0, abs=0.1)
+    reader = imageio_ffmpeg.read_frames(video)
+    size = next(reader)["size"]
+    decoded = [np.frombuffer(frame, np.uint8).reshape(size[1], size[0], 3) for frame in reader]
+    assert len(decoded) == 334 and np.any(decoded[200] != decoded[0])
 
 
-def test_evaluate_skips_a_damaged_checkpoint_with_a_warning(finished_run, tmp_path):
+def test_evaluate_skips_a_damaged_checkpoint_with_a_warning(finished_run, tmp_path, capsys):
     import shutil
 
     from launch.rundir import checkpoints
@@ -148,21 +133,24 @@ def test_evaluate_skips_a_damaged_checkpoint_with_a_warning(finished_run, tmp_pa
     data = max((os.path.join(d, f) for d, _, files in os.walk(state_dir) for f in files), key=os.path.getsize)
     with open(data, "r+b") as file:
         file.truncate(os.path.getsize(data) // 2)
-    result = subprocess.run([sys.executable, "-m", "experiments.evaluate", f"--run={copy}", "--episodes=1"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert f"warning: Skipping checkpoint {steps[-1]}" in result.stderr
-    assert f"(learner step {steps[-2]}," in result.stdout and "mean return" in result.stdout
+    from experiments import evaluate
+
+    assert evaluate.main([f"--run={copy}", "--episodes=1"]) == 0
+    shown = capsys.readouterr()
+    assert f"warning: Skipping checkpoint {steps[-1]}" in shown.err
+    assert f"(learner step {steps[-2]}," in shown.out and "mean return" in shown.out
 
 
-def test_evaluate_explains_a_bad_request(finished_run, tmp_path):
-    evaluate = [sys.executable, "-m", "experiments.evaluate"]
+def test_evaluate_explains_a_bad_request(finished_run, tmp_path, capsys):
+    from experiments import evaluate
+
     cases = [([f"--run={tmp_path}"], "not a Relay run directory"),
              ([f"--run={finished_run}", "--checkpoint=7"], "no checkpoint at learner step 7"),
              ([f"--run={finished_run}", "--video=out.avi"], ".gif or .mp4")]
     for flags, message in cases:
-        result = subprocess.run(evaluate + flags, cwd=ROOT, capture_output=True, text=True, timeout=120)
-        assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
+        assert evaluate.main(flags) == 2
+        error = capsys.readouterr().err
+        assert message in error, error[-2000:]
 
 
 def test_a_killed_run_resumes_where_its_last_checkpoint_was(tmp_path):
@@ -185,6 +173,12 @@ def test_a_killed_run_resumes_where_its_last_checkpoint_was(tmp_path):
     for process in psutil.process_iter(["pid", "cmdline"]):
         if run_dir in " ".join(process.info["cmdline"] or []):
             process.kill()
+    # What the killed run recorded reads back whole: every chunk file complete, every episode from its start.
+    from replay import experience
+    assert experience.read_spec(run_dir)["task"] == "cartpole:swingup"
+    episodes = [e for actor in experience.actor_directories(run_dir) for e in experience.read_episodes(actor)]
+    assert sum(len(e["step_type"]) for e in episodes) >= 2
+    assert all(e["step_type"][0] == 0 and np.all(np.isfinite(e["observation"])) for e in episodes)
     last, _ = checkpoints.load_latest(run_dir)
     previous = checkpoints.load(os.path.join(run_dir, "checkpoints", str(checkpoints.list_steps(run_dir)[-2])))
     assert last.meta["reason"] == previous.meta["reason"] == "periodic" and last.step > previous.step > 0
@@ -227,44 +221,15 @@ def test_a_killed_run_resumes_where_its_last_checkpoint_was(tmp_path):
     assert_no_orphans(before)
 
 
-def test_resume_refuses_what_it_cannot_do(finished_run, tmp_path):
+def test_resume_refuses_what_it_cannot_do(finished_run, tmp_path, capsys):
+    from test_program import train_main
+
     cases = [
         ([f"--resume={tmp_path}"], "not a Relay run directory"),
         ([f"--resume={finished_run}"], "pass a larger --max_env_steps"),
         ([f"--resume={finished_run}", "--agent=mog", "--max_env_steps=9000"], "drop --agent"),
     ]
     for flags, message in cases:
-        result = subprocess.run([sys.executable, "-m", "experiments.train", *flags], cwd=ROOT,
-                                capture_output=True, text=True, timeout=120)
-        assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
-
-
-def test_a_resumed_annealed_rae_run_goes_on_with_its_anneal(finished_run, tmp_path):
-    """RaE from `finished_run`, the share annealed 0.5 -> 0 over 3000 learner steps; stopped, then resumed."""
-    anneal_steps = 3000
-    run_dir = str(tmp_path / "rae")
-    anneal = ["--rae_ratio=0.5", "--rae_final_ratio=0", f"--rae_anneal_steps={anneal_steps}"]
-    run_to_end(train_command(run_dir, "--max_env_steps=2500", "--launch_type=local_mt", f"--rae_from={finished_run}",
-                             *anneal))
-    first_launch = csv_rows(run_dir, "learner")
-    stopped_at = read(run_dir, "learner.json")["learner_steps"]
-    # Mid-anneal: the debug preset makes one update per 4 env steps, up to twice that while
-    # half of each batch is RaE's (the online table's ratio is set for the anneal's end).
-    assert 100 < stopped_at < 2000
-
-    output = run_to_end([sys.executable, "-m", "experiments.train", f"--resume={run_dir}", "--max_env_steps=5000"])
-    assert f"from learner step {stopped_at}" in output
-    resumed = csv_rows(run_dir, "learner")[len(first_launch):]
-    assert resumed and min(row["learner_step"] for row in resumed) > stopped_at
-
-    # Each logged row: the RaE items in the batch of that update, which came from learner step - 1.
-    # Batch 32: 16 at step 0, 0 from the anneal's end on.
-    def expected(learner_step):
-        return int(round(32 * 0.5 * (1 - min(learner_step - 1, anneal_steps) / anneal_steps)))
-
-    for row in first_launch + resumed:
-        assert row["rae_offline_items"] == expected(row["learner_step"]), row
-    # The resumed launch's first batches hold what the anneal had reached, not the 16 it started at.
-    assert resumed[0]["rae_offline_items"] <= expected(stopped_at + 1) < 16
-    # The earlier run's data was loaded again into the offline table.
-    assert max(row["offline_size"] for row in csv_rows(run_dir, "progress")) == read(run_dir, "rae.json")["items"]
+        assert train_main(capsys, *flags) == 2
+        error = capsys.readouterr().err
+        assert message in error, error[-2000:]
