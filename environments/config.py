@@ -22,8 +22,8 @@ class PixelConfig:
     # The observation holds the newest this many frames, oldest first: uint8 [S, H, W, 3].
     # At an episode's first step every slot holds its first frame. 3 is DrQ-v2's and Acme's.
     frame_stack: int = 3
-    # MuJoCo's shadows. Rendering on a CPU (Mesa's llvmpipe), they cost about two thirds of a
-    # frame's time (64x64 cartpole: ~27 ms with, ~8 ms without); on a GPU next to nothing.
+    # MuJoCo's shadows. Rendering on a CPU (Mesa's llvmpipe), they cost most of a frame's time
+    # (docs/pixels.md, "Shadows", and its files under experiments/results/); on a GPU next to nothing.
     shadows: bool = True
     # Also return the flattened state vector: observation becomes
     # {'pixels': uint8 [S, H, W, 3], 'state': float32 [D]} (for inspection: training takes one or the other).

@@ -24,9 +24,9 @@ PRESETS: Dict[str, Dict[str, Dict[str, object]]] = {
     # The name the defaults had when they were a preset; committed results' commands use it.
     "control": _CONTROL_SUITE,
     # The defaults made cheap for a 2-core CPU (make run): two 256-unit layers for the policy
-    # and the critic, batch 128, 10 action samples, still one update per 4 env steps. An
-    # update costs a quarter to a third of the defaults'; per update, cartpole:swingup
-    # learns about as fast (experiments/results/README.md).
+    # and the critic, batch 128, 10 action samples, still one update per 4 env steps: a cheaper
+    # update (`bench learner` measures it) that learns cartpole:swingup about as fast per update
+    # (experiments/results/README.md, "make-run-tuning").
     "small": {
         "learner": {**_CONTROL_SUITE["learner"], "policy_layer_sizes": (256, 256), "critic_layer_sizes": (256, 256),
                     "num_samples": 10},

@@ -53,12 +53,13 @@ def evaluate(config, state: dict, episodes: int, seed: int, video_episodes: int 
     policy = lambda observation: np.asarray(greedy_action(acting_params, observation))  # noqa: E731
     # Every stride-th step is filmed, so the video plays at about real time.
     stride = max(1, int(round(1.0 / (video_fps * env.control_timestep))))
+    fps = 1.0 / (stride * env.control_timestep)
     filmer, filmed = Filmer(env, stride, video_size, camera_id), min(video_episodes, episodes)
     try:
         played = EpisodeRunner(env, policy, [filmer]).run(filmed) + EpisodeRunner(env, policy).run(episodes - filmed)
     finally:
         env.close()
-    return [episode.total_return for episode in played], filmer.frames, 1.0 / (stride * env.control_timestep)
+    return [episode.total_return for episode in played], filmer.frames, fps
 
 
 def write_video(frames: List[np.ndarray], path: str, fps: float) -> None:

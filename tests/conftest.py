@@ -1,10 +1,30 @@
-"""What several test modules share: one finished run, made once (runs cost the suite most of its time)."""
+"""What the test modules share: one finished run, made once (runs cost the suite most of its time),
+and one JAX compilation cache for the session (the same learner steps and policies are compiled
+in test after test, and in every node process of every program the tests start)."""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 
 import pytest
 
 from test_program import run_to_end, train_command
 
 CHECKPOINT_EVERY = "--set=experiment.checkpoint_every_learner_steps=100"
+
+
+def pytest_configure(config):
+    """Before any test module imports JAX: it, and every process a test starts, read the
+    cache from these variables. A fresh cache each session: it cannot hide a compile change."""
+    config.relay_compilation_cache = tempfile.mkdtemp(prefix="relay-test-jax-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = config.relay_compilation_cache
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.2"
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(getattr(config, "relay_compilation_cache", ""), ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -14,3 +34,19 @@ def finished_run(tmp_path_factory):
     run_dir = str(tmp_path_factory.mktemp("finished") / "run")
     run_to_end(train_command(run_dir, "--max_env_steps=4000", "--launch_type=local_mt", CHECKPOINT_EVERY))
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def two_device_run():
+    """Runs scripts in one process whose JAX has two CPU devices (data parallelism on a machine
+    without accelerators): `run(script) -> its stdout`. The scripts given during the session run
+    together, once, when the first result is asked for; a failure fails each test that asks."""
+    from test_learner import TWO_DEVICE_SCRIPT as LEARNER
+    from test_nonfinite_updates import TWO_DEVICE_SCRIPT as NONFINITE
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    result = subprocess.run([sys.executable, "-c", LEARNER + "\n" + NONFINITE], cwd=root, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout

@@ -44,36 +44,47 @@ def test_every_stop_leaves_a_checkpoint_of_the_last_step(finished_run):
     assert checkpoint.meta["agent"] == "mpo" and checkpoint.meta["task"] == "cartpole:swingup"
 
 
-def test_init_from_starts_from_the_source_networks_exactly(finished_run, tmp_path):
-    """The new run's learner never samples (min size above what actors insert), so its final
-    checkpoint is the state it started from: its greedy actions equal the source's bit for bit."""
+def test_init_from_starts_from_the_source_networks_exactly(finished_run, tmp_path, capsys):
+    """What the launcher makes of --init_from (checked, then in config.json), and the state the
+    learner node starts from with it (`initial_state`, which the node calls): the source's
+    networks bit for bit, targets equal to them, everything else fresh."""
+    import agents
+    from experiments import configs
+    from launch import NewRun
+    from launch.loops.learner import initial_state
     from launch.rundir import checkpoints
+    from launch.rundir.run_config import read_config, write_config
+    from launch.runtime.run_setup import prepare_new_run
 
     source, _ = checkpoints.load_latest(finished_run)
-    run_dir = str(tmp_path / "warm")
-    output = run_to_end(train_command(run_dir, "--max_env_steps=1500", "--launch_type=local_mt",
-                                      f"--init_from={finished_run}:all", "--set=replay.min_size_to_sample=100000"))
-    assert f"Initialising the policy and critic from {source.path}" in output
-    start, _ = checkpoints.load_latest(run_dir)
-    assert start.step == 0 and start.meta["counts"].get("learner_steps") == 0
+    new = configs.make_experiment_config(agent="mpo", task="cartpole:swingup", run_dir=str(tmp_path / "warm"),
+                                         preset="debug")
+    config, spec = prepare_new_run(NewRun(new, init_from=f"{finished_run}:all"))
+    write_config(config)
+    assert f"Initialising the policy and critic from {source.path}" in capsys.readouterr().out
+    assert read(config.run_dir, "config.json")["init_from"] == {"checkpoint": source.path, "parts": "all"}
+    config = read_config(config.run_dir)
+    learner = agents.Learner(config.learner, spec.observations.shape, spec.actions.shape[0])
+    start = jax.device_get(initial_state(config, learner))
+    assert int(start.steps) == 0
     observations = np.random.default_rng(0).normal(size=(64, 5)).astype(np.float32)
     expected = greedy_actions(finished_run, source.state["policy_params"], observations)
-    np.testing.assert_array_equal(greedy_actions(run_dir, start.state["policy_params"], observations), expected)
+    np.testing.assert_array_equal(greedy_actions(config.run_dir, start.policy_params, observations), expected)
     for key in ("critic_params", "target_critic_params"):
-        assert all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(start.state[key]),
+        assert all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(getattr(start, key)),
                                                         jax.tree_util.tree_leaves(source.state["critic_params"])))
     # Fresh optimizer: Adam's moments are zero again.
-    assert all(not np.any(leaf) for leaf in jax.tree_util.tree_leaves(start.state["policy_opt_state"]))
-    assert read(run_dir, "config.json")["init_from"] == {"checkpoint": source.path, "parts": "all"}
+    assert all(not np.any(leaf) for leaf in jax.tree_util.tree_leaves(start.policy_opt_state))
 
 
-def test_init_from_a_network_of_another_shape_stops_the_launch(finished_run, tmp_path):
+def test_init_from_a_network_of_another_shape_stops_the_launch(finished_run, tmp_path, capsys):
+    from test_program import train_main
+
     run_dir = tmp_path / "mismatch"
     command = train_command(str(run_dir), f"--init_from={finished_run}:critic")
     command[command.index("--agent=mpo")] = "--agent=mog"
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert "critic_params/params/head/kernel: checkpoint (32, 1) vs this run (32, 15)" in result.stderr
+    assert train_main(capsys, *command[3:]) == 2
+    assert "critic_params/params/head/kernel: checkpoint (32, 1) vs this run (32, 15)" in capsys.readouterr().err
     assert not run_dir.exists()
 
 

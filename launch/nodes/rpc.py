@@ -76,3 +76,15 @@ class StoppableClient:
 def final_client(target, call_timeout_s: float = 1.0, tries: int = 3) -> StoppableClient:
     """A client for the calls a node makes at its stop, when its stop event is already set."""
     return StoppableClient(target, None, call_timeout_s, tries)
+
+
+def ask_to_stop(counter_address: Optional[str], reason: str) -> bool:
+    """Asks the counter at `counter_address` to stop the program with `reason` (the first reason
+    stays); False if there is no address yet or the counter does not answer (three tries)."""
+    if counter_address is None:
+        return False
+    try:
+        final_client(counter_address, call_timeout_s=2.0).request_stop(reason)
+        return True
+    except Exception:  # gone, or not up
+        return False

@@ -221,10 +221,7 @@ def run_node(launch_dir: str, label: str, index: int, host: str, coordinator_add
 def _stop_run(coordinator_address: str, reason: str) -> int:
     """A RunError: the counter stops the whole run with `reason`; nothing is restarted."""
     print(f"relay {reason}", flush=True)
-    try:
-        rpc.final_client(coordinator_address, call_timeout_s=2.0).request_stop(reason)
-    except Exception:  # the counter is gone too
-        pass
+    rpc.ask_to_stop(coordinator_address, reason)  # the counter may be gone too
     return faults.RUN_ERROR_EXIT_CODE
 
 

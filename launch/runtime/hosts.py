@@ -89,11 +89,7 @@ class HostsLaunch:
 
     def request_stop(self, reason: str) -> bool:
         """Asks the counter to stop the program; False if it does not answer (three tries)."""
-        try:
-            rpc.final_client(self.coordinator, call_timeout_s=2.0).request_stop(reason)
-            return True
-        except Exception:  # gone, or never started
-            return False
+        return rpc.ask_to_stop(self.coordinator, reason)
 
     def _running(self) -> list:
         return [process for process in self.processes.values() if process.poll() is None]

@@ -207,22 +207,14 @@ def _run_slurm(program, config: ExperimentConfig, cluster_spec: cluster.ClusterS
                 return None
         return coordinator["address"]
 
-    def request_stop(reason: str) -> bool:
-        address = counter_address()
-        if address is None:  # not up yet: cancel
-            return False
-        try:
-            rpc.final_client(address, call_timeout_s=2.0).request_stop(reason)
-            return True
-        except Exception:  # the counter is gone: cancel
-            return False
-
     def cancel(force: bool) -> None:
         print(f"\nCancelling {jobs}.", flush=True)
         slurm.cancel(job_ids)
 
     job_processes = {f"SLURM job {job_id}": slurm.Job(job_id) for job_id in job_ids}
-    with LaunchWatch(job_processes, request_stop, cancel, signals=_STOP_SIGNALS, interval_s=0.5) as watch:
+    # A counter not up yet or gone: the jobs are cancelled.
+    with LaunchWatch(job_processes, lambda reason: rpc.ask_to_stop(counter_address(), reason), cancel,
+                     signals=_STOP_SIGNALS, interval_s=0.5) as watch:
         _follow(config.run_dir, counter_address, watch.run)
     for job in job_processes.values():
         print(f"SLURM job {job.job_id}: {job.state or 'ended'}")

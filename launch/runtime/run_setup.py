@@ -116,7 +116,8 @@ def prepare_new_run(request: NewRun, create: bool = True):
     the run directory is created (`create`) or only checked."""
     import environments
 
-    config = request.config
+    # Node processes start elsewhere (the repository root, other hosts): the run directory is absolute.
+    config = dataclasses.replace(request.config, run_dir=os.path.abspath(request.config.run_dir))
     spec = environments.environment_spec(config.environment)
     if request.rae is not None:
         config = dataclasses.replace(config, rae=resolve_rae(config, request.rae, spec))

@@ -220,11 +220,8 @@ def run_job(launch_dir: str, component: Optional[int] = None) -> int:
     coordinator = None
 
     def request_stop(reason: str) -> bool:
-        try:
-            rpc.final_client(coordinator, call_timeout_s=2.0).request_stop(reason)
-        except Exception:  # the counter is gone (or not up): its nodes stop themselves once they cannot reach it
-            pass
-        return True
+        rpc.ask_to_stop(coordinator, reason)
+        return True  # asked or not: without a counter its nodes stop themselves once they cannot reach it
 
     def terminate(force: bool) -> None:  # the nodes did not stop in time: end their steps
         for step in steps.values():
