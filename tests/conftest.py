@@ -1,30 +1,20 @@
 """What the test modules share: one finished run, made once (runs cost the suite most of its time),
-and one JAX compilation cache for the session (the same learner steps and policies are compiled
-in test after test, and in every node process of every program the tests start)."""
+and one process with two JAX devices for the data-parallel checks.
+
+No persistent JAX compilation cache: with jax 0.4.30 on CPU an executable read back from it
+honoured buffer donation where a fresh compile does not, and host copies taken with
+jax.device_get (which alias device memory on CPU) changed under later updates (measured:
+experiments/results/README.md, "house")."""
 
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 
 import pytest
 
 from test_program import run_to_end, train_command
 
 CHECKPOINT_EVERY = "--set=experiment.checkpoint_every_learner_steps=100"
-
-
-def pytest_configure(config):
-    """Before any test module imports JAX: it, and every process a test starts, read the
-    cache from these variables. A fresh cache each session: it cannot hide a compile change."""
-    config.relay_compilation_cache = tempfile.mkdtemp(prefix="relay-test-jax-cache-")
-    os.environ["JAX_COMPILATION_CACHE_DIR"] = config.relay_compilation_cache
-    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.2"
-
-
-def pytest_unconfigure(config):
-    shutil.rmtree(getattr(config, "relay_compilation_cache", ""), ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

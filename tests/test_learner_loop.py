@@ -144,3 +144,32 @@ def test_the_loop_trains_on_batches_sampled_from_a_live_replay_server(tmp_path):
         writer.close()
         env.close()
         server.stop()
+
+
+def test_a_resumed_loop_goes_on_with_the_rae_anneal_where_its_checkpoint_was(tmp_path):
+    """A resumed run's learner starts at its checkpoint's step: the RaE items of each batch (and the
+    logged figure) follow the anneal from there, not from its start. The share: 0.5 -> 0 over
+    100 learner steps, batch 32 (16 RaE items at step 0); resumed at step 50."""
+    import dataclasses
+
+    from launch.config import RaEConfig
+    from launch.loops.learner import offline_items
+
+    config = config_for(tmp_path)
+    rae = RaEConfig(runs=("earlier",), ratio=0.5, final_ratio=0.0, anneal_learner_steps=100, offline_items=1000)
+    config = dataclasses.replace(config, rae=rae)
+    learner = agents.Learner(config.learner, 5, 2)
+    state = initial_state(config, learner)
+    resumed = state.replace(steps=jax.numpy.asarray(50, state.steps.dtype))  # as restored from a checkpoint
+    rng = np.random.default_rng(4)
+    loop = LearnerLoop(config, learner, resumed, ListBatches([random_batch(rng, batch_size=32) for _ in range(60)]))
+    share = lambda step: int(round(16 * (1 - min(step, 100) / 100)))  # noqa: E731
+    # The resumed loop's first batch holds what the anneal had reached, not the 16 it started at.
+    assert [offline_items(config, loop.first_step, index) for index in (0, 30, 50, 59)] == [8, 3, 0, 0]
+    while loop.step():
+        pass
+    rows = metrics.read_rows(metrics.csv_path(config.run_dir, "learner"))
+    # Each row: the items in the batch of its update, which came from learner step - 1.
+    assert [row["learner_step"] for row in rows] == list(range(55, 111, 5))
+    assert [row["rae_offline_items"] for row in rows] == [share(row["learner_step"] - 1) for row in rows]
+    loop.close()
