@@ -11,6 +11,7 @@ import time
 from typing import Callable, Optional, Tuple
 
 import jax
+import numpy as np
 import reverb
 
 import agents
@@ -31,6 +32,14 @@ _SAMPLE_TIMEOUT_MS = 500
 _SIGNATURE_TIMEOUT_S = 5
 # `step()` waits at most this long for a batch (the rate limiter may hold sampling).
 _BATCH_WAIT_S = 0.5
+
+
+def host_copy(tree):
+    """Numpy arrays that own their memory. The device state is donated to the next update, and on
+    a CPU `jax.device_get` may return views of device buffers: where XLA honours the donation
+    (an executable from JAX's persistent compilation cache did, on jax 0.4.30) such a view
+    changes under the next update."""
+    return jax.tree_util.tree_map(np.array, jax.device_get(tree))
 
 
 def initial_state(config: ExperimentConfig, learner: agents.Learner, restarted: bool = False):
@@ -128,8 +137,7 @@ class LearnerLoop:
         self._logged_steps, self._logged_time = self.first_step, now
         self._saved_steps, self._saved_time = self.first_step, now
         self.metrics: dict = {}
-        # A host copy: the device state is donated to the next update.
-        self.published: Tuple[int, dict] = (self.first_step, jax.device_get(self._acting_params()))
+        self.published: Tuple[int, dict] = (self.first_step, host_copy(self._acting_params()))
 
     @property
     def state(self):
@@ -183,10 +191,8 @@ class LearnerLoop:
 
     def _publish(self, metrics: dict) -> None:
         steps = self._read_flags()
-        # A host copy: the device state is donated to the next update.
-        params, metrics = jax.device_get((self._acting_params(), metrics))
-        self.published = (steps, params)
-        self.metrics = {key: float(value) for key, value in metrics.items()}
+        self.published = (steps, host_copy(self._acting_params()))
+        self.metrics = {key: float(value) for key, value in jax.device_get(metrics).items()}
 
     def _log_row(self, now: float) -> None:
         rate = (self.steps - self._logged_steps) / (now - self._logged_time)

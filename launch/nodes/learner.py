@@ -2,7 +2,6 @@
 
 from typing import Optional, Tuple
 
-import jax
 import launchpad as lp
 
 import agents
@@ -38,7 +37,7 @@ class LearnerNode:
         self._state = learner_loop.initial_state(config, self._learner, restarted=node_attempt() > 0)
         # Served until the loop starts; then the loop's.
         self._loop: Optional[learner_loop.LearnerLoop] = None
-        self._initial: Tuple[int, dict] = (int(self._state.steps), jax.device_get(
+        self._initial: Tuple[int, dict] = (int(self._state.steps), learner_loop.host_copy(
             self._learner.networks.acting_params(self._state.policy_params, self._state.critic_params)))
 
     def get_policy_params(self, newer_than: int = -1) -> Tuple[int, Optional[dict]]:
