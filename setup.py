@@ -37,6 +37,7 @@ setuptools.setup(
         "cloudpickle",
     ],
     extras_require={
-        "test": ["pytest", "pytest-timeout"],
+        # pytest-xdist: the default test run in two processes (setup.cfg; tests/conftest.py).
+        "test": ["pytest", "pytest-timeout", "pytest-xdist"],
     },
 )

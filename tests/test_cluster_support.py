@@ -15,6 +15,9 @@ import pytest
 
 from experiments.testbed import netns_hosts, slurm_cluster
 
+# With the programs (setup.cfg): one SLURM cluster and one set of namespace hosts at a time.
+pytestmark = pytest.mark.xdist_group("programs")
+
 HostNamespaces = netns_hosts.HostNamespaces
 SlurmCluster = slurm_cluster.SlurmCluster
 

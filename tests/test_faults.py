@@ -18,6 +18,10 @@ import pytest
 
 from test_program import ROOT, assert_no_orphans, read, train_command, wait_for
 
+# Whole programs, one at a time in one of the suite's two processes (setup.cfg): the other runs
+# the tests that need no program of their own.
+pytestmark = pytest.mark.xdist_group("programs")
+
 CHECKPOINT_EVERY = "--set=experiment.checkpoint_every_learner_steps=100"
 BUDGET = 3  # experiment.max_restarts_per_node's default
 
@@ -131,7 +135,7 @@ def killed_run(tmp_path_factory):
             print(launcher.communicate()[0][-6000:])
     assert launcher.returncode == 1, output[-4000:]
     assert "Traceback" not in output, output[-4000:]
-    assert_no_orphans(before)
+    assert_no_orphans(before, run_dir)
     return run_dir, output, kills
 
 
@@ -277,7 +281,7 @@ def test_a_learner_whose_updates_keep_coming_out_non_finite_stops_the_run_with_o
     checkpoint, damaged = checkpoints.load_latest(run_dir)  # the last good state, finite
     assert damaged == [] and checkpoint.step == learner["learner_steps"]
     assert all(np.all(np.isfinite(leaf)) for leaf in jax_leaves(checkpoint.state))
-    assert_no_orphans(before)
+    assert_no_orphans(before, run_dir)
 
 
 def jax_leaves(tree):

@@ -235,6 +235,7 @@ TWO_DEVICE_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.xdist_group("two_devices")  # one process with two devices serves both (conftest)
 def test_two_device_step_matches_one_device(two_device_run):
     assert two_device_run.count("matches") == 3 and "odd batch refused" in two_device_run
 

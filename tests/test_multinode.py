@@ -21,6 +21,10 @@ from experiments.testbed import netns_hosts, slurm_cluster
 from test_program import (ROOT, assert_experience_recorded, assert_final_checkpoint, assert_metrics_complete,
                           assert_no_orphans, csv_rows, learner_has_updated, read, train_command, wait_for)
 
+# Whole programs, one at a time in one of the suite's two processes (setup.cfg): the other runs
+# the tests that need no program of their own.
+pytestmark = pytest.mark.xdist_group("programs")
+
 PLACEMENT = ((("replay", "counter", "monitor", "evaluator"), "h1"), (("learner",), "h2"), (("actor",), "h3"))
 
 
@@ -173,7 +177,7 @@ def test_a_het_job_runs_across_three_hosts_restarts_a_killed_actor_there_and_sto
     assert_placed_as_specified(run_dir, hosts)
     assert_accelerators_only_for_the_learner(run_dir)
     assert_stopped_cleanly_mid_run(run_dir, whole_actors=[0])
-    assert_no_orphans(before)
+    assert_no_orphans(before, run_dir)
 
 
 def test_jobs_one_per_component_run_detached_and_scancel_stops_every_node_cleanly(cluster, hosts, tmp_path):
@@ -207,7 +211,7 @@ def test_jobs_one_per_component_run_detached_and_scancel_stops_every_node_cleanl
     # The runs index shows it like any run.
     [listed] = runs.find_runs(str(tmp_path))
     assert listed["env_steps"] == read(run_dir, "summary.json")["env_steps"] and listed["checkpoint"] is not None
-    assert_no_orphans(before)
+    assert_no_orphans(before, run_dir)
 
 
 def test_the_hosts_launch_runs_the_program_across_namespaces(hosts, tmp_path):
@@ -223,7 +227,7 @@ def test_the_hosts_launch_runs_the_program_across_namespaces(hosts, tmp_path):
     assert_trained_and_stopped_at_the_limit(run_dir, 4000)
     assert_logs_clean(run_dir)
     assert_progress_line_shown(output, 4000)
-    assert_no_orphans(before)
+    assert_no_orphans(before, run_dir)
 
 
 @pytest.mark.slow  # the path of local_mp's signal test (test_program) and of the het job's Ctrl-C above
@@ -236,7 +240,7 @@ def test_ctrl_c_of_the_hosts_launcher_stops_every_node(hosts, tmp_path):
         output = communicate_or_dump(launcher, timeout_s=15)  # as on one machine (test_program)
     assert launcher.returncode == 0, output[-3000:]
     assert_stopped_cleanly_mid_run(run_dir)
-    assert_no_orphans(before)
+    assert_no_orphans(before, run_dir)
 
 
 def communicate_or_dump(process, timeout_s):

@@ -94,4 +94,4 @@ def test_a_program_learns_from_pixels_and_a_later_run_replays_its_frames(tmp_pat
          f"--video={video}", "--video_size=48,64"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert evaluated.returncode == 0, evaluated.stdout[-2000:] + evaluated.stderr[-2000:]
     assert "mean return" in evaluated.stdout and os.path.getsize(video) > 1000
-    assert_no_orphans(before)
+    assert_no_orphans(before, str(tmp_path))

@@ -12,6 +12,10 @@ import numpy as np
 import psutil
 import pytest
 
+# Whole programs, one at a time in one of the suite's two processes (setup.cfg): the other runs
+# the tests that need no program of their own.
+pytestmark = pytest.mark.xdist_group("programs")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -29,12 +33,14 @@ def wait_for(condition, timeout_s, what):
         time.sleep(0.2)
 
 
-def assert_no_orphans(before, timeout_s=30):
-    """Every node process the test started has exited (reaping takes a moment after the launcher returns)."""
+def assert_no_orphans(before, within, timeout_s=30):
+    """Every process of the program the test started has exited (reaping takes a moment after the
+    launcher returns). `within`: the run's directory (or the test's): its processes name it on
+    their command line, which tells them from programs other tests run at the same time."""
     try:
-        wait_for(lambda: new_orphans(before) == [], timeout_s, "the program's processes to exit")
+        wait_for(lambda: new_orphans(before, within) == [], timeout_s, "the program's processes to exit")
     except AssertionError as error:
-        raise AssertionError(f"{error}; still running: {new_orphans(before)}") from None
+        raise AssertionError(f"{error}; still running: {new_orphans(before, within)}") from None
 
 
 def learner_has_updated(run_dir):
@@ -47,14 +53,16 @@ def learner_has_updated(run_dir):
                    if line.endswith("\n"))
 
 
-def new_orphans(before):
-    """Node processes (Launchpad's, or launch.runtime.entry's) started by the test that outlived their launcher."""
+def new_orphans(before, within):
+    """Node processes (Launchpad's, or launch.runtime.entry's) of the run under `within`, started
+    by the test, that outlived their launcher."""
     orphans = []
     for process in psutil.process_iter(["pid", "cmdline"]):
         if process.info["pid"] in before:
             continue
         cmdline = " ".join(process.info["cmdline"] or [])
-        if any(name in cmdline for name in ("launchpad", "experiments.train", "launch.runtime.entry", "launch.runtime.slurm")):
+        if within in cmdline and any(name in cmdline for name in
+                                     ("launchpad", "experiments.train", "launch.runtime.entry", "launch.runtime.slurm")):
             orphans.append(cmdline[:200])
     return orphans
 
@@ -263,7 +271,7 @@ def test_a_signal_to_the_launcher_stops_everything_within_15_s_and_actors_step_s
     assert summary["env_steps"] > 0 and not summary["reached_max_env_steps"]
     assert summary["env_steps"] == sum(read(run_dir, f"actor_{i}.json")["actor_steps"] for i in range(2))
     assert_final_checkpoint(run_dir)
-    assert_no_orphans(before)
+    assert_no_orphans(before, run_dir)
 
     actor = read(run_dir, "actor_0.json")
     assert actor["envs_per_actor"] == 3
@@ -374,4 +382,4 @@ def test_the_program_learns_cartpole_and_keeps_what_it_learned(tmp_path):
     print(f"\nlearning: best {max(returns):.1f}, last {returns[-1]:.1f} over {len(returns)} evaluations")
     assert_a_whole_run(run_dir, LEARNING_STEPS)
     assert os.path.isdir(os.path.join(run_dir, "logs", "actor"))  # node logs stay in the run
-    assert_no_orphans(before)
+    assert_no_orphans(before, run_dir)

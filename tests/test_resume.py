@@ -14,6 +14,10 @@ import pytest
 
 from test_program import ROOT, assert_no_orphans, csv_rows, read, run_to_end, train_command
 
+# Whole programs, one at a time in one of the suite's two processes (setup.cfg): the other runs
+# the tests that need no program of their own.
+pytestmark = pytest.mark.xdist_group("programs")
+
 def recorded_transitions(run_dir):
     """Transitions in the run's recorded experience, counted from the files: one per step after FIRST."""
     from replay import experience
@@ -229,7 +233,7 @@ def test_a_killed_run_resumes_where_its_last_checkpoint_was(tmp_path):
     listing = json.loads(subprocess.run([sys.executable, "-m", "experiments.runs", "list", f"--root={tmp_path}", "--json"],
                                         cwd=ROOT, capture_output=True, text=True, check=True).stdout)
     assert listing[0]["checkpoint"]["learner_step"] == summary["learner_steps"]
-    assert_no_orphans(before)
+    assert_no_orphans(before, run_dir)
 
 
 def test_resume_refuses_what_it_cannot_do(finished_run, tmp_path, capsys):
