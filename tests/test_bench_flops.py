@@ -54,7 +54,7 @@ def test_learner_benchmark_from_pixels(tmp_path):
 
 def test_learner_benchmark_reports_consistent_figures(tmp_path):
     out = tmp_path / "learner.json"
-    args = ["learner", "--agent=mog", "--batch=8", "--obs_dim=4", "--act_dim=2",
+    args = ["learner", "--agent=mpo", "--batch=8", "--obs_dim=4", "--act_dim=2",
             "--steps_per_call=1,2", "--rounds=1", "--min_steps=2", f"--out={out}"]
     assert bench.main(args) == 0
     result = json.loads(out.read_text())

@@ -246,7 +246,8 @@ def test_a_node_that_keeps_dying_stops_the_run_naming_it(killed_run):
     summary = read(run_dir, "summary.json")
     assert summary["stop_reason"] == message and not summary["reached_max_env_steps"]
     assert [record["restarted"] for record in restarts(run_dir) if record["node"] == "evaluator/0"] == [True] * BUDGET + [False]
-    assert [record["node"] for record in summary["restarts"]] == (
+    # In the order the counter took them: a restarted counter's own record may come after the next one.
+    assert sorted(record["node"] for record in summary["restarts"]) == sorted(
         ["actor/1", "learner/0", "replay/0", "counter/0"] + ["evaluator/0"] * (BUDGET + 1))
 
 

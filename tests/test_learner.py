@@ -125,7 +125,7 @@ def test_same_seed_same_result_other_seed_other_result(agent):
 def test_jit_changes_nothing():
     config = agents.make_config("mog", **SMALL)
     rng = np.random.default_rng(0)
-    batches = [random_batch(rng) for _ in range(2)]
+    batches = [random_batch(rng)]  # one update: eager runs op by op, seconds a step
     jitted, metrics = run_steps(config, 0, batches, jit=True)
     eager, eager_metrics = run_steps(config, 0, batches, jit=False)
     # Adam steps every parameter by about ±lr whatever its gradient's size, so a weight
