@@ -202,13 +202,16 @@ def test_a_killed_learner_goes_on_from_its_newest_checkpoint(killed_run):
     log = log_of(run_dir, "learner/0")
     before_kill, after = log.split("learner: restarted from checkpoint ")
     restored = int(after.split("(learner step ")[1].split(")")[0])
-    # The newest checkpoint when it died; its steps after that checkpoint are lost.
-    assert f"checkpoints/{restored} (periodic)" in before_kill and 0 < restored <= at_kill["learner_steps"]
+    # The newest checkpoint the dead process wrote (its own log, so before the kill); its steps
+    # after that checkpoint are lost. The counter's learner_steps at the kill are no bound here:
+    # the learner sends its step to the counter now and then, so they lag (restored 6,500 against
+    # 6,430 counted was seen on a loaded machine).
+    assert restored > 0 and f"checkpoints/{restored} (periodic)" in before_kill
     assert f"checkpoints/{restored + 100} (periodic)" not in before_kill
     # It went on from there: its next checkpoint is the checkpoint's step + 100.
     assert after.split("learner: checkpoint ")[1].split(" (")[0].endswith(f"checkpoints/{restored + 100}")
     assert read(run_dir, "summary.json")["learner_steps"] > restored + 100
-    print(f"\nlearner kill: restored step {restored}; lost {at_kill['learner_steps'] - restored:.0f}+ learner steps")
+    print(f"\nlearner kill: restored step {restored}; the counter had {at_kill['learner_steps']:.0f} learner steps")
 
 
 def test_a_killed_replay_server_is_refilled_and_everyone_reconnects(killed_run):
