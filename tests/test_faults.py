@@ -94,18 +94,22 @@ def learner_back_at_work(run_dir):
 
 @pytest.fixture(scope="module")
 def killed_run(tmp_path_factory):
-    """(run_dir, launcher output, node -> [(time of each kill, the counter's totals then)])."""
+    """(run_dir, launcher output, node -> [(time of each kill, the counter's totals then, the run's
+    finished checkpoints then)])."""
     run_dir = str(tmp_path_factory.mktemp("faults") / "run")
     before = set(psutil.pids())
     launcher = subprocess.Popen(
         train_command(run_dir, "--max_env_steps=100000000", "--launch_type=local_mp", CHECKPOINT_EVERY),
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     kills = {}
+    from launch.rundir import checkpoints
 
     def kill(node, attempt=0):
         wait_for(lambda: node_process(run_dir, node, attempt) is not None, 120, f"{node}'s process, attempt {attempt}")
-        node_process(run_dir, node, attempt).send_signal(signal.SIGKILL)
-        kills.setdefault(node, []).append((time.time(), counted(run_dir)))
+        process = node_process(run_dir, node, attempt)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)  # gone, so the checkpoints listed next are all it wrote
+        kills.setdefault(node, []).append((time.time(), counted(run_dir), checkpoints.list_steps(run_dir)))
 
     try:
         wait_for(lambda: counted(run_dir).get("actor_steps", 0) >= 1500, 300, "1,500 env steps")
@@ -171,7 +175,7 @@ def recorded_steps(run_dir, stream):
 
 def test_a_killed_actor_is_restarted_with_a_fresh_seed_and_nothing_counted_twice(killed_run):
     run_dir, output, kills = killed_run
-    [(killed_at, _)] = kills["actor/1"]
+    [(killed_at, _, _)] = kills["actor/1"]
     assert_restarted_once(run_dir, output, "actor/1", killed_at)
     # Two processes of actor 1 reported, each its own totals; the restarted one's are its actor_1.json.
     restarted_steps = read(run_dir, "actor_1.json")["actor_steps"]
@@ -197,26 +201,25 @@ def test_a_killed_actor_is_restarted_with_a_fresh_seed_and_nothing_counted_twice
 
 def test_a_killed_learner_goes_on_from_its_newest_checkpoint(killed_run):
     run_dir, output, kills = killed_run
-    [(killed_at, at_kill)] = kills["learner/0"]
+    [(killed_at, _, checkpoints_at_kill)] = kills["learner/0"]
     assert_restarted_once(run_dir, output, "learner/0", killed_at)
     log = log_of(run_dir, "learner/0")
-    before_kill, after = log.split("learner: restarted from checkpoint ")
+    _, after = log.split("learner: restarted from checkpoint ")
     restored = int(after.split("(learner step ")[1].split(")")[0])
-    # The newest checkpoint the dead process wrote (its own log, so before the kill); its steps
-    # after that checkpoint are lost. The counter's learner_steps at the kill are no bound here:
-    # the learner sends its step to the counter now and then, so they lag (restored 6,500 against
-    # 6,430 counted was seen on a loaded machine).
-    assert restored > 0 and f"checkpoints/{restored} (periodic)" in before_kill
-    assert f"checkpoints/{restored + 100} (periodic)" not in before_kill
+    # The newest checkpoint the dead process finished; its steps after it are lost. Neither the
+    # counter's learner steps (the learner sends them now and then: 6,500 restored against 6,430
+    # counted was seen) nor the dead process's log (a kill between a save and its log line: 4,700
+    # restored, 4,600 the last logged) bound it; the checkpoints on disk once it was gone do.
+    assert restored > 0 and restored == checkpoints_at_kill[-1]
     # It went on from there: its next checkpoint is the checkpoint's step + 100.
     assert after.split("learner: checkpoint ")[1].split(" (")[0].endswith(f"checkpoints/{restored + 100}")
     assert read(run_dir, "summary.json")["learner_steps"] > restored + 100
-    print(f"\nlearner kill: restored step {restored}; the counter had {at_kill['learner_steps']:.0f} learner steps")
+    print(f"\nlearner kill: restored step {restored}")
 
 
 def test_a_killed_replay_server_is_refilled_and_everyone_reconnects(killed_run):
     run_dir, output, kills = killed_run
-    [(killed_at, at_kill)] = kills["replay/0"]
+    [(killed_at, at_kill, _)] = kills["replay/0"]
     assert_restarted_once(run_dir, output, "replay/0", killed_at)
     log = log_of(run_dir, "replay/0")
     refilled = int(log.split("replay: restarted and refilled with ")[1].split(" recorded")[0].replace(",", ""))
@@ -230,7 +233,7 @@ def test_a_killed_replay_server_is_refilled_and_everyone_reconnects(killed_run):
 
 def test_a_killed_counter_comes_back_with_its_totals_and_loses_none(killed_run):
     run_dir, output, kills = killed_run
-    [(killed_at, at_kill)] = kills["counter/0"]
+    [(killed_at, at_kill, _)] = kills["counter/0"]
     assert_restarted_once(run_dir, output, "counter/0", killed_at)  # recorded by the restarted counter
     assert "counter: restarted from " in log_of(run_dir, "counter/0")
     # Every step each actor process took is in the totals once (the actors sent their totals again):
