@@ -180,6 +180,7 @@ def test_pixel_observations_are_stacks_of_the_newest_frames():
         pass
     again = env.reset().observation
     np.testing.assert_array_equal(again[0], again[-1])
+    env.close()  # its rendering context freed here, not by a later garbage collection in another context
 
 
 def test_pixels_with_state():
@@ -190,6 +191,7 @@ def test_pixels_with_state():
     assert timestep.observation["pixels"].dtype == np.uint8
     assert timestep.observation["state"].shape == (5,)
     assert env.environment_spec.observations["state"].dtype == np.float32
+    env.close()
 
 
 def test_unknown_task_lists_the_valid_names():
