@@ -71,6 +71,22 @@ def test_actor_costs_benchmark_times_each_part_of_the_actor_loop(tmp_path):
     assert "alone/loop" in result.stdout
 
 
+def test_the_benchmarks_acting_program_runs_to_its_budget_through_the_launch_runtime(tmp_path):
+    """The actor, scaling and multinode benchmarks' program (acting.run_acting_program): replay,
+    counter, an actor and a policy server started as local_mp starts them, until the budget."""
+    import psutil
+    from experiments.bench import acting
+    from test_program import assert_no_orphans
+
+    before, run_dir = set(psutil.pids()), str(tmp_path / "acting")
+    result = acting.run_acting_program("cartpole:swingup", 1, 2500, run_dir)
+    counts = json.loads((tmp_path / "acting" / "counts.json").read_text())
+    assert counts["actor_steps"] >= 2500
+    # Rates from the actor's episodes after its first (cartpole's are 1000 steps) and the monitor's rows.
+    assert len(result["actor_episode_steps_per_s"][0]) >= 1 and result["total_env_steps_per_s"] > 0
+    assert_no_orphans(before, run_dir)
+
+
 def test_the_critic_head_is_set_with_the_head_section():
     from experiments import configs
 

@@ -35,21 +35,23 @@ def run_acting_program(task: str, num_actors: int, max_env_steps: int, run_dir: 
     `cluster_spec`, a launch.cluster.ClusterSpec with a command template); returns its measured rates."""
     import environments
     from launch.rundir import metrics
-    from launch.runtime import hosts
+    from launch.runtime import launcher
     from launch.program import make_acting_program
 
     config = configs.make_experiment_config(
         agent="mpo", task=task, run_dir=os.path.abspath(run_dir), seed=seed, num_actors=num_actors,
         max_env_steps=max_env_steps, envs_per_actor=envs_per_actor,
-        overrides=["replay.samples_per_insert=none", "experiment.log_every_s=0.5"],
+        overrides=["replay.samples_per_insert=none", "experiment.log_every_s=0.5",
+                   "experiment.max_restarts_per_node=0"],  # a node that dies fails the measurement
     )
     os.makedirs(run_dir)
     start = time.time()
-    launch = hosts.HostsLaunch(make_acting_program(config, environments.environment_spec(config.environment)),
-                               cluster_spec or hosts.local_spec(), run_dir)
-    launch.start()
-    launch.wait()
+    code = launcher.run_processes(make_acting_program(config, environments.environment_spec(config.environment)),
+                                  config, cluster_spec)
     wall_time = time.time() - start
+    if code != 0:
+        raise RuntimeError(f"The acting program in {run_dir} failed (exit code {code}); its node logs: "
+                           f"{os.path.join(run_dir, 'logs')}")
 
     # Per actor, the actor's steps/s over each episode after its environments' first ones
     # (those include compilation and start-up).

@@ -96,7 +96,7 @@ def launch(run: Union[NewRun, Resume], options: LaunchOptions = LaunchOptions())
     if options.launch_type == "local_mt":
         code = _run_threads(program, config)
     elif options.launch_type in ("local_mp", "hosts"):
-        code = _run_processes(program, config, cluster_spec)
+        code = run_processes(program, config, cluster_spec)
     else:
         try:
             code = _run_slurm(program, config, cluster_spec, options.detach)
@@ -157,8 +157,10 @@ def _run_threads(program, config: ExperimentConfig) -> int:
     return code
 
 
-def _run_processes(program, config: ExperimentConfig, cluster_spec: Optional[cluster.ClusterSpec]) -> int:
-    """local_mp (`cluster_spec` None: every node on this machine) and hosts."""
+def run_processes(program, config: ExperimentConfig, cluster_spec: Optional[cluster.ClusterSpec] = None) -> int:
+    """local_mp (`cluster_spec` None: every node on this machine) and hosts: starts `program`'s
+    node processes, shows the progress line and watches them until they end; the exit code.
+    The benchmarks' acting program (launch.program.make_acting_program) goes through it too."""
     from launch.runtime import hosts
     from launch.runtime.supervisor import describe_exit
     from launch.runtime.watch import LaunchWatch
