@@ -58,7 +58,15 @@ class FixedBatch:
         pass
 
 
-def _time_steps(loop: LearnerLoop, steps: int) -> float:
+def bench_config(agent: str, task: str, run_dir: str):
+    """The learner benchmarks' experiment: Acme's settings, no rate limiter, no checkpoints."""
+    return configs.make_experiment_config(
+        agent=agent, task=task, run_dir=run_dir, preset="acme", overrides=[
+            "replay.samples_per_insert=none", "experiment.checkpoint_every_learner_steps=1000000000",
+            "experiment.checkpoint_every_minutes=1000000"])
+
+
+def time_steps(loop: LearnerLoop, steps: int) -> float:
     start = time.perf_counter()
     for _ in range(steps):
         loop.step()
@@ -68,10 +76,7 @@ def _time_steps(loop: LearnerLoop, steps: int) -> float:
 
 def run(args: argparse.Namespace) -> int:
     run_root = tempfile.mkdtemp(prefix="relay-datapath-")
-    experiment = lambda side: configs.make_experiment_config(  # noqa: E731
-        agent=args.agent, task=args.env, run_dir=f"{run_root}/{side}", preset="acme", overrides=[
-            "replay.samples_per_insert=none", "experiment.checkpoint_every_learner_steps=1000000000",
-            "experiment.checkpoint_every_minutes=1000000"])
+    experiment = lambda side: bench_config(args.agent, args.env, f"{run_root}/{side}")  # noqa: E731
     config = experiment("reverb")
     spec = environments.environment_spec(config.environment)
     server = reverb.Server([replay.make_online_table(config.replay, spec)], port=None)
@@ -85,13 +90,13 @@ def run(args: argparse.Namespace) -> int:
     loops = {"reverb": LearnerLoop(config, learner, initial_state(config, learner), batches),
              "synthetic": LearnerLoop(experiment("synthetic"), learner, initial_state(config, learner),
                                       FixedBatch(batches.next(timeout=60.0)))}
-    _time_steps(loops["reverb"], args.steps_per_block)  # compile, fill the pipeline
-    _time_steps(loops["synthetic"], 5)
+    time_steps(loops["reverb"], args.steps_per_block)  # compile, fill the pipeline
+    time_steps(loops["synthetic"], 5)
 
     reverb_rates, synthetic_rates, ratios = [], [], []
     for block in range(args.blocks):
         order = ("reverb", "synthetic") if block % 2 == 0 else ("synthetic", "reverb")
-        seconds = {side: _time_steps(loops[side], args.steps_per_block) for side in order}
+        seconds = {side: time_steps(loops[side], args.steps_per_block) for side in order}
         reverb_rates.append(args.steps_per_block / seconds["reverb"])
         synthetic_rates.append(args.steps_per_block / seconds["synthetic"])
         ratios.append(seconds["synthetic"] / seconds["reverb"])

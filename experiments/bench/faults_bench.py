@@ -51,12 +51,17 @@ def _env_steps(state: dict) -> float:
     return sum(sender.get("actor_steps", 0) for sender in state.get("by_sender", {}).values())
 
 
-def _wait(condition, timeout_s: float = 300.0, interval_s: float = 0.05):
+def _wait(condition, timeout_s: float = 300.0, interval_s: float = 0.05, ended=lambda: False):
+    """condition()'s first true value; an error once `ended()` (the run is over) or after `timeout_s`."""
     deadline = time.time() + timeout_s
     while time.time() < deadline:
+        over = ended()
         result = condition()
         if result:
             return result
+        if over:
+            raise SystemExit("error: the run ended before the killed node was back at work, so there is no "
+                             "recovery to measure; give it more steps after the kill (--max_env_steps).")
         time.sleep(interval_s)
     raise TimeoutError("the condition did not hold in time")
 
@@ -100,26 +105,27 @@ def measure(node: str, run_dir: str, args) -> dict:
         senders_before = set(at_kill["by_sender"])
         _node_process(run_dir, node).send_signal(signal.SIGKILL)
         killed = time.time()
+        run_over = lambda: launcher.poll() is not None  # noqa: E731
         result = {"node": node, "env_steps_at_kill": _env_steps(at_kill), "replay_size_at_kill": _replay_size(run_dir)}
         if node.startswith("actor"):
             actor = "actor_" + node.split("/")[1]
             new = _wait(lambda: [totals for sender, totals in _state(run_dir)["by_sender"].items()
                                  if sender.startswith(actor + "-") and sender not in senders_before
-                                 and totals.get("actor_steps", 0) > 0])
+                                 and totals.get("actor_steps", 0) > 0], ended=run_over)
             result["recovery_s"] = time.time() - killed
         elif node.startswith("learner"):
             before = at_kill["values"].get("learner_steps", 0)
-            _wait(lambda: _state(run_dir)["values"].get("learner_steps", 0) != before)
+            _wait(lambda: _state(run_dir)["values"].get("learner_steps", 0) != before, ended=run_over)
             result["recovery_s"] = time.time() - killed
         elif node.startswith("replay"):
-            _wait(lambda: "replay: restarted and refilled" in _log(run_dir, node))
+            _wait(lambda: "replay: restarted and refilled" in _log(run_dir, node), ended=run_over)
             refilled_at = _env_steps(_state(run_dir))
-            _wait(lambda: _env_steps(_state(run_dir)) >= refilled_at + 200)
+            _wait(lambda: _env_steps(_state(run_dir)) >= refilled_at + 200, ended=run_over)
             result["recovery_s"] = time.time() - killed
         else:
-            _wait(lambda: _node_process(run_dir, node, 1) is not None)
+            _wait(lambda: _node_process(run_dir, node, 1) is not None, ended=run_over)
             _wait(lambda: _env_steps(_state(run_dir)) > result["env_steps_at_kill"]
-                  and _node_process(run_dir, node, 1) is not None)
+                  and _node_process(run_dir, node, 1) is not None, ended=run_over)
             result["recovery_s"] = time.time() - killed
         launcher.wait(timeout=600)
     finally:

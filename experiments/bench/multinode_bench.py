@@ -117,9 +117,9 @@ def serve(args) -> int:
 
     import environments
     import replay
-    from experiments.bench.datapath_bench import fill_table
+    from experiments.bench.datapath_bench import bench_config, fill_table
 
-    config = replay.ReplayConfig(samples_per_insert=None)
+    config = bench_config(args.agent, args.env, os.path.dirname(args.port_file)).replay  # as the learner role's
     # Reverb's default checkpointer would make a directory under /tmp; this one stays in the bench's.
     checkpointer = reverb.checkpointers.DefaultCheckpointer(os.path.join(os.path.dirname(args.port_file), "replay_checkpoint"))
     server = reverb.Server([replay.make_online_table(config, environments.environment_spec(
@@ -133,24 +133,27 @@ def serve(args) -> int:
 
 
 def learn(args) -> int:
-    """Role `learner`: the learner node's pipeline from the server at --address; prints its SGD steps/s."""
-    import jax
+    """Role `learner`: the learner node's loop on batches from the server at --address; prints its SGD steps/s."""
+    import tempfile
+    import threading
 
     import agents
     import environments
     import replay
-    from experiments.bench.datapath_bench import _time_steps
+    from experiments.bench.datapath_bench import bench_config, time_steps
+    from launch.loops.learner import LearnerLoop, initial_state, replay_batches
 
-    config = replay.ReplayConfig(samples_per_insert=None)
-    spec = environments.environment_spec(environments.EnvironmentConfig(args.env))
-    learner = agents.Learner(agents.make_config(args.agent), spec.observations.shape[0], spec.actions.shape[0])
-    state = learner.init(jax.random.PRNGKey(0))
-    dataset = replay.make_dataset(args.address, config, replay.TransitionLayout.of(spec))
-    prefetcher = replay.DevicePrefetcher(replay.transitions(dataset), learner.batch_sharding, size=config.prefetch_batches)
-    next_batch = lambda: prefetcher.next(timeout=60.0)  # noqa: E731
-    state, _ = _time_steps(learner.update, state, next_batch, 20)  # compile, fill the pipeline
-    state, seconds = _time_steps(learner.update, state, next_batch, args.steps)
-    prefetcher.close()
+    config = bench_config(args.agent, args.env, tempfile.mkdtemp(prefix="relay-multinode-learner-"))
+    spec = environments.environment_spec(config.environment)
+    learner = agents.Learner(config.learner, spec.observations.shape, spec.actions.shape[0])
+    stop = threading.Event()
+    batches = replay_batches(config, replay.layout_of(spec), args.address, learner, 0, stop)
+    loop = LearnerLoop(config, learner, initial_state(config, learner), batches)
+    time_steps(loop, 20)  # compile, fill the pipeline
+    seconds = time_steps(loop, args.steps)
+    stop.set()
+    loop.settle()
+    loop.close()
     print(json.dumps({"steps_per_s": args.steps / seconds}))
     return 0
 
