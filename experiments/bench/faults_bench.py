@@ -109,7 +109,7 @@ def measure(node: str, run_dir: str, args) -> dict:
         result = {"node": node, "env_steps_at_kill": _env_steps(at_kill), "replay_size_at_kill": _replay_size(run_dir)}
         if node.startswith("actor"):
             actor = "actor_" + node.split("/")[1]
-            new = _wait(lambda: [totals for sender, totals in _state(run_dir)["by_sender"].items()
+            _wait(lambda: [totals for sender, totals in _state(run_dir)["by_sender"].items()
                                  if sender.startswith(actor + "-") and sender not in senders_before
                                  and totals.get("actor_steps", 0) > 0], ended=run_over)
             result["recovery_s"] = time.time() - killed
