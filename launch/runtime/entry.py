@@ -3,8 +3,8 @@
     python -m launch.runtime.entry --launch_dir=RUN/launches/K --node=actor/1 --host=10.0.0.3 --coordinator=10.0.0.2:41234
     python -m launch.runtime.entry --launch_dir=RUN/launches/K --node=counter/0 --host=10.0.0.2   (serves as coordinator)
 
-The launcher pickles the program once (`write_program`); every node process loads it
-and runs one node. The counter node is the coordinator: it is started first, reserves
+The launcher pickles the program once (`write_program`), node by node; every node process
+loads its own node and runs it. The counter node is the coordinator: it is started first, reserves
 its own port and writes its address to LAUNCH_DIR/coordinator; whoever starts the other
 nodes hands that address to them on the command line. Every other node reserves a port
 on its host (launch.runtime.ports), registers host:port with the counter, and finds the nodes it calls
@@ -31,7 +31,7 @@ from launch.faults import disk_full
 from launch.nodes import launchpad_internals, rpc
 from launch.nodes.process import ATTEMPT_ENV, CPU_ONLY_ENV
 from launch.rundir.jsonio import read_json
-from launch.rundir.paths import COORDINATOR_FILE, PROGRAM_FILE, SUPERVISION_FILE, run_dir_of_launch
+from launch.rundir.paths import COORDINATOR_FILE, SUPERVISION_FILE, run_dir_of_launch
 from launch.runtime import ports, supervisor
 
 _LAUNCH_DIR = flags.DEFINE_string("launch_dir", None, "the launch's directory (program.pkl)")
@@ -155,15 +155,11 @@ def _watch_stop(coordinator, node: str, stopped: threading.Event) -> None:
 
 def run_node(launch_dir: str, label: str, index: int, host: str, coordinator_address: str = None,
              port: int = None) -> int:
-    import cloudpickle
     import courier
 
-    with open(os.path.join(launch_dir, PROGRAM_FILE), "rb") as file:
-        groups = cloudpickle.load(file)
-    if label not in groups or not 0 <= index < len(groups[label]):
-        raise ValueError(f"The program has no node {label}/{index}; its groups: "
-                         + ", ".join(f"{name} ({len(nodes)})" for name, nodes in groups.items()))
-    node = groups[label][index]
+    from launch.runtime import launch_files  # here: the supervisor, which only starts this, stays light
+
+    addresses, node = launch_files.read_node(launch_dir, label, index)
     if len(node.addresses) > 1:
         raise ValueError(f"Node {label}/{index} serves {len(node.addresses)} addresses; Relay's nodes serve one.")
     own_address = f"{host}:{port or ports.reserve_port()}"
@@ -172,13 +168,12 @@ def run_node(launch_dir: str, label: str, index: int, host: str, coordinator_add
     elif not coordinator_address:
         raise ValueError("--coordinator is required for every node but the counter.")
     coordinator = courier.Client(coordinator_address, call_timeout=2.0)  # courier clients are thread-safe
-    counter_node = groups["counter"][0]
-    for group_label, nodes in groups.items():
-        for node_index, other in enumerate(nodes):
-            for address in other.addresses:
-                if other is node:
+    for group_label, group in addresses.items():
+        for node_index, node_addresses in enumerate(group):
+            for address in node_addresses:
+                if (group_label, node_index) == (label, index):
                     launchpad_internals.bind_address(address, StaticAddressBuilder(own_address))
-                elif other is counter_node:
+                elif (group_label, node_index) == ("counter", 0):
                     launchpad_internals.bind_address(address, StaticAddressBuilder(coordinator_address))
                 else:
                     launchpad_internals.bind_address(

@@ -4,6 +4,7 @@ the cluster spec and each node's restart budget, and the command line that start
 
 import json
 import os
+import pickle
 import sys
 from typing import Optional
 
@@ -26,16 +27,34 @@ def entry_argv(launch_dir: str, node: str, host: Optional[str] = None, coordinat
 
 
 def write_program(program, launch_dir: str, max_restarts: int = 0) -> None:
-    """Pickles the program's nodes, group by group, for `launch.runtime.entry` to load; each
-    node's supervisor restarts it at most `max_restarts` times."""
+    """Pickles the program for `launch.runtime.entry` to load, each node on its own: a process
+    unpickles only its node, so it imports only what that node needs (the counter and the
+    evaluator never import Reverb or TensorFlow). Each node's supervisor restarts it at most
+    `max_restarts` times."""
     import cloudpickle
 
     os.makedirs(launch_dir, exist_ok=True)
     write_json(os.path.join(launch_dir, SUPERVISION_FILE), {"max_restarts_per_node": max_restarts})
-    groups = {label: list(nodes) for label, nodes in program.groups.items()}
+    addresses = {label: [list(node.addresses) for node in nodes] for label, nodes in program.groups.items()}
+    # One pickle holds a node with every node's addresses, so that the addresses in its handles
+    # are the very objects the entry binds.
+    nodes = {label: [cloudpickle.dumps((addresses, node)) for node in nodes] for label, nodes in program.groups.items()}
     with open(os.path.join(launch_dir, PROGRAM_FILE + ".tmp"), "wb") as file:
-        cloudpickle.dump(groups, file)
+        pickle.dump(nodes, file)
     os.replace(os.path.join(launch_dir, PROGRAM_FILE + ".tmp"), os.path.join(launch_dir, PROGRAM_FILE))
+
+
+def read_node(launch_dir: str, label: str, index: int):
+    """`(addresses, node)`: node `label/index` of the program in `launch_dir`, and every node's
+    addresses by group ({label: [[Address, ...] per node]})."""
+    import cloudpickle
+
+    with open(os.path.join(launch_dir, PROGRAM_FILE), "rb") as file:
+        nodes = pickle.load(file)
+    if label not in nodes or not 0 <= index < len(nodes[label]):
+        raise ValueError(f"The program has no node {label}/{index}; its groups: "
+                         + ", ".join(f"{name} ({len(group)})" for name, group in nodes.items()))
+    return cloudpickle.loads(nodes[label][index])
 
 
 def write_launch(program, spec: cluster.ClusterSpec, run_dir: str, launch_index: int, max_restarts: int = 0) -> str:
