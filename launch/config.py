@@ -123,9 +123,12 @@ class ExperimentConfig:
     checkpoint_every_minutes: float = 10.0
     checkpoint_every_learner_steps: int = 5000
     checkpoints_to_keep: int = 3
-    # A node process that dies is started again this many times at most (every launch type
-    # but local_mt); one more death stops the run, naming the node.
+    # A node process that dies is started again (every launch type but local_mt), at most
+    # max_restarts_per_node times within any restart_window_minutes; one more death inside the
+    # window stops the run, naming the node. A node that dies now and then never adds up to
+    # the end of a long run; one that dies in a fast loop stops it. inf: over the whole run.
     max_restarts_per_node: int = 3
+    restart_window_minutes: float = 60.0
     # The learner does not apply an update whose loss or gradients hold a NaN or an infinity
     # (it keeps its last good state and counts it); this many in a row end the run.
     max_nonfinite_updates_in_a_row: int = 10
@@ -140,7 +143,7 @@ class ExperimentConfig:
                               ("max_restarts_per_node", 0), ("max_nonfinite_updates_in_a_row", 1)):
             if getattr(self, name) < minimum:
                 raise ValueError(f"ExperimentConfig.{name} must be >= {minimum}, got {getattr(self, name)!r}.")
-        for name in ("log_every_s", "checkpoint_every_minutes"):
+        for name in ("log_every_s", "checkpoint_every_minutes", "restart_window_minutes"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"ExperimentConfig.{name} must be > 0, got {getattr(self, name)!r}.")
         if self.rae is not None:

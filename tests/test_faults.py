@@ -23,7 +23,7 @@ from test_program import ROOT, assert_no_orphans, read, train_command, wait_for
 pytestmark = pytest.mark.xdist_group("programs")
 
 CHECKPOINT_EVERY = "--set=experiment.checkpoint_every_learner_steps=100"
-BUDGET = 3  # experiment.max_restarts_per_node's default
+BUDGET = 3  # experiment.max_restarts_per_node's default (within restart_window_minutes, 60)
 
 
 def node_process(run_dir, node, attempt=0):
@@ -246,8 +246,8 @@ def test_a_killed_counter_comes_back_with_its_totals_and_loses_none(killed_run):
 def test_a_node_that_keeps_dying_stops_the_run_naming_it(killed_run):
     run_dir, output, _ = killed_run
     log = os.path.join(run_dir, "logs", "evaluator", "0")
-    message = (f"node evaluator/0 died {BUDGET + 1} times (last: signal 9 (SIGKILL)), past its budget of {BUDGET} "
-               f"restarts; its log: {log}")
+    message = (f"node evaluator/0 died {BUDGET + 1} times within 60 minutes (last: signal 9 (SIGKILL)), past its "
+               f"budget of {BUDGET} restarts per 60 minutes; its log: {log}")
     assert f"error: {message}" in output
     summary = read(run_dir, "summary.json")
     assert summary["stop_reason"] == message and not summary["reached_max_env_steps"]

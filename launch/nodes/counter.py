@@ -51,6 +51,7 @@ class CounterNode:
         self._values: Dict[str, float] = {}
         self._progress: dict = {}
         self._addresses: Dict[str, str] = {}
+        self._attempts: Dict[str, int] = {}  # node -> the highest attempt that registered
         self._restarts: List[dict] = []
         self._stop_reason: Optional[str] = None
         self._expected = frozenset(finishing_nodes)
@@ -73,6 +74,7 @@ class CounterNode:
             return
         self._by_sender, self._values = state["by_sender"], state["values"]
         self._addresses, self._restarts = state["addresses"], state["restarts"]
+        self._attempts = state.get("attempts", {})
         self._stop_reason, self._start = state["stop_reason"], state["started_at"]
         print(f"counter: restarted from {self._state_path}: env steps {self.get_counts().get('actor_steps', 0):,.0f}",
               flush=True)
@@ -81,7 +83,7 @@ class CounterNode:
         with self._lock:  # a copy: the file is written without holding up the nodes' calls
             state = json.loads(json.dumps({
                 "by_sender": self._by_sender, "values": self._values, "addresses": self._addresses,
-                "restarts": self._restarts, "stop_reason": self._stop_reason, "started_at": self._start}))
+                "attempts": self._attempts, "restarts": self._restarts, "stop_reason": self._stop_reason, "started_at": self._start}))
         with self._save_lock:
             write_json(self._state_path, state)
 
@@ -137,10 +139,18 @@ class CounterNode:
         progress.setdefault("replay_size", -1)
         return progress
 
-    def register_address(self, node: str, address: str) -> None:
-        """Node `node` ("label/index") serves at `address` (host:port). Multi-node launches only."""
+    def register_address(self, node: str, address: str, attempt: int = 0) -> None:
+        """Node `node` ("label/index"), its process `attempt`, serves at `address` (host:port).
+        Multi-node launches only."""
         with self._lock:
             self._addresses[node] = address
+            self._attempts[node] = max(attempt, self._attempts.get(node, -1))
+
+    def next_attempt(self, node: str) -> int:
+        """The attempt number for `node`'s next process: one past every one that registered. A
+        supervisor started again after its own loss (its host's) goes on from it."""
+        with self._lock:
+            return self._attempts.get(node, -1) + 1
 
     def lookup_address(self, node: str) -> Optional[str]:
         """The address node `node` registered, or None while it has not."""

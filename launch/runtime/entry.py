@@ -29,7 +29,7 @@ from absl import app, flags
 from launch import faults
 from launch.faults import disk_full
 from launch.nodes import launchpad_internals, rpc
-from launch.nodes.process import ATTEMPT_ENV, CPU_ONLY_ENV
+from launch.nodes.process import ATTEMPT_ENV, CPU_ONLY_ENV, node_attempt
 from launch.rundir.jsonio import read_json
 from launch.rundir.paths import COORDINATOR_FILE, SUPERVISION_FILE, run_dir_of_launch
 from launch.runtime import ports, supervisor
@@ -42,6 +42,8 @@ _HOST = flags.DEFINE_string("host", None, "this host's address as other hosts re
 _COORDINATOR = flags.DEFINE_string("coordinator", None, "host:port of the counter node (all nodes but the counter)")
 _ATTEMPT = flags.DEFINE_integer("attempt", None, "set by the node's supervisor in the node's own process: how many "
                                  "times it was restarted; unset: this process is the supervisor")
+_RELAUNCHED = flags.DEFINE_bool("relaunched", False, "set by a launcher that starts a node's supervisor again after "
+                                "losing it (or its host): the node goes on from its earlier processes' attempts")
 _PORT = flags.DEFINE_integer("port", None, "the port this node serves at (a launcher on the counter's host reserves "
                              "the counter's, so that every node starts at once); default: one reserved on this host "
                              "(launch.runtime.ports)")
@@ -188,7 +190,8 @@ def run_node(launch_dir: str, label: str, index: int, host: str, coordinator_add
             file.write(own_address + "\n")
         os.replace(announce + ".tmp", announce)
     elif node.addresses:
-        poll(lambda: coordinator.register_address(f"{label}/{index}", own_address) or True, _FIND_TIMEOUT_S,
+        attempt = node_attempt()
+        poll(lambda: coordinator.register_address(f"{label}/{index}", own_address, attempt) or True, _FIND_TIMEOUT_S,
              f"The counter did not answer within {_FIND_TIMEOUT_S:.0f} s; see its log.")
     accelerators = "CPU only" if os.environ.get("JAX_PLATFORMS") == "cpu" else "accelerators allowed"
     print(f"relay node {label}/{index} on {host} (pid {os.getpid()}, {accelerators})"
@@ -230,8 +233,9 @@ def _log_path() -> str:
 
 
 def supervise(launch_dir: str, label: str, index: int, host: str, coordinator_address: str = None,
-              port: int = None) -> int:
-    """Runs the node in a child process, started again when it dies (`launch.runtime.supervisor`)."""
+              port: int = None, relaunched: bool = False) -> int:
+    """Runs the node in a child process, started again when it dies (`launch.runtime.supervisor`).
+    `relaunched`: this supervisor replaces one that was lost; its first child is a restart."""
 
     port = port or ports.reserve_port()  # held for this process's life: every restart serves at it
     node = f"{label}/{index}"
@@ -266,8 +270,14 @@ def supervise(launch_dir: str, label: str, index: int, host: str, coordinator_ad
             except Exception as error:
                 print(f"relay supervisor: the counter did not take the stop ({type(error).__name__})", flush=True)
 
-    code = supervisor.Supervisor(argv, node, settings.get("max_restarts_per_node", 0), stopping, report,
-                                 log=_log_path()).run()
+    first_attempt = 0
+    if relaunched and label == "counter":
+        first_attempt = 1  # it goes on from its saved state, as a restarted counter does
+    elif relaunched:
+        first_attempt = poll(lambda: counter.next_attempt(node), _COUNTER_RESTART_S,
+                             f"The counter did not answer within {_COUNTER_RESTART_S:.0f} s; the program is gone.")
+    code = supervisor.Supervisor(argv, node, supervisor.RestartPolicy.from_json(settings), stopping, report,
+                                 log=_log_path(), first_attempt=first_attempt).run()
     return supervisor.exit_code(code)
 
 
@@ -275,7 +285,8 @@ def main(argv) -> None:
     del argv
     label, index = _node_name()
     if _ATTEMPT.value is None:
-        code = supervise(_LAUNCH_DIR.value, label, index, _own_host(), _COORDINATOR.value, _PORT.value)
+        code = supervise(_LAUNCH_DIR.value, label, index, _own_host(), _COORDINATOR.value, _PORT.value,
+                         _RELAUNCHED.value)
     else:
         # `kill -USR2 PID` prints every thread's stack to the node's log: what a hung node is doing.
         faulthandler.register(signal.SIGUSR2, all_threads=True)

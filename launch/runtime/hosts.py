@@ -7,20 +7,26 @@ a command on a host (`ssh {host} cd /path/to/relay &&`). Every node is one
 machine the launcher picks the counter's port, and all start at once). The launcher keeps
 each node's local process (the ssh client, or the node itself); its log goes to
 RUN_DIR/logs[/launch_k]/<group>/<index>. Each node's process is its supervisor, which
-restarts it if it dies (`launch.runtime.supervisor`); `launch.runtime.watch` watches them.
+restarts it if it dies (`launch.runtime.supervisor`); `launch.runtime.watch` watches them,
+and a supervisor that is lost itself (SIGKILLed, or the ssh to its host cut) is started again
+on its host at the same port (`HostsLaunch.relaunch`).
 """
 
 import os
 import shlex
 import signal
 import subprocess
+import sys
+import threading
 import time
 from typing import Dict, Optional
 
 from launch.nodes import rpc
+from launch.nodes.counter import saved_stop_reason
 from launch.rundir.paths import RunPaths
 from launch.runtime import cluster, entry, ports
 from launch.runtime.launch_files import ROOT, entry_argv, write_launch
+from launch.runtime.supervisor import RestartBudget, RestartPolicy, describe_exit
 
 
 def local_spec() -> cluster.ClusterSpec:
@@ -34,11 +40,14 @@ class HostsLaunch:
 
     `processes`: "node <group>/<index>" -> its local process."""
 
-    def __init__(self, program, spec: cluster.ClusterSpec, run_dir: str, launch_index: int = 0, max_restarts: int = 0):
+    def __init__(self, program, spec: cluster.ClusterSpec, run_dir: str, launch_index: int = 0,
+                 restarts: RestartPolicy = RestartPolicy()):
         spec.check_program(cluster.PROGRAM_GROUPS, need_hosts=True)
         self._spec = spec
         self._sizes = {label: len(nodes) for label, nodes in program.groups.items()}
-        self._launch_dir = write_launch(program, spec, run_dir, launch_index, max_restarts)
+        self._launch_dir = write_launch(program, spec, run_dir, launch_index, restarts)
+        self._restarts = restarts
+        self._relaunches: Dict[str, RestartBudget] = {}  # node -> its lost supervisors' budget
         self._paths, self._launch_index = RunPaths(run_dir), launch_index
         self.processes: Dict[str, subprocess.Popen] = {}
         self.coordinator: Optional[str] = None
@@ -48,9 +57,10 @@ class HostsLaunch:
         label, index = name.split(" ")[-1].split("/")
         return self._paths.node_log(self._launch_index, label, int(index))
 
-    def _start(self, label: str, index: int, port: Optional[int] = None) -> subprocess.Popen:
+    def _start(self, label: str, index: int, port: Optional[int] = None, relaunched: bool = False) -> subprocess.Popen:
         host = self._spec.host_of(label, index)
-        argv = entry_argv(self._launch_dir, f"{label}/{index}", host.address, self.coordinator, port=port)
+        argv = entry_argv(self._launch_dir, f"{label}/{index}", host.address, self.coordinator, port=port,
+                          relaunched=relaunched)
         name = f"node {label}/{index}"
         os.makedirs(os.path.dirname(self.log_path(name)), exist_ok=True)
         options = dict(cwd=ROOT, stdin=subprocess.DEVNULL, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": ROOT})
@@ -86,6 +96,62 @@ class HostsLaunch:
             for index in range(size):
                 if label != "counter":
                     self._start(label, index)
+
+    def relaunch(self, name: str, code: int) -> bool:
+        """Starts the supervisor of `name` ("node <group>/<index>") again after it was lost (its
+        process ended with `code`: a SIGKILL, its host gone) while the program runs: at the port
+        it served at, its node going on as a restarted one, within the same restart policy as a
+        node's process. False when it is not started again: the program is stopping, or the
+        node is past its budget (the watch then stops the run, naming it)."""
+        label, index = name.split(" ")[-1].split("/")
+        node, now = f"{label}/{index}", time.time()
+        if self._stopping(node):
+            return False
+        budget = self._relaunches.setdefault(node, RestartBudget(self._restarts))
+        if not budget.allows(now):
+            print(f"relay launcher: node {node}'s supervisor was lost {budget.used(now) + 1} times{budget.within()}, "
+                  f"past its budget of {self._restarts.describe()}", file=sys.stderr, flush=True)
+            return False
+        budget.spend(now)
+        counter = rpc.final_client(self.coordinator, call_timeout_s=2.0, tries=1)
+        address = self.coordinator if label == "counter" else self._call(counter.lookup_address, node)
+        port = int(address.rpartition(":")[2]) if address else None
+        self._start(label, int(index), port=port, relaunched=True)
+        cause = f"its supervisor ended ({describe_exit(code)})"
+        record = {"node": node, "cause": cause, "exit_code": code, "time": now, "log": self.log_path(name),
+                  "restarted": True, "supervisor": True}
+        # The counter keeps it (restarts.jsonl, the summary; the progress line shows it); a lost
+        # counter takes it once it is back.
+        threading.Thread(target=self._record, args=(record,), daemon=True, name="record-relaunch").start()
+        return True
+
+    def _record(self, record: dict, timeout_s: float = 60.0) -> None:
+        counter = rpc.final_client(self.coordinator, call_timeout_s=2.0, tries=1)
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            try:
+                counter.record_restart(record)
+                return
+            except Exception:
+                time.sleep(0.5)
+        print(f"restart: node {record['node']}: {record['cause']}; started again (the counter did not take the "
+              "record)", flush=True)
+
+    def _stopping(self, node: str) -> bool:
+        """Whether the program is stopping, as the counter says (its saved state, if it is the
+        one lost). A counter that does not answer is taken as restarting: the program runs."""
+        if node == "counter/0":
+            return saved_stop_reason(self._launch_dir) is not None
+        counter = rpc.final_client(self.coordinator, call_timeout_s=2.0, tries=2)
+        return bool(self._call(counter.stop_reason))
+
+    @staticmethod
+    def _call(method, *args):
+        """`method(*args)`, or None when the counter does not answer."""
+        try:
+            return method(*args)
+        except Exception:
+            return None
 
     def request_stop(self, reason: str) -> bool:
         """Asks the counter to stop the program; False if it does not answer (three tries)."""

@@ -29,6 +29,7 @@ from launch.rundir.paths import RunPaths
 from launch.rundir.run_config import write_config
 from launch.runtime import cluster
 from launch.runtime.run_setup import NewRun, Resume, prepare_new_run, prepare_resume
+from launch.runtime.supervisor import RestartPolicy
 
 LAUNCH_TYPES = ("local_mt", "local_mp", "hosts", "slurm")
 # What a first Ctrl-C or SIGTERM to a launcher is called in the run's stop reason.
@@ -166,9 +167,9 @@ def run_processes(program, config: ExperimentConfig, cluster_spec: Optional[clus
     from launch.runtime.watch import LaunchWatch
 
     processes = hosts.HostsLaunch(program, cluster_spec or hosts.local_spec(), config.run_dir, config.launch_index,
-                                  config.max_restarts_per_node)
+                                  restart_policy(config))
     with LaunchWatch(processes.processes, processes.request_stop, processes.terminate, log_of=processes.log_path,
-                     signals=_STOP_SIGNALS) as watch:
+                     signals=_STOP_SIGNALS, restart=processes.relaunch) as watch:
         processes.start()
         codes = _follow(config.run_dir, lambda: processes.coordinator, watch.run)
     failed = {name: code for name, code in codes.items() if code != 0}
@@ -177,6 +178,11 @@ def run_processes(program, config: ExperimentConfig, cluster_spec: Optional[clus
               "their logs: " + ", ".join(processes.log_path(name) for name in failed), file=sys.stderr)
         return 1
     return 0
+
+
+def restart_policy(config: ExperimentConfig) -> RestartPolicy:
+    """How often each node process may be started again (`launch.runtime.supervisor`)."""
+    return RestartPolicy(config.max_restarts_per_node, config.restart_window_minutes * 60.0)
 
 
 def _job_name(config: ExperimentConfig) -> str:
@@ -190,7 +196,7 @@ def _run_slurm(program, config: ExperimentConfig, cluster_spec: cluster.ClusterS
 
     paths = RunPaths(config.run_dir)
     scripts = slurm.write_job(program, cluster_spec, config.run_dir, config.launch_index, _job_name(config),
-                              config.max_restarts_per_node)
+                              restart_policy(config))
     job_ids = slurm.submit(scripts)
     launch_dir, jobs = paths.launch_dir(config.launch_index), " ".join(job_ids)
     print(f"Submitted SLURM job{'s' if len(job_ids) > 1 else ''} {jobs} ({', '.join(scripts)}); "

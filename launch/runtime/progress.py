@@ -41,9 +41,12 @@ def format_evaluation(row: dict) -> str:
 
 
 def format_restart(record: dict) -> str:
-    """A node's supervisor restarted it, or gave up on it (`launch.runtime.supervisor`)."""
+    """A node's supervisor restarted it, or gave up on it (`launch.runtime.supervisor`), or the
+    launcher started a lost supervisor again."""
     if not record.get("restarted"):
         return f"error: {record['message']}"
+    if record.get("supervisor"):  # the launcher started a lost supervisor again (launch.runtime.hosts)
+        return f"restart: node {record['node']}: {record['cause']}; started again"
     return (f"restart: node {record['node']} died ({record['cause']}) after {record['ran_s']:.1f} s; "
             f"started again ({record['attempt'] + 1})")
 

@@ -27,6 +27,7 @@ from launch.nodes import rpc
 from launch.rundir.paths import CLUSTER_FILE, JOB_FILE, JOB_ID_FILE, JOB_SCRIPT_FILE, RunPaths, run_dir_of_launch
 from launch.runtime import cluster, entry
 from launch.runtime.launch_files import ROOT, entry_argv, write_launch
+from launch.runtime.supervisor import RestartPolicy
 from launch.runtime.watch import LaunchWatch
 # Job states in which the job has not ended yet.
 ACTIVE_STATES = ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING", "SIGNALING",
@@ -84,11 +85,11 @@ def sbatch_scripts(spec: cluster.ClusterSpec, launch_dir: str, run_dir: str, job
 
 
 def write_job(program, spec: cluster.ClusterSpec, run_dir: str, launch_index: int, job_name: str,
-              max_restarts: int = 0) -> List[str]:
+              restarts: RestartPolicy = RestartPolicy()) -> List[str]:
     """The launch directory, job.json and the sbatch scripts; returns the scripts' paths, the counter's first."""
     sizes = {label: len(nodes) for label, nodes in program.groups.items()}
     spec.check_program(cluster.PROGRAM_GROUPS, need_hosts=False)
-    launch_dir = write_launch(program, spec, run_dir, launch_index, max_restarts)
+    launch_dir = write_launch(program, spec, run_dir, launch_index, restarts)
     with open(os.path.join(launch_dir, JOB_FILE), "w") as file:
         json.dump({"groups": sizes, "run_dir": os.path.abspath(run_dir), "launch_index": launch_index,
                    "python": sys.executable}, file, indent=2)

@@ -1,12 +1,14 @@
 """Keeps one node running: starts its process, and starts it again when it dies.
 
 Every `launch.runtime.entry` process (local_mp, hosts, slurm) is a small supervisor; the node
-runs in a child process that it starts with the same arguments. A child that dies
-while the program runs (a signal, an exception, an OOM kill) is started again, up to
-`max_restarts` times, with its attempt number: a restarted actor draws a fresh
-environment seed, a restarted learner loads its newest checkpoint, a restarted replay
-server refills from the run's recorded experience. The node keeps its address (the
-supervisor holds its port), so the nodes that call it reconnect on their own.
+runs in a child process that it starts with the same arguments. A child that dies while
+the program runs (a signal, an exception, an OOM kill) is started again, within its
+`RestartPolicy` (so many restarts per window of time), with its attempt number: a
+restarted actor draws a fresh environment seed, a restarted learner loads its newest
+checkpoint, a restarted replay server refills from the run's recorded experience. The
+node keeps its address (the supervisor holds its port), so the nodes that call it
+reconnect on their own. A supervisor that is lost itself (its host) is started again by
+the launcher, at the same port, and its first child is a restart (`first_attempt`).
 
 A child that ends with 0 (the program stopped), with a `RunError` (no restart mends
 it), or while the program is stopping is not restarted. Past its budget the
@@ -14,6 +16,7 @@ supervisor asks the counter to stop the run, naming the node and its log.
 """
 
 import ctypes
+import dataclasses
 import os
 import signal
 import subprocess
@@ -56,6 +59,63 @@ def die_with_supervisor() -> None:
         os._exit(1)
 
 
+def _duration(seconds: float) -> str:
+    """"60 minutes", "90 s": a restart window as messages say it."""
+    return f"{seconds / 60:g} minutes" if seconds >= 60 else f"{seconds:g} s"
+
+
+@dataclasses.dataclass(frozen=True)
+class RestartPolicy:
+    """At most `max_restarts` restarts of a node in any `window_s` seconds (inf: over the whole
+    run). A node that dies now and then is started again however long the run; one that dies
+    in a fast loop uses up the budget inside one window and stops the run."""
+
+    max_restarts: int = 0
+    window_s: float = float("inf")
+
+    def __post_init__(self):
+        if self.max_restarts < 0 or not self.window_s > 0:
+            raise ValueError(f"A restart policy needs max_restarts >= 0 and window_s > 0, got {self}.")
+
+    def to_json(self) -> dict:
+        return {"max_restarts_per_node": self.max_restarts,
+                "restart_window_s": None if self.window_s == float("inf") else self.window_s}
+
+    @classmethod
+    def from_json(cls, settings: dict) -> "RestartPolicy":
+        window_s = settings.get("restart_window_s")
+        return cls(settings.get("max_restarts_per_node", 0), float("inf") if window_s is None else window_s)
+
+    def describe(self) -> str:
+        """"3 restarts per 60 minutes", or "3 restarts" over the whole run."""
+        restarts = f"{self.max_restarts} restart{'s' if self.max_restarts != 1 else ''}"
+        return restarts if self.window_s == float("inf") else f"{restarts} per {_duration(self.window_s)}"
+
+
+class RestartBudget:
+    """What is left of a node's `RestartPolicy` as its deaths come."""
+
+    def __init__(self, policy: RestartPolicy):
+        self.policy = policy
+        self._restarts = []  # their times, the last window's only
+
+    def used(self, now: float) -> int:
+        """Restarts inside the window that ends at `now`."""
+        self._restarts = [time_ for time_ in self._restarts if now - time_ < self.policy.window_s]
+        return len(self._restarts)
+
+    def allows(self, now: float) -> bool:
+        """Whether a node that died at `now` may be started again."""
+        return self.used(now) < self.policy.max_restarts
+
+    def spend(self, now: float) -> None:
+        self._restarts.append(now)
+
+    def within(self) -> str:
+        """" within 60 minutes", or nothing for a budget over the whole run."""
+        return "" if self.policy.window_s == float("inf") else f" within {_duration(self.policy.window_s)}"
+
+
 class Supervisor:
     """Runs `argv + ["--attempt=K"]` until it ends for good; `run()` returns its exit code.
 
@@ -64,13 +124,16 @@ class Supervisor:
         then stays down.
     report(record): a restart or the end of the budget, for the counter's record; called
         from a thread (the counter may be the node that is restarting).
+    first_attempt: the first child's attempt number; above 0 for a supervisor that replaces a
+        lost one (its child is then a restart: fresh seeds, a checkpoint, a refill).
     """
 
-    def __init__(self, argv: list, node: str, max_restarts: int, stopping: Callable[[], bool],
-                 report: Callable[[dict], None], log: Optional[str] = None):
+    def __init__(self, argv: list, node: str, restarts: RestartPolicy, stopping: Callable[[], bool],
+                 report: Callable[[dict], None], log: Optional[str] = None, first_attempt: int = 0):
         self._argv = argv
+        self._first_attempt = first_attempt
         self._node = node
-        self._max_restarts = max_restarts
+        self._budget = RestartBudget(restarts)
         self._stopping = stopping
         self._report = report
         self._log = log
@@ -93,7 +156,7 @@ class Supervisor:
     def run(self) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2):
             signal.signal(signum, self._forward)
-        attempt = 0
+        attempt = self._first_attempt
         while True:
             started = time.time()
             self._child = self._start(attempt)
@@ -103,19 +166,22 @@ class Supervisor:
             if code in (0, RUN_ERROR_EXIT_CODE) or self._signalled.is_set() or self._stopping():
                 return code
             cause = describe_exit(code)
+            now = time.time()
             record = {"node": self._node, "cause": cause, "exit_code": code, "attempt": attempt,
-                      "ran_s": round(time.time() - started, 3), "time": time.time(), "log": self._log}
-            if attempt >= self._max_restarts:
+                      "ran_s": round(now - started, 3), "time": now, "log": self._log}
+            if not self._budget.allows(now):
                 record["restarted"] = False
-                message = (f"node {self._node} died {attempt + 1} times (last: {cause}), past its budget of "
-                           f"{self._max_restarts} restarts; its log: {self._log or 'this output'}")
+                message = (f"node {self._node} died {self._budget.used(now) + 1} times{self._budget.within()} "
+                           f"(last: {cause}), past its budget of {self._budget.policy.describe()}; "
+                           f"its log: {self._log or 'this output'}")
                 print(f"relay supervisor: {message}; stopping the run", flush=True)
                 self._report(dict(record, message=message))
                 return code
+            self._budget.spend(now)
             attempt += 1
             record["restarted"] = True
             print(f"relay supervisor: node {self._node} died ({cause}) after {record['ran_s']:.1f} s; "
-                  f"restart {attempt} of {self._max_restarts}", flush=True)
+                  f"restart {attempt} ({self._budget.used(now)} of {self._budget.policy.describe()})", flush=True)
             threading.Thread(target=self._report, args=(record,), daemon=True, name="report-restart").start()
             if self._signalled.wait(_RESTART_DELAY_S) or self._stopping():
                 return code

@@ -2,9 +2,9 @@
 
 Every process-per-node launch runs it: the launcher of local_mp and hosts over its node
 processes, the SLURM launcher over its jobs, the SLURM job script over its `srun` steps.
-A process that fails stops the program through the counter (the other nodes stop as at
-the step limit: final checkpoint, flushed recordings, summary); so does the first Ctrl-C
-or SIGTERM. Where the counter does not answer, or at a second Ctrl-C, or when the nodes
+A process that fails, unless `restart` starts it again, stops the program through the
+counter (the other nodes stop as at the step limit: final checkpoint, flushed recordings,
+summary); so does the first Ctrl-C or SIGTERM. Where the counter does not answer, or at a second Ctrl-C, or when the nodes
 have not ended `force_after_s` after the stop was asked for, the processes are ended by
 force.
 """
@@ -29,12 +29,17 @@ class LaunchWatch:
     log_of(name): where a process's output is, for the message when it fails (or None).
     signals: what the first SIGINT / SIGTERM are called in the stop reason, e.g.
         {SIGINT: "Ctrl-C in the launcher"}; signals not named are not handled.
+    restart(name, code) -> bool: offered each process that fails while the program runs; True
+        if it started the process again (and put the new one in `processes`), which the
+        program survives; False: it fails the program as without it.
     """
 
     def __init__(self, processes: Mapping[str, object], request_stop: Callable[[str], bool],
                  terminate: Callable[[bool], None], log_of: Callable[[str], Optional[str]] = lambda name: None,
-                 signals: Optional[Mapping[int, str]] = None, force_after_s: float = 60.0, interval_s: float = 0.2):
-        self._processes = processes  # the caller may add to it until `run`
+                 signals: Optional[Mapping[int, str]] = None, force_after_s: float = 60.0, interval_s: float = 0.2,
+                 restart: Optional[Callable[[str, int], bool]] = None):
+        self._processes = processes  # the caller may add to it until `run`, and `restart` after
+        self._restart = restart
         self._request_stop = request_stop
         self._terminate = terminate
         self._log_of = log_of
@@ -83,6 +88,8 @@ class LaunchWatch:
                 self._ask_stop(self._signals[self._received[0]],
                                "\nStopping every node (Ctrl-C again to end them at once)...")
             failed = {name: code for name, code in codes.items() if code not in (None, 0)}
+            if failed and self.stop_reason is None and self._restart is not None:
+                failed = {name: code for name, code in failed.items() if not self._restart(name, code)}
             if failed and self.stop_reason is None:
                 name, code = next(iter(failed.items()))
                 log = self._log_of(name)

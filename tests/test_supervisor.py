@@ -1,0 +1,63 @@
+"""The supervisor's restart budget (launch.runtime.supervisor), with real child processes: a
+node that dies in a fast loop stops after its budget; one that dies now and then, with each
+death outside the window of the one before, is started again as often as it dies."""
+
+import signal
+import sys
+import time
+
+import pytest
+
+from launch.runtime.supervisor import RestartBudget, RestartPolicy, Supervisor
+
+# A node's process stand-in: lives `life_s`, then exits with 1 until the attempt given (the
+# supervisor adds --attempt=K), where it ends well with 0.
+_NODE = "import sys, time; time.sleep({life_s}); sys.exit(0 if int(sys.argv[-1].split('=')[1]) == {last} else 1)"
+
+
+def supervise(policy: RestartPolicy, life_s: float, last: int):
+    """Runs a supervisor of the stand-in node to its end: its exit code, its records by attempt, seconds."""
+    records = []
+    supervisor = Supervisor([sys.executable, "-c", _NODE.format(life_s=life_s, last=last)], "actor/1", policy,
+                            stopping=lambda: False, report=records.append, log="RUN/logs/actor/1")
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)}
+    start = time.time()
+    try:
+        code = supervisor.run()  # takes the signals, to hand them to its child
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    return code, sorted(records, key=lambda record: record["attempt"]), time.time() - start
+
+
+def test_a_node_dying_in_a_fast_loop_stops_once_past_its_restarts_in_the_window():
+    code, records, _ = supervise(RestartPolicy(max_restarts=2, window_s=600.0), life_s=0.0, last=100)
+    assert code == 1
+    assert [record["restarted"] for record in records] == [True, True, False]
+    assert records[-1]["message"] == ("node actor/1 died 3 times within 10 minutes (last: exit code 1), past its "
+                                     "budget of 2 restarts per 10 minutes; its log: RUN/logs/actor/1")
+
+
+def test_a_node_dying_now_and_then_is_restarted_past_the_budget_of_one_window():
+    """Each child lives 1 s and waits 1 s (the supervisor's restart delay) before the next
+    starts: deaths are at least 2 s apart, outside a 1.5 s window however loaded the machine.
+    One restart per window then allows all four; over the whole run it allows one."""
+    code, records, took_s = supervise(RestartPolicy(max_restarts=1, window_s=1.5), life_s=1.0, last=4)
+    assert code == 0 and [record["restarted"] for record in records] == [True] * 4
+    assert [record["attempt"] for record in records] == [0, 1, 2, 3] and took_s >= 4 * 2.0
+    code, records, _ = supervise(RestartPolicy(max_restarts=1), life_s=1.0, last=4)
+    assert code == 1 and [record["restarted"] for record in records] == [True, False]
+    assert "died 2 times (last: exit code 1), past its budget of 1 restart;" in records[-1]["message"]
+
+
+def test_the_budget_counts_only_the_restarts_inside_the_window():
+    budget = RestartBudget(RestartPolicy(max_restarts=2, window_s=60.0))
+    for now in (0.0, 10.0):
+        assert budget.allows(now)
+        budget.spend(now)
+    assert not budget.allows(59.0)  # both restarts inside the last minute
+    assert budget.allows(60.0) and budget.used(60.0) == 1  # the first has left the window
+    assert RestartPolicy.from_json(RestartPolicy(3, 3600.0).to_json()) == RestartPolicy(3, 3600.0)
+    assert RestartPolicy.from_json(RestartPolicy(3).to_json()) == RestartPolicy(3)  # JSON has no infinity
+    with pytest.raises(ValueError, match="window_s > 0"):
+        RestartPolicy(3, 0.0)
