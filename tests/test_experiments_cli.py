@@ -71,6 +71,9 @@ def test_actor_costs_benchmark_times_each_part_of_the_actor_loop(tmp_path):
     assert "alone/loop" in result.stdout
 
 
+# Slow: the benchmarks' plumbing, not training (about 40 s); `make test-all` and
+# experiments/results/house/bench_smoke.sh run it. Its launch path is local_mp's (test_program).
+@pytest.mark.slow
 def test_the_benchmarks_acting_program_runs_to_its_budget_through_the_launch_runtime(tmp_path):
     """The actor, scaling and multinode benchmarks' program (acting.run_acting_program): replay,
     counter, an actor and a policy server started as local_mp starts them, until the budget."""

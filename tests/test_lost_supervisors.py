@@ -19,7 +19,7 @@ from test_program import ROOT, assert_no_orphans, read, train_command, wait_for
 pytestmark = pytest.mark.xdist_group("programs")
 
 LOST = ("actor/1", "learner/0", "replay/0", "counter/0")
-MAX_ENV_STEPS = 8000
+MAX_ENV_STEPS = 6000
 
 
 def supervisor_process(run_dir, node):

@@ -1,4 +1,4 @@
-"""python -m experiments.bench {env,learner,actor,actor_costs,scaling,datapath,multinode,learning,rae,faults,replay_frames} [flags]  (--help after a name for its flags)."""
+"""python -m experiments.bench {env,learner,actor,actor_costs,scaling,datapath,multinode,learning,rae,faults,chaos,replay_frames} [flags]  (--help after a name for its flags)."""
 
 import argparse
 import importlib
@@ -17,6 +17,7 @@ BENCHMARKS = {
     "learning": ("experiments.bench.learning_bench", "agents trained for a step budget: curves CSV + PNG"),
     "rae": ("experiments.bench.rae_bench", "from scratch vs replaying an earlier run (RaE): curves CSV + PNG"),
     "faults": ("experiments.bench.faults_bench", "a node's process SIGKILLed mid-run: recovery time, data lost"),
+    "chaos": ("experiments.bench.chaos_bench", "random SIGKILLs of node processes and supervisors through a whole run"),
     "replay_frames": ("experiments.bench.replay_frames_bench",
                       "pixel replay: Reverb bytes/item, sampler CPU/batch, frames once vs packed; recorder cost"),
 }
