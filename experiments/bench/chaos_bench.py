@@ -30,6 +30,7 @@ import numpy as np
 import psutil
 
 from experiments import results_io
+from experiments.bench.faults_bench import counter_state, env_steps
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NODES = ("actor/0", "actor/1", "learner/0", "replay/0", "counter/0", "monitor/0", "evaluator/0")
@@ -46,16 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None)
 
 
-def _counter_state(run_dir: str) -> dict:
-    try:
-        with open(os.path.join(run_dir, "launches", "0", "counter_state.json")) as file:
-            return json.load(file)
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-
-
 def _env_steps(run_dir: str) -> float:
-    return sum(sender.get("actor_steps", 0) for sender in _counter_state(run_dir).get("by_sender", {}).values())
+    return env_steps(counter_state(run_dir))
 
 
 def _processes(run_dir: str, node: str) -> dict:

@@ -39,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None)
 
 
-def _state(run_dir: str) -> dict:
+def counter_state(run_dir: str) -> dict:
+    """The counter's state as it last saved it (every 0.5 s); {} while there is none."""
     try:
         with open(os.path.join(run_dir, "launches", "0", "counter_state.json")) as file:
             return json.load(file)
@@ -47,7 +48,8 @@ def _state(run_dir: str) -> dict:
         return {}
 
 
-def _env_steps(state: dict) -> float:
+def env_steps(state: dict) -> float:
+    """The env steps in a counter state: every actor process's, each once."""
     return sum(sender.get("actor_steps", 0) for sender in state.get("by_sender", {}).values())
 
 
@@ -100,31 +102,31 @@ def measure(node: str, run_dir: str, args) -> dict:
                "--launch_type=local_mp", "--set=experiment.checkpoint_every_learner_steps=100"]
     launcher = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
-        _wait(lambda: _env_steps(_state(run_dir)) >= args.kill_at)
-        at_kill = _state(run_dir)
+        _wait(lambda: env_steps(counter_state(run_dir)) >= args.kill_at)
+        at_kill = counter_state(run_dir)
         senders_before = set(at_kill["by_sender"])
         _node_process(run_dir, node).send_signal(signal.SIGKILL)
         killed = time.time()
         run_over = lambda: launcher.poll() is not None  # noqa: E731
-        result = {"node": node, "env_steps_at_kill": _env_steps(at_kill), "replay_size_at_kill": _replay_size(run_dir)}
+        result = {"node": node, "env_steps_at_kill": env_steps(at_kill), "replay_size_at_kill": _replay_size(run_dir)}
         if node.startswith("actor"):
             actor = "actor_" + node.split("/")[1]
-            _wait(lambda: [totals for sender, totals in _state(run_dir)["by_sender"].items()
+            _wait(lambda: [totals for sender, totals in counter_state(run_dir)["by_sender"].items()
                                  if sender.startswith(actor + "-") and sender not in senders_before
                                  and totals.get("actor_steps", 0) > 0], ended=run_over)
             result["recovery_s"] = time.time() - killed
         elif node.startswith("learner"):
             before = at_kill["values"].get("learner_steps", 0)
-            _wait(lambda: _state(run_dir)["values"].get("learner_steps", 0) != before, ended=run_over)
+            _wait(lambda: counter_state(run_dir)["values"].get("learner_steps", 0) != before, ended=run_over)
             result["recovery_s"] = time.time() - killed
         elif node.startswith("replay"):
             _wait(lambda: "replay: restarted and refilled" in _log(run_dir, node), ended=run_over)
-            refilled_at = _env_steps(_state(run_dir))
-            _wait(lambda: _env_steps(_state(run_dir)) >= refilled_at + 200, ended=run_over)
+            refilled_at = env_steps(counter_state(run_dir))
+            _wait(lambda: env_steps(counter_state(run_dir)) >= refilled_at + 200, ended=run_over)
             result["recovery_s"] = time.time() - killed
         else:
             _wait(lambda: _node_process(run_dir, node, 1) is not None, ended=run_over)
-            _wait(lambda: _env_steps(_state(run_dir)) > result["env_steps_at_kill"]
+            _wait(lambda: env_steps(counter_state(run_dir)) > result["env_steps_at_kill"]
                   and _node_process(run_dir, node, 1) is not None, ended=run_over)
             result["recovery_s"] = time.time() - killed
         launcher.wait(timeout=600)
@@ -135,7 +137,7 @@ def measure(node: str, run_dir: str, args) -> dict:
         summary = json.load(file)
     result.update(returncode=launcher.returncode, reached_max_env_steps=summary["reached_max_env_steps"],
                   restarts=summary["restarts"])
-    final = _state(run_dir)
+    final = counter_state(run_dir)
     if node.startswith("actor"):
         actor = "actor_" + node.split("/")[1]
         with open(os.path.join(run_dir, f"{actor}.json")) as file:

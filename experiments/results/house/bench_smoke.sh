@@ -24,4 +24,5 @@ run multinode multinode --env=cartpole:swingup --num_actors=1 --max_env_steps=30
 run learning learning --agents=mpo --env=cartpole:swingup --max_env_steps=3000 --seeds=0 --preset=debug --random_episodes=1 --out_dir=$OUT/learning
 run rae rae --source="$(ls -d runs/bench/learning-cartpole_swingup-*-runs/mpo-s0 | tail -1)" --agent=mpo --env=cartpole:swingup --seed=1 --max_env_steps=3000 --preset=debug --out_dir=$OUT/rae
 run faults faults --nodes=actor/1 --kill_at=1500 --max_env_steps=12000 --out=$OUT/faults.json
+run chaos chaos --max_env_steps=16000 --warmup=2000 --kills=3 --kill_every_s=8 --skip_baseline --out=$OUT/chaos.json
 run replay_frames replay_frames --sizes=32 --items=200 --chunk_lengths=4 --pool=8 --episode_steps=50 --batch_size=16 --blocks=2 --batches_per_block=2 --record_steps=50 --out=$OUT/replay_frames.json
