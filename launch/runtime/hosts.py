@@ -127,15 +127,11 @@ class HostsLaunch:
 
     def _record(self, record: dict, timeout_s: float = 60.0) -> None:
         counter = rpc.final_client(self.coordinator, call_timeout_s=2.0, tries=1)
-        deadline = time.time() + timeout_s
-        while time.time() < deadline:
-            try:
-                counter.record_restart(record)
-                return
-            except Exception:
-                time.sleep(0.5)
-        print(f"restart: node {record['node']}: {record['cause']}; started again (the counter did not take the "
-              "record)", flush=True)
+        try:  # as a supervisor reports a restart (launch.runtime.entry)
+            entry.poll(lambda: counter.record_restart(record) or True, timeout_s, "")
+        except TimeoutError:
+            print(f"restart: node {record['node']}: {record['cause']}; started again (the counter did not take the "
+                  "record)", flush=True)
 
     def _stopping(self, node: str) -> bool:
         """Whether the program is stopping, as the counter says (its saved state, if it is the
