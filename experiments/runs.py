@@ -4,8 +4,9 @@
 
 One line per run directory (a directory with a config.json): id (its path under the
 root), task, agent, seed, env steps, final eval return, its newest checkpoint
-(learner step and UTC time), recorded-experience size, and whether it replayed
-earlier runs (RaE), and which.
+(learner step and UTC time), recorded-experience size, for a SLURM run the job it is in
+("2 of 10 (4711)": its second job of at most ten), and whether it replayed earlier runs
+(RaE), and which.
 """
 
 import argparse
@@ -16,6 +17,7 @@ import time
 from typing import List, Optional
 
 from launch.rundir.checkpoints import checkpoints_dir, list_steps
+from launch.rundir.jobs import current_job
 from launch.rundir.jsonio import read_json
 from launch.rundir.paths import RunPaths
 
@@ -32,6 +34,11 @@ def _latest_checkpoint(run_dir: str) -> Optional[dict]:
     saved = os.path.getmtime(os.path.join(checkpoints_dir(run_dir), str(steps[-1])))
     return {"learner_step": steps[-1], "saved_at_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime(saved)),
             "count": len(steps)}
+
+
+def _slurm_job(run_dir: str) -> Optional[dict]:
+    job = current_job(run_dir)
+    return None if job is None else {"job_id": job["job_id"], "number": job["job_number"], "of": job["max_jobs"]}
 
 
 def find_runs(root: str) -> List[dict]:
@@ -59,6 +66,8 @@ def find_runs(root: str) -> List[dict]:
             "checkpoint": _latest_checkpoint(directory),
             "data_bytes": _directory_bytes(experience_dir) if os.path.isdir(experience_dir) else 0,
             "rae_from": list(rae["runs"]) if rae else [],
+            # A SLURM run that goes on across jobs: the job it is in (or ended in), k of at most n.
+            "slurm_job": _slurm_job(directory),
         })
     return sorted(runs, key=lambda run: run["id"])
 
@@ -71,7 +80,7 @@ def _size(num_bytes: int) -> str:
 
 
 def format_table(runs: List[dict], root: str) -> str:
-    header = ("id", "task", "agent", "seed", "env steps", "final return", "checkpoint", "data", "RaE from")
+    header = ("id", "task", "agent", "seed", "env steps", "final return", "checkpoint", "data", "SLURM job", "RaE from")
     rows = [header]
     for run in runs:
         rae = ", ".join(os.path.relpath(path, os.path.abspath(root)) for path in run["rae_from"]) or "-"
@@ -80,7 +89,9 @@ def format_table(runs: List[dict], root: str) -> str:
                      f"{run['final_return']:.1f}" if run["final_return"] is not None else "-",
                      (f"{run['checkpoint']['learner_step']:,} @ {run['checkpoint']['saved_at_utc']}"
                       if run["checkpoint"] else "-"),
-                     _size(run["data_bytes"]), rae))
+                     _size(run["data_bytes"]),
+                     (f"{run['slurm_job']['number']} of {run['slurm_job']['of']} ({run['slurm_job']['job_id']})"
+                      if run["slurm_job"] else "-"), rae))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
 

@@ -36,6 +36,8 @@ _DETACH = flags.DEFINE_bool("detach", False, "slurm: return once the job is subm
 _SLURM_PARTITION = flags.DEFINE_string("slurm_partition", None, "slurm: partition (overrides the cluster spec's)")
 _SLURM_ACCOUNT = flags.DEFINE_string("slurm_account", None, "slurm: account (overrides the cluster spec's)")
 _SLURM_TIME = flags.DEFINE_string("slurm_time", None, "slurm: time limit, sbatch --time syntax (overrides the spec's)")
+_SLURM_MAX_JOBS = flags.DEFINE_integer("slurm_max_jobs", None, "slurm: the run goes on in up to this many jobs across "
+                                       "time limits, requeues and lost hosts (overrides the spec's max_jobs, 10)")
 _PRESET = flags.DEFINE_enum("preset", "default", list(configs.PRESETS),
                             "default: Relay's dm_control settings (control: the same); small: cheaper for 2-core "
                             "CPUs (make run); acme: Acme's MPOConfig verbatim; debug shrinks every size")
@@ -91,7 +93,8 @@ def main(argv) -> int:
         request = run_request()
         options = LaunchOptions(launch_type=_LAUNCH_TYPE.value, cluster=_CLUSTER.value,
                                 slurm_partition=_SLURM_PARTITION.value, slurm_account=_SLURM_ACCOUNT.value,
-                                slurm_time=_SLURM_TIME.value, dry_run=_DRY_RUN.value, detach=_DETACH.value)
+                                slurm_time=_SLURM_TIME.value,
+                                slurm_max_jobs=_SLURM_MAX_JOBS.value, dry_run=_DRY_RUN.value, detach=_DETACH.value)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -39,9 +39,9 @@ def node_process(run_dir, node, attempt=0):
     return None
 
 
-def counter_state(run_dir):
-    """The counter's state as it last saved it (every 0.5 s); {} while there is none."""
-    path = os.path.join(run_dir, "launches", "0", "counter_state.json")
+def counter_state(run_dir, launch_index=0):
+    """The counter's state in launch `launch_index` as it last saved it (every 0.5 s); {} while there is none."""
+    path = os.path.join(run_dir, "launches", str(launch_index), "counter_state.json")
     try:
         with open(path) as file:
             return json.load(file)
@@ -49,9 +49,9 @@ def counter_state(run_dir):
         return {}
 
 
-def counted(run_dir):
-    """The counter's totals as it last saved them."""
-    state = counter_state(run_dir)
+def counted(run_dir, launch_index=0):
+    """The counter's totals in launch `launch_index` (those it resumed from aside), as it last saved them."""
+    state = counter_state(run_dir, launch_index)
     totals = dict(state.get("values", {}))
     for sender in state.get("by_sender", {}).values():
         for key, value in sender.items():

@@ -18,6 +18,7 @@ import psutil
 import pytest
 
 from experiments.testbed import netns_hosts, slurm_cluster
+from test_faults import counted
 from test_program import (ROOT, assert_experience_recorded, assert_final_checkpoint, assert_metrics_complete,
                           assert_no_orphans, csv_rows, learner_has_updated, read, train_command, wait_for)
 
@@ -150,7 +151,7 @@ def test_a_het_job_runs_across_three_hosts_restarts_a_killed_actor_there_and_sto
     """The heterogeneous job, followed by the launcher. Actor 1's process is SIGKILLed on h3 mid-job:
     its supervisor (the srun task) starts it again on h3. Then Ctrl-C of the launcher stops the
     program through the counter: every node returns, and the job ends COMPLETED."""
-    from test_faults import actor_senders, counted, node_process, restarts
+    from test_faults import actor_senders, node_process, restarts
 
     run_dir = str(tmp_path / "run")
     before = set(psutil.pids())
@@ -273,13 +274,28 @@ def test_dry_run_prints_the_het_job_and_submits_nothing(tmp_path):
     assert all("#SBATCH --account=lab" in c and "#SBATCH --time=2:00:00" in c for c in components)
     assert [c.count("#SBATCH --partition=gpu") for c in components] == [1, 1, 0] and "--partition=cpu" in components[2]
     assert "-m launch.runtime.slurm --launch_dir=" in script
+    # The run outlives the job: requeued rather than ended, kept when a node fails, warned before
+    # its time limit (stop_before_limit_s, 300 s by default), its output kept across a requeue.
+    for option in ("--requeue", "--no-kill", "--open-mode=append", "--signal=B:USR1@300"):
+        assert components[0].count(f"#SBATCH {option}\n") == 1 and option not in components[1] + components[2]
     assert not run_dir.exists()  # nothing written, nothing submitted
+
+
+def test_the_job_reads_its_time_left_from_squeue():
+    from launch.runtime.slurm_watch import parse_time_left
+
+    assert parse_time_left("1-02:03:04") == 86400 + 2 * 3600 + 3 * 60 + 4
+    assert parse_time_left("2:03:04") == 2 * 3600 + 3 * 60 + 4 and parse_time_left("3:04\n") == 184
+    assert parse_time_left("0:45") == 45
+    for no_limit in ("UNLIMITED", "NOT_SET", "INVALID", ""):
+        assert parse_time_left(no_limit) is None
 
 
 @pytest.mark.parametrize("spec, message", [
     ({"components": [{"groups": ["learner"]}, {"groups": ["learner", "actor"]}]}, "place each group in one component"),
     ({"components": [{"groups": ["replay", "counter"]}, {"groups": ["actors"]}]}, "groups the program does not have: actors"),
     ({"components": [{"groups": ["replay"], "gpus": -1}]}, "gpus >= 0"),
+    ({"components": [{"groups": ["replay", "counter"]}], "slurm": {"max_jobs": 0}}, "max_jobs >= 1"),
 ])
 def test_a_bad_cluster_spec_is_refused_before_anything_starts(tmp_path, spec, message):
     run_dir = tmp_path / "run"
@@ -288,3 +304,130 @@ def test_a_bad_cluster_spec_is_refused_before_anything_starts(tmp_path, spec, me
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0 and message in result.stderr, result.stderr[-2000:]
     assert not (run_dir / "logs").exists()
+
+
+def kill_the_host(cluster, hosts, host):
+    """SIGKILL of every process on `host` but its slurmd (so that it answers again at once): the
+    job's step there (slurmstepd), the nodes' supervisors and the nodes."""
+    slurmd = cluster._procs[f"slurmd.{host}"].pid
+    victims = [psutil.Process(pid) for pid in hosts.namespace_pids(host) if pid != slurmd]
+    for process in victims:
+        process.send_signal(signal.SIGKILL)
+    psutil.wait_procs(victims, timeout=30)
+    return len(victims)
+
+
+def current_job(run_dir):
+    from launch.rundir.jobs import current_job as current
+
+    return current(run_dir)
+
+
+CHAIN_MAX_ENV_STEPS = 150_000
+
+
+@pytest.mark.slow  # about 8 minutes: three SLURM job starts, two to their 3-minute time limit
+@pytest.mark.timeout(1500)
+def test_a_run_longer_than_its_time_limit_goes_on_across_jobs_through_lost_hosts_and_a_requeue(cluster, hosts,
+                                                                                                tmp_path):
+    """A detached het job with a 3-minute time limit, nodes asked to stop 30 s before it. In its
+    first job: (a) every process of the actors' host h3 is killed, then (b) every process of the
+    learner's host h2 (their slurmd aside; srun waits on for the killed slurmstepd, so the job
+    finds each step lost once the counter has heard nothing from its nodes for 15 s): the job
+    starts each step again on its host; then (d) `scontrol requeue`: the job starts again,
+    resuming the run. Then (c) its time limit: the run goes on in a continuation job, until
+    max_env_steps, with exact counts and a final checkpoint."""
+    from launch.rundir import checkpoints
+
+    run_dir = str(tmp_path / "run")
+    spec = write_spec(tmp_path / "cluster.json", {
+        "components": [{"groups": list(groups)} for groups, _ in PLACEMENT],
+        "slurm": {"time": "3", "stop_before_limit_s": 30, "max_jobs": 8, "lost_after_s": 15}})
+    before = set(psutil.pids())
+    result = subprocess.run(
+        train_command(run_dir, f"--max_env_steps={CHAIN_MAX_ENV_STEPS}", "--launch_type=slurm", f"--cluster={spec}",
+                      "--detach", "--set=experiment.checkpoint_every_learner_steps=200"),
+        cwd=ROOT, env=cluster.env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "Detached." in result.stdout, result.stdout[-3000:] + result.stderr[-3000:]
+    [first_job] = pathlib.Path(run_dir, "launches", "0", "job_id").read_text().split()
+    try:
+        wait_for(lambda: learner_has_updated(run_dir) and counted(run_dir, 0).get("actor_steps", 0) >= 1000,
+                 300, "the learner's first update and 1,000 env steps")
+        # (a) The actors' host loses every process of the job.
+        assert kill_the_host(cluster, hosts, "h3") >= 5  # slurmstepd, 2 supervisors, 2 actors
+        steps_at_kill = counted(run_dir, 0)["actor_steps"]
+        wait_for(lambda: counted(run_dir, 0)["actor_steps"] >= steps_at_kill + 500, 180,
+                 "the actors, started again, to take 500 more steps")
+        # (b) The learner's host loses every process of the job.
+        learner_at_kill = counted(run_dir, 0)["learner_steps"]
+        assert kill_the_host(cluster, hosts, "h2") >= 3
+        wait_for(lambda: "learner: restarted from checkpoint " in log_text(run_dir, 0, "learner/0")
+                 and counted(run_dir, 0)["learner_steps"] > learner_at_kill + 50, 180,
+                 "the learner, started again from its checkpoint, to train on")
+        # (d) The job is requeued (as a preemption does); to save SLURM's two minutes before a
+        # requeued job may start again, it is made eligible at once.
+        job = current_job(run_dir)
+        cluster.run(["scontrol", "requeue", job["job_id"]])
+        wait_for(lambda: cluster.job_state(job["job_id"]) == "PENDING", 120, "the requeued job to pend")
+        cluster.run(["scontrol", "update", f"JobId={job['job_id']}", "StartTime=now"])
+        wait_for(lambda: any(record.get("requeued") for record in jobs_records(run_dir)), 180,
+                 "the requeued job to start again")
+        # (c) From here on the time limits: the run goes on in continuation jobs to its end.
+        wait_for(lambda: os.path.exists(os.path.join(run_dir, "summary.json"))
+                 and read(run_dir, "summary.json").get("reached_max_env_steps")
+                 and cluster.job_state(current_job(run_dir)["job_id"]) == "COMPLETED", 1200,
+                 "the run to end at max_env_steps")
+    finally:
+        print(json.dumps(jobs_records(run_dir), indent=1))
+    records = jobs_records(run_dir)
+    started = [record for record in records if record["event"] == "started"]
+    continued = [record for record in records if record["event"] == "continued"]
+    # The first job started twice (the requeue), then the run went on in at least one more job.
+    assert started[0]["job_id"] == started[1]["job_id"] == first_job and started[1]["requeued"]
+    assert not any(record["requeued"] for record in started[2:])
+    assert len({record["job_id"] for record in started}) >= 2 and continued
+    assert all(record["reason"].startswith("the SLURM job's time limit is near") for record in continued)
+    assert [record["launch_index"] for record in started] == list(range(len(started)))
+    assert [record["job_number"] for record in started] == list(range(1, len(started) + 1))
+    assert records[-1]["event"] == "ended"
+    for record in started:  # every job COMPLETED: none was cancelled or timed out
+        assert cluster.job_state(record["job_id"]) == "COMPLETED", cluster.job_info(record["job_id"])
+    # The lost steps were started again inside the first job, and recorded.
+    relaunched = [record for record in restarts_of(run_dir) if record.get("supervisor")]
+    assert sorted(record["node"] for record in relaunched) == ["actor", "learner"]
+    assert all(record["cause"] == "its SLURM step was lost (nothing heard from its nodes for 15 s)"
+               for record in relaunched)
+    # Counts exact, a final checkpoint at the last learner step, the run listed in its last job.
+    last_launch = started[-1]["launch_index"]
+    summary, counts = read(run_dir, "summary.json"), read(run_dir, "counts.json")
+    assert summary["env_steps"] == counts["actor_steps"] >= CHAIN_MAX_ENV_STEPS
+    assert summary["env_steps"] == summary["resumed_at"]["env_steps"] + counted(run_dir, last_launch)["actor_steps"]
+    assert summary["learner_steps"] == read(run_dir, "learner.json")["learner_steps"]
+    checkpoint, damaged = checkpoints.load_latest(run_dir)
+    assert damaged == [] and checkpoint.step == summary["learner_steps"]
+    listing = subprocess.run([sys.executable, "-m", "experiments.runs", "list", f"--root={tmp_path}"], cwd=ROOT,
+                             capture_output=True, text=True, check=True).stdout
+    assert f"{len(started)} of 8 ({started[-1]['job_id']})" in listing, listing
+    assert_no_orphans(before, run_dir)
+
+
+def jobs_records(run_dir):
+    from launch.rundir.jobs import run_jobs
+
+    return run_jobs(run_dir)
+
+
+def restarts_of(run_dir):
+    from test_faults import restarts
+
+    return restarts(run_dir)
+
+
+def log_text(run_dir, launch_index, node):
+    from launch.rundir.paths import RunPaths
+
+    label, index = node.split("/")
+    try:
+        return pathlib.Path(RunPaths(run_dir).node_log(launch_index, label, int(index))).read_text(errors="replace")
+    except FileNotFoundError:
+        return ""

@@ -27,6 +27,11 @@ def test_progress_line_shows_the_rae_table_when_there_is_one():
     assert "| replay 12,000 + 3,245 RaE |" in line
 
 
+def test_progress_line_says_which_job_of_how_many_a_slurm_run_is_in():
+    line = progress.format_progress(dict(PROGRESS, job=(2, 10)), None)
+    assert line.endswith("| 1:05, ETA 4:17 | job 2 of 10")
+
+
 def test_progress_line_before_any_rate_or_evaluation():
     start = dict(PROGRESS, env_steps=0, env_steps_per_s=0.0, learner_steps=0, learner_steps_per_s=0.0,
                  replay_size=-1, elapsed_s=3700.0)

@@ -61,3 +61,36 @@ def test_the_budget_counts_only_the_restarts_inside_the_window():
     assert RestartPolicy.from_json(RestartPolicy(3).to_json()) == RestartPolicy(3)  # JSON has no infinity
     with pytest.raises(ValueError, match="window_s > 0"):
         RestartPolicy(3, 0.0)
+
+
+def test_a_stop_asked_twice_is_asked_of_the_counter_once_and_never_forces_the_processes():
+    """The job's clock may ask for the stop more than once: the watch asks the counter once, and
+    waits for the nodes to stop themselves until force_after_s, as at one Ctrl-C (a second
+    Ctrl-C or SIGTERM, a person's, would end them at once)."""
+    import subprocess
+
+    from launch.runtime.watch import LaunchWatch
+
+    node = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    asked, forced = [], []
+
+    def request_stop(reason):
+        asked.append(reason)
+        return True
+
+    def terminate(force):
+        forced.append(force)
+        node.kill()
+
+    try:
+        watch = LaunchWatch({"SLURM step actor": node}, request_stop, terminate, force_after_s=3.0, interval_s=0.05)
+        watch.stop_soon("the SLURM job's time limit is near (29 s left)")
+        watch.stop_soon("the SLURM job's time limit is near (SIGUSR1 from SLURM)")
+        start = time.time()
+        codes = watch.run()  # the node never stops by itself: ended by force after force_after_s, once
+    finally:
+        node.kill()
+        node.wait()
+    assert asked == ["the SLURM job's time limit is near (29 s left)"] and watch.stop_reason == asked[0]
+    assert forced == [True] and codes == {"SLURM step actor": -signal.SIGKILL}
+    assert 3.0 <= time.time() - start < 10.0

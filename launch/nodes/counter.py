@@ -58,6 +58,7 @@ class CounterNode:
         self._finished = set()
         self._all_finished = threading.Event()
         self._watchers, self._told_to_stop = set(), set()
+        self._heard: Dict[str, float] = {}  # watcher -> when it last asked for the stop reason
         self._all_told = threading.Event()
         self._start = time.time()
         self._state_path = os.path.join(RunPaths(config.run_dir).launch_dir(config.launch_index), COUNTER_STATE_FILE)
@@ -173,11 +174,20 @@ class CounterNode:
         with self._lock:
             if watcher is not None:
                 self._watchers.add(watcher)
+                self._heard[watcher] = time.time()
                 if self._stop_reason is not None:
                     self._told_to_stop.add(watcher)
                     if self._watchers <= self._told_to_stop:
                         self._all_told.set()
             return self._stop_reason
+
+    def silent_for(self, nodes: List[str]) -> Dict[str, Optional[float]]:
+        """Seconds since each of `nodes` last asked for the stop reason (every node process does,
+        every 0.2 s); None for one not heard from yet. A launch whose nodes all fell silent has
+        lost them, whatever its own process says (`launch.runtime.slurm`)."""
+        now = time.time()
+        with self._lock:
+            return {node: now - self._heard[node] if node in self._heard else None for node in nodes}
 
     def node_finished(self, node: str) -> None:
         """`node` has made its last report."""

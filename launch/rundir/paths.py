@@ -2,11 +2,11 @@
 
     RUN_DIR/
         config.json  summary.json  counts.json  learner.json  actor_<i>.json
-        restarts.jsonl  resumes.json  rae.json  learning_curve.png
+        restarts.jsonl  resumes.json  rae.json  learning_curve.png  (SLURM: jobs.jsonl)
         metrics/  tensorboard/  checkpoints/  checkpoints.damaged/  experience/
         logs/[launch_<k>/]<group>/<index>
         launches/<k>/   program.pkl  cluster.json  coordinator  supervision.json
-                        counter_state.json  (SLURM: job.json  job*.sbatch  job_id)
+                        counter_state.json  (SLURM: job.json  job*.sbatch  job_id  job_started)
 
 Only the node that owns a file writes it (the counter: counts, summary, restarts; the
 learner: checkpoints, learner.json; each actor: its experience and actor_<i>.json).
@@ -25,6 +25,7 @@ COUNTER_STATE_FILE = "counter_state.json"
 JOB_FILE = "job.json"
 JOB_SCRIPT_FILE = "job.sbatch"
 JOB_ID_FILE = "job_id"
+JOB_STARTED_FILE = "job_started"
 
 
 def timestamp() -> str:
@@ -57,6 +58,11 @@ class RunPaths:
     @property
     def restarts(self) -> str:
         return self.file("restarts.jsonl")
+
+    @property
+    def jobs(self) -> str:
+        """A SLURM run's jobs, one after another (`launch.runtime.slurm`): one line per event."""
+        return self.file("jobs.jsonl")
 
     @property
     def resumes(self) -> str:

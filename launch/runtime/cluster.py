@@ -7,7 +7,7 @@ A spec is a JSON file (`--cluster=PATH`):
         {"groups": ["learner"], "hosts": ["gpu1"], "gpus": 1, "cpus": 8},
         {"groups": ["actor"], "hosts": ["cpu1", "cpu2"], "cpus": 32}],
      "command_template": "ssh {host} cd /path/to/relay &&",
-     "slurm": {"partition": "gpu", "account": "mylab", "time": "12:00:00"}}
+     "slurm": {"partition": "gpu", "account": "mylab", "time": "12:00:00", "max_jobs": 10}}
 
 A component is a set of hosts and the groups that share them; under SLURM it is one
 component of a heterogeneous job, and gives `nodes` (a count) instead of `hosts`. A
@@ -57,6 +57,22 @@ class SlurmOptions:
     # False where a site forbids heterogeneous jobs: one job per component, each started
     # once the counter's has (sbatch --dependency=after).
     heterogeneous: bool = True
+    # A heterogeneous job's run goes on in up to this many jobs (the first included): the next
+    # one is submitted when a job nears its time limit or loses a host it cannot run on again,
+    # and a requeued or preempted job resumes the run where it starts again.
+    max_jobs: int = 10
+    # The nodes are asked to stop this long before the job's time limit: the final checkpoint,
+    # the recordings' last blocks and the summary have to be written by then.
+    stop_before_limit_s: float = 300.0
+    # A step none of whose nodes the counter has heard from for this long is lost, though its
+    # srun may still wait (a host gone, or its slurmstepd killed): it is ended and started again.
+    lost_after_s: float = 60.0
+
+    def __post_init__(self):
+        if self.max_jobs < 1 or self.stop_before_limit_s < 0 or self.lost_after_s <= 0:
+            raise ValueError(f"The cluster spec's slurm options need max_jobs >= 1, stop_before_limit_s >= 0 and "
+                             f"lost_after_s > 0, got {self.max_jobs}, {self.stop_before_limit_s} and "
+                             f"{self.lost_after_s}.")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -232,13 +232,28 @@ def _log_path() -> str:
     return path if path.startswith("/") and os.path.isfile(path) else None
 
 
+def _registered_port(coordinator_address: str, node: str, host: str):
+    """The port `node` served at on `host`, as it registered with the counter; None if it served
+    elsewhere or the counter does not answer. A relaunched node serves there again: the other
+    nodes' clients still hold that address."""
+    counter = rpc.final_client(coordinator_address, call_timeout_s=2.0)
+    try:
+        address = poll(lambda: counter.lookup_address(node) or "", _COUNTER_RESTART_S, "")
+    except TimeoutError:
+        return None
+    served_host, _, served_port = address.rpartition(":")
+    return int(served_port) if served_host == host and served_port.isdigit() else None
+
+
 def supervise(launch_dir: str, label: str, index: int, host: str, coordinator_address: str = None,
               port: int = None, relaunched: bool = False) -> int:
     """Runs the node in a child process, started again when it dies (`launch.runtime.supervisor`).
     `relaunched`: this supervisor replaces one that was lost; its first child is a restart."""
 
-    port = port or ports.reserve_port()  # held for this process's life: every restart serves at it
     node = f"{label}/{index}"
+    if relaunched and port is None and label != "counter":
+        port = _registered_port(coordinator_address, node, host)
+    port = port or ports.reserve_port()  # held for this process's life: every restart serves at it
     if label == "counter":
         coordinator_address = f"{host}:{port}"
     settings = read_json(os.path.join(launch_dir, SUPERVISION_FILE)) or {}

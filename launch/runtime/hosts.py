@@ -16,17 +16,15 @@ import os
 import shlex
 import signal
 import subprocess
-import sys
-import threading
 import time
 from typing import Dict, Optional
 
 from launch.nodes import rpc
-from launch.nodes.counter import saved_stop_reason
 from launch.rundir.paths import RunPaths
 from launch.runtime import cluster, entry, ports
 from launch.runtime.launch_files import ROOT, entry_argv, write_launch
-from launch.runtime.supervisor import RestartBudget, RestartPolicy, describe_exit
+from launch.runtime.relaunch import Relaunches
+from launch.runtime.supervisor import RestartPolicy
 
 
 def local_spec() -> cluster.ClusterSpec:
@@ -47,7 +45,7 @@ class HostsLaunch:
         self._sizes = {label: len(nodes) for label, nodes in program.groups.items()}
         self._launch_dir = write_launch(program, spec, run_dir, launch_index, restarts)
         self._restarts = restarts
-        self._relaunches: Dict[str, RestartBudget] = {}  # node -> its lost supervisors' budget
+        self._relaunches = Relaunches(restarts, self._launch_dir, lambda: self.coordinator)
         self._paths, self._launch_index = RunPaths(run_dir), launch_index
         self.processes: Dict[str, subprocess.Popen] = {}
         self.coordinator: Optional[str] = None
@@ -104,50 +102,14 @@ class HostsLaunch:
         node's process. False when it is not started again: the program is stopping, or the
         node is past its budget (the watch then stops the run, naming it)."""
         label, index = name.split(" ")[-1].split("/")
-        node, now = f"{label}/{index}", time.time()
-        if self._stopping(node):
+        node = f"{label}/{index}"
+        if not self._relaunches.allow(f"node {node}", counter_lost=node == "counter/0"):
             return False
-        budget = self._relaunches.setdefault(node, RestartBudget(self._restarts))
-        if not budget.allows(now):
-            print(f"relay launcher: node {node}'s supervisor was lost {budget.used(now) + 1} times{budget.within()}, "
-                  f"past its budget of {self._restarts.describe()}", file=sys.stderr, flush=True)
-            return False
-        budget.spend(now)
-        counter = rpc.final_client(self.coordinator, call_timeout_s=2.0, tries=1)
-        address = self.coordinator if label == "counter" else self._call(counter.lookup_address, node)
+        address = self.coordinator if label == "counter" else self._relaunches.registered_address(node)
         port = int(address.rpartition(":")[2]) if address else None
         self._start(label, int(index), port=port, relaunched=True)
-        cause = f"its supervisor ended ({describe_exit(code)})"
-        record = {"node": node, "cause": cause, "exit_code": code, "time": now, "log": self.log_path(name),
-                  "restarted": True, "supervisor": True}
-        # The counter keeps it (restarts.jsonl, the summary; the progress line shows it); a lost
-        # counter takes it once it is back.
-        threading.Thread(target=self._record, args=(record,), daemon=True, name="record-relaunch").start()
+        self._relaunches.record(node, code, self.log_path(name))
         return True
-
-    def _record(self, record: dict, timeout_s: float = 60.0) -> None:
-        counter = rpc.final_client(self.coordinator, call_timeout_s=2.0, tries=1)
-        try:  # as a supervisor reports a restart (launch.runtime.entry)
-            entry.poll(lambda: counter.record_restart(record) or True, timeout_s, "")
-        except TimeoutError:
-            print(f"restart: node {record['node']}: {record['cause']}; started again (the counter did not take the "
-                  "record)", flush=True)
-
-    def _stopping(self, node: str) -> bool:
-        """Whether the program is stopping, as the counter says (its saved state, if it is the
-        one lost). A counter that does not answer is taken as restarting: the program runs."""
-        if node == "counter/0":
-            return saved_stop_reason(self._launch_dir) is not None
-        counter = rpc.final_client(self.coordinator, call_timeout_s=2.0, tries=2)
-        return bool(self._call(counter.stop_reason))
-
-    @staticmethod
-    def _call(method, *args):
-        """`method(*args)`, or None when the counter does not answer."""
-        try:
-            return method(*args)
-        except Exception:
-            return None
 
     def request_stop(self, reason: str) -> bool:
         """Asks the counter to stop the program; False if it does not answer (three tries)."""

@@ -48,6 +48,7 @@ class LaunchOptions:
     slurm_partition: Optional[str] = None
     slurm_account: Optional[str] = None
     slurm_time: Optional[str] = None  # sbatch --time syntax
+    slurm_max_jobs: Optional[int] = None  # the jobs a run may go on in (time limits, lost hosts, requeues)
     dry_run: bool = False  # slurm: print the job script and cluster spec, submit nothing
     detach: bool = False  # slurm: return once the job is submitted instead of following it
 
@@ -69,7 +70,8 @@ def load_cluster(options: LaunchOptions) -> Optional[cluster.ClusterSpec]:
     spec = cluster.load(options.cluster)
     spec.check_program(cluster.PROGRAM_GROUPS, need_hosts=options.launch_type == "hosts")
     overrides = {name: value for name, value in (("partition", options.slurm_partition),
-                                                 ("account", options.slurm_account), ("time", options.slurm_time))
+                                                 ("account", options.slurm_account), ("time", options.slurm_time),
+                                                 ("max_jobs", options.slurm_max_jobs))
                  if value}
     return dataclasses.replace(spec, slurm=dataclasses.replace(spec.slurm, **overrides)) if overrides else spec
 
@@ -116,9 +118,10 @@ def _shown(run_dir: str) -> str:
     return run_dir if relative.startswith("..") else relative
 
 
-def _follow(run_dir: str, counter_address, wait):
+def _follow(run_dir: str, counter_address, wait, job_of_chain=lambda: None):
     """Shows the progress line (from the counter, once `counter_address()` knows it) until
-    `wait()` returns; returns what it returns."""
+    `wait()` returns; returns what it returns. `job_of_chain()`: (k, n) for a run in job k of
+    at most n (SLURM), else None."""
     from launch.runtime import progress
 
     fetchers = {}
@@ -129,7 +132,9 @@ def _follow(run_dir: str, counter_address, wait):
             return None  # the counter has not started yet
         if address not in fetchers:
             fetchers[address] = progress.counter_progress(address)
-        return fetchers[address]()
+        figures = fetchers[address]()
+        job = job_of_chain()
+        return dict(figures, job=job) if figures is not None and job is not None else figures
 
     done = threading.Event()
     printer = threading.Thread(target=progress.show_progress, args=(run_dir, fetch, done), daemon=True)
@@ -167,7 +172,7 @@ def run_processes(program, config: ExperimentConfig, cluster_spec: Optional[clus
     from launch.runtime.watch import LaunchWatch
 
     processes = hosts.HostsLaunch(program, cluster_spec or hosts.local_spec(), config.run_dir, config.launch_index,
-                                  restart_policy(config))
+                                  RestartPolicy.of_experiment(config))
     with LaunchWatch(processes.processes, processes.request_stop, processes.terminate, log_of=processes.log_path,
                      signals=_STOP_SIGNALS, restart=processes.relaunch) as watch:
         processes.start()
@@ -180,62 +185,79 @@ def run_processes(program, config: ExperimentConfig, cluster_spec: Optional[clus
     return 0
 
 
-def restart_policy(config: ExperimentConfig) -> RestartPolicy:
-    """How often each node process may be started again (`launch.runtime.supervisor`)."""
-    return RestartPolicy(config.max_restarts_per_node, config.restart_window_minutes * 60.0)
-
-
 def _job_name(config: ExperimentConfig) -> str:
     return f"relay-{config.agent}-{config.environment.task.replace(':', '_')}-s{config.seed}"
 
 
 def _run_slurm(program, config: ExperimentConfig, cluster_spec: cluster.ClusterSpec, detach: bool) -> int:
     from launch.nodes import rpc
-    from launch.runtime import entry, slurm
+    from launch.rundir.jobs import current_job, note_job
+    from launch.runtime import entry, slurm_submit
     from launch.runtime.watch import LaunchWatch
 
     paths = RunPaths(config.run_dir)
-    scripts = slurm.write_job(program, cluster_spec, config.run_dir, config.launch_index, _job_name(config),
-                              restart_policy(config))
-    job_ids = slurm.submit(scripts)
-    launch_dir, jobs = paths.launch_dir(config.launch_index), " ".join(job_ids)
+    scripts = slurm_submit.write_job(program, cluster_spec, config.run_dir, config.launch_index, _job_name(config),
+                              RestartPolicy.of_experiment(config))
+    job_ids = slurm_submit.submit(scripts)
+    jobs = " ".join(job_ids)
+    chained = cluster_spec.slurm.heterogeneous
+    if chained:  # the run may go on in later jobs (the job driver, launch.runtime.slurm); jobs.jsonl follows it
+        note_job(config.run_dir, "submitted", job_id=job_ids[0], job_number=1,
+                 max_jobs=cluster_spec.slurm.max_jobs, launch_index=config.launch_index)
     print(f"Submitted SLURM job{'s' if len(job_ids) > 1 else ''} {jobs} ({', '.join(scripts)}); "
           f"node logs under {paths.logs_dir(config.launch_index)}")
     if detach:
         print(f"Detached. Follow it with squeue -j {','.join(job_ids)} or python -m experiments.runs list; "
-              f"stop it with scancel {jobs}.")
+              f"stop it with scancel {jobs}" + (" (or the job it has gone on in, in jobs.jsonl)." if chained else "."))
         return 0
-    coordinator = {}
+    coordinators = {}
+
+    def current_launch() -> int:
+        job = current_job(config.run_dir) if chained else None
+        return job["launch_index"] if job else config.launch_index
 
     def counter_address() -> Optional[str]:
-        if "address" not in coordinator:
+        launch_index = current_launch()
+        if launch_index not in coordinators:
             try:
-                coordinator["address"] = entry.wait_for_coordinator(launch_dir, 0.0)
+                coordinators[launch_index] = entry.wait_for_coordinator(paths.launch_dir(launch_index), 0.0)
             except TimeoutError:
                 return None
-        return coordinator["address"]
+        return coordinators[launch_index]
+
+    if chained:
+        job_processes = {"SLURM job": slurm_submit.JobChain(config.run_dir, job_ids[0])}
+    else:
+        job_processes = {f"SLURM job {job_id}": slurm_submit.Job(job_id) for job_id in job_ids}
+
+    def current_jobs() -> list:
+        return [getattr(job, "job", job) for job in job_processes.values()]
 
     def cancel(force: bool) -> None:
-        print(f"\nCancelling {jobs}.", flush=True)
-        slurm.cancel(job_ids)
+        ids = [job.job_id for job in current_jobs()]
+        print(f"\nCancelling {' '.join(ids)}.", flush=True)
+        slurm_submit.cancel(ids)
 
-    job_processes = {f"SLURM job {job_id}": slurm.Job(job_id) for job_id in job_ids}
+    def job_of_chain() -> Optional[tuple]:
+        job = current_job(config.run_dir) if chained else None
+        return (job["job_number"], job["max_jobs"]) if job else None
+
     # A counter not up yet or gone: the jobs are cancelled.
     with LaunchWatch(job_processes, lambda reason: rpc.ask_to_stop(counter_address(), reason), cancel,
                      signals=_STOP_SIGNALS, interval_s=0.5) as watch:
-        _follow(config.run_dir, counter_address, watch.run)
-    for job in job_processes.values():
+        _follow(config.run_dir, counter_address, watch.run, job_of_chain)
+    for job in current_jobs():
         print(f"SLURM job {job.job_id}: {job.state or 'ended'}")
     return 0 if all(job.poll() == 0 for job in job_processes.values()) else 1
 
 
 def _dry_run(config: ExperimentConfig, cluster_spec: cluster.ClusterSpec) -> int:
-    from launch.runtime import slurm
+    from launch.runtime import slurm_submit
 
     print("# cluster spec (each component's hosts are filled in from SLURM's node lists when the job starts)")
     print(json.dumps(cluster.to_json(cluster_spec), indent=2))
     launch_dir = RunPaths(config.run_dir).launch_dir(config.launch_index)
-    for name, script in slurm.sbatch_scripts(cluster_spec, launch_dir, config.run_dir, _job_name(config)):
+    for name, script in slurm_submit.sbatch_scripts(cluster_spec, launch_dir, config.run_dir, _job_name(config)):
         print(f"# {os.path.join(launch_dir, name)}")
         print(script)
     return 0

@@ -20,7 +20,8 @@ def _clock(seconds: float) -> str:
 
 
 def format_progress(progress: dict, latest_eval: Optional[dict]) -> str:
-    """'env 12,345/60,000 (185/s) | learner 1,540 (23.1/s) | replay 12,345 | eval 148.2 @ 11,000 | 1:05, ETA 4:30'."""
+    """'env 12,345/60,000 (185/s) | learner 1,540 (23.1/s) | replay 12,345 | eval 148.2 @ 11,000 | 1:05, ETA 4:30'
+    (and '| job 2 of 10' for a SLURM run in its second job)."""
     env_steps, total = progress["env_steps"], progress["max_env_steps"]
     env_rate = progress["env_steps_per_s"]
     parts = [
@@ -32,6 +33,8 @@ def format_progress(progress: dict, latest_eval: Optional[dict]) -> str:
     ]
     eta = f"ETA {_clock((total - env_steps) / env_rate)}" if env_rate > 0 and env_steps < total else "ETA -"
     parts.append(f"{_clock(progress['elapsed_s'])}, {eta}")
+    if progress.get("job"):  # a SLURM run that goes on across jobs
+        parts.append("job {} of {}".format(*progress["job"]))
     return " | ".join(parts)
 
 

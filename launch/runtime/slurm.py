@@ -1,160 +1,53 @@
-"""`--launch_type=slurm`: a program as one SLURM job, a heterogeneous job of one component per
-cluster-spec component (replay and counter on one host, the learner on a GPU host, actors on
-CPU hosts, ...); where a site forbids heterogeneous jobs, one job per component.
+"""The SLURM job driver: what a launch's sbatch script runs (`launch.runtime.slurm_submit`
+writes and submits it). On the job's first host it reads the hosts SLURM gave each
+component, writes them into the cluster spec, starts the counter (one `srun` step), waits
+for its address, then starts each other group as one `srun --het-group=<i>` step of
+`launch.runtime.entry` processes whose index is SLURM_PROCID. The job ends when every node
+has returned: COMPLETED after the step limit or a stop asked through the counter,
+CANCELLED after `scancel` (nodes get SIGTERM and stop as on one machine: final checkpoint,
+flushed recorders, summary).
 
-The launcher writes the launch directory (pickled program, cluster spec, job.json) and an
-sbatch script, and submits it. In the job, the script runs this module's job driver on the
-first host: it reads the hosts SLURM gave each component, writes them into the cluster
-spec, starts the counter (one `srun` step), waits for its address, then starts each other
-group as one `srun --het-group=<i>` step of `launch.runtime.entry` processes whose index is
-SLURM_PROCID. The job ends when every node has returned: COMPLETED after the step limit
-or a stop asked through the counter, CANCELLED after `scancel` (nodes get SIGTERM and
-stop as on one machine: final checkpoint, flushed recorders, summary).
+A heterogeneous job also outlives what a long run meets on a shared cluster:
+- a step that is lost (every process of a host killed, its node failed: `--no-kill` keeps
+  the job) is started again as a new step on the component's hosts, within the nodes'
+  restart policy;
+- before the job's time limit (`stop_before_limit_s`, from `squeue`'s time left; SLURM's
+  `--signal=B:USR1` as well) the nodes stop as at Ctrl-C, and the run goes on in a
+  continuation job (the same script on a new launch, `--resume`'s), as it does when a step
+  cannot be started again inside the job;
+- a job that SLURM requeues (`scontrol requeue`, preemption, its batch host lost) resumes
+  the run where it starts again;
+up to `max_jobs` jobs. RUN_DIR/jobs.jsonl says which job of how many the run is in.
 
     python -m launch.runtime.slurm --launch_dir=RUN/launches/K     (the job driver; the sbatch script runs it)
 """
 
 import json
 import os
-import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 from launch.nodes import rpc
-from launch.rundir.paths import CLUSTER_FILE, JOB_FILE, JOB_ID_FILE, JOB_SCRIPT_FILE, RunPaths, run_dir_of_launch
+from launch.nodes.counter import saved_stop_reason
+from launch.rundir.jobs import current_job, note_job
+from launch.rundir.jsonio import read_json
+from launch.rundir.paths import CLUSTER_FILE, JOB_FILE, JOB_SCRIPT_FILE, JOB_STARTED_FILE, SUPERVISION_FILE, RunPaths
 from launch.runtime import cluster, entry
-from launch.runtime.launch_files import ROOT, entry_argv, write_launch
-from launch.runtime.supervisor import RestartPolicy
+from launch.runtime.launch_files import entry_argv
+from launch.runtime.relaunch import Relaunches, call_or_none
+from launch.runtime.slurm_submit import submit, write_job
+from launch.runtime.slurm_watch import TIME_LIMIT_REASON, Step, TimeLimitWatch, time_left_s
+from launch.runtime.supervisor import RestartPolicy, describe_exit
 from launch.runtime.watch import LaunchWatch
-# Job states in which the job has not ended yet.
-ACTIVE_STATES = ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING", "SIGNALING",
-                 "STAGE_OUT")
 
-
-def _component_options(component: cluster.Component, options: cluster.SlurmOptions) -> List[str]:
-    lines = [f"--nodes={component.nodes}", "--ntasks-per-node=1"]
-    if component.cpus:
-        lines.append(f"--cpus-per-task={component.cpus}")
-    if component.mem:
-        lines.append(f"--mem={component.mem}")
-    if component.gpus:
-        lines.append(f"--gres=gpu:{component.gpus}")
-    for name in ("partition", "account", "time"):
-        value = component.partition if name == "partition" and component.partition else getattr(options, name)
-        if value:
-            lines.append(f"--{name}={value}")
-    lines.extend(options.extra)
-    return lines
-
-
-def _script(blocks: List[Tuple[int, cluster.Component]], spec: cluster.ClusterSpec, launch_dir: str, run_dir: str,
-            job_name: str, python: str, driver_args: str) -> str:
-    logs = os.path.join(RunPaths(run_dir).logs_dir(int(os.path.basename(launch_dir))), "slurm-%j.out")
-    lines = ["#!/bin/bash", f"#SBATCH --job-name={job_name}", f"#SBATCH --output={logs}"]
-    for position, (index, component) in enumerate(blocks):
-        if position:
-            lines.append("#SBATCH hetjob")
-        lines.append(f"# component {index}: {', '.join(component.groups)}")
-        lines.extend(f"#SBATCH {option}" for option in _component_options(component, spec.slurm))
-    lines += [
-        "",
-        f"cd {shlex.quote(ROOT)}",
-        f"export PYTHONPATH={shlex.quote(ROOT)}",
-        f"exec {shlex.quote(python)} -m launch.runtime.slurm --launch_dir={shlex.quote(launch_dir)}{driver_args}",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def sbatch_scripts(spec: cluster.ClusterSpec, launch_dir: str, run_dir: str, job_name: str,
-                   python: str = sys.executable) -> List[Tuple[str, str]]:
-    """(file name, script) of each job to submit, the counter's first: one heterogeneous job
-    (`#SBATCH hetjob` between the components), or with `"slurm": {"heterogeneous": false}`
-    one job per component."""
-    components = list(enumerate(spec.components))
-    if spec.slurm.heterogeneous:
-        return [(JOB_SCRIPT_FILE, _script(components, spec, launch_dir, run_dir, job_name, python, ""))]
-    counter = spec.component_of("counter")
-    ordered = [components[counter]] + [item for item in components if item[0] != counter]
-    return [(f"job_{index}.sbatch", _script([(index, component)], spec, launch_dir, run_dir, f"{job_name}-{index}",
-                                            python, f" --component={index}"))
-            for index, component in ordered]
-
-
-def write_job(program, spec: cluster.ClusterSpec, run_dir: str, launch_index: int, job_name: str,
-              restarts: RestartPolicy = RestartPolicy()) -> List[str]:
-    """The launch directory, job.json and the sbatch scripts; returns the scripts' paths, the counter's first."""
-    sizes = {label: len(nodes) for label, nodes in program.groups.items()}
-    spec.check_program(cluster.PROGRAM_GROUPS, need_hosts=False)
-    launch_dir = write_launch(program, spec, run_dir, launch_index, restarts)
-    with open(os.path.join(launch_dir, JOB_FILE), "w") as file:
-        json.dump({"groups": sizes, "run_dir": os.path.abspath(run_dir), "launch_index": launch_index,
-                   "python": sys.executable}, file, indent=2)
-    os.makedirs(RunPaths(run_dir).logs_dir(launch_index), exist_ok=True)  # sbatch writes the job's output there
-    paths = []
-    for name, script in sbatch_scripts(spec, launch_dir, run_dir, job_name):
-        paths.append(os.path.join(launch_dir, name))
-        with open(paths[-1], "w") as file:
-            file.write(script)
-    return paths
-
-
-def submit(script_paths: List[str]) -> List[str]:
-    """Submits the scripts with sbatch, every one after the first once the first has started
-    (it runs the counter); returns the job ids."""
-    job_ids = []
-    for path in script_paths:
-        dependency = [f"--dependency=after:{job_ids[0]}"] if job_ids else []
-        result = subprocess.run(["sbatch", "--parsable", *dependency, path], capture_output=True, text=True)
-        if result.returncode != 0:
-            cancel(job_ids)
-            raise RuntimeError(f"sbatch refused {path}: {result.stderr.strip() or result.stdout.strip()}")
-        job_ids.append(result.stdout.strip().split(";")[0])
-    with open(os.path.join(os.path.dirname(script_paths[0]), JOB_ID_FILE), "w") as file:
-        file.write("".join(f"{job_id}\n" for job_id in job_ids))
-    return job_ids
-
-
-def job_state(job_id: str) -> Optional[str]:
-    """The job's state ("RUNNING", "COMPLETED", ...); None once SLURM no longer knows it.
-    A heterogeneous job's state is its first component's."""
-    result = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True)
-    for field in result.stdout.split():
-        if field.startswith("JobState="):
-            return field.split("=", 1)[1]
-    return None
-
-
-class Job:
-    """A submitted job as `launch.runtime.watch` sees a process: `poll()` is None until it has
-    ended, then 0 if it COMPLETED or was CANCELLED (or SLURM no longer knows it), else 1. A job
-    SLURM does not know (yet, or any more, or scontrol failed) counts as ended only after
-    `unknown_polls` polls in a row."""
-
-    def __init__(self, job_id: str, unknown_polls: int = 5):
-        self.job_id = job_id
-        self._unknown_polls = unknown_polls
-        self._unknown = 0
-        self.state: Optional[str] = None
-        self._code: Optional[int] = None
-
-    def poll(self) -> Optional[int]:
-        if self._code is None:
-            self.state = job_state(self.job_id)
-            self._unknown = self._unknown + 1 if self.state is None else 0
-            if self.state not in ACTIVE_STATES and (self.state is not None or self._unknown >= self._unknown_polls):
-                self._code = 0 if self.state in (None, "COMPLETED", "CANCELLED") else 1
-        return self._code
-
-
-def cancel(job_ids: List[str]) -> None:
-    if job_ids:
-        subprocess.run(["scancel", *job_ids], capture_output=True)
-
-
+# Why a job's program stopped, when the run goes on in another job: its time limit was near
+# (TIME_LIMIT_REASON), or a step was lost past what the job could start again (the watch's
+# "SLURM step <group> ended ...").
+LOST_STEP_REASON = "SLURM step "
 # The job driver: runs inside the allocation.
 
 def _expand(nodelist: str) -> List[str]:
@@ -172,7 +65,10 @@ def allocated_hosts(num_components: int, environ=os.environ) -> List[List[cluste
 
 
 def _srun(spec: cluster.ClusterSpec, group: str, ntasks: int, launch_dir: str, logs_dir: str, python: str,
-          coordinator: Optional[str], node: str, heterogeneous: bool, nodelist: Optional[str] = None) -> subprocess.Popen:
+          coordinator: Optional[str], node: str, heterogeneous: bool, nodelist: Optional[str] = None,
+          relaunched: bool = False, port: Optional[int] = None) -> subprocess.Popen:
+    """One step of `ntasks` entry processes of `group` (`node`: the group, or "counter/0");
+    `relaunched`: it replaces a lost step, its nodes go on as restarted ones."""
     component_index = spec.component_of(group)
     component = spec.components[component_index]
     nodes = min(ntasks, len(component.hosts))
@@ -193,18 +89,101 @@ def _srun(spec: cluster.ClusterSpec, group: str, ntasks: int, launch_dir: str, l
         argv.append(f"--nodelist={nodelist}")
     os.makedirs(os.path.join(logs_dir, group), exist_ok=True)
     argv += entry_argv(launch_dir, node, coordinator=coordinator,
-                       index_env=None if "/" in node else "SLURM_PROCID", python=python)
+                       index_env=None if "/" in node else "SLURM_PROCID", python=python, port=port,
+                       relaunched=relaunched)
     return subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+
+
+def _submission_environ() -> Dict[str, str]:
+    """This job's environment without its own SLURM settings, for a job it submits."""
+    return {name: value for name, value in os.environ.items()
+            if not name.startswith(("SLURM_", "SBATCH_", "SRUN_")) or name == "SLURM_CONF"}
+
+
+def _next_launch(run_dir: str, why: str) -> Optional[str]:
+    """A new launch of the run, resuming it from its newest checkpoint (as `--resume` does), for
+    its next job; None, saying why, when the run has ended or its job budget is spent."""
+    from launch.program import make_program
+    from launch.rundir.run_config import write_config
+    from launch.runtime.run_setup import Resume, prepare_resume
+
+    job = current_job(run_dir)
+    previous = RunPaths(run_dir).launch_dir(job["launch_index"])
+    if job["job_number"] >= job["max_jobs"]:
+        print(f"relay job: the run does not go on ({why}): its {job['max_jobs']} jobs are spent (slurm max_jobs). "
+              f"Continue it with python -m experiments.train --resume={run_dir} --launch_type=slurm --cluster=SPEC "
+              f"[--slurm_max_jobs=N]", flush=True)
+        note_job(run_dir, "ended", job_id=os.environ.get("SLURM_JOB_ID"), reason=why, budget_spent=True)
+        return None
+    try:
+        config, environment_spec = prepare_resume(Resume(run_dir))
+    except ValueError as error:  # e.g. the run reached max_env_steps as it stopped
+        print(f"relay job: the run does not go on: {error}", flush=True)
+        note_job(run_dir, "ended", job_id=os.environ.get("SLURM_JOB_ID"), reason=str(error))
+        return None
+    write_config(config)
+    with open(os.path.join(previous, JOB_FILE)) as file:
+        job_name = json.load(file)["job_name"]
+    with open(os.path.join(previous, CLUSTER_FILE)) as file:
+        spec = cluster.from_json(json.load(file))
+    write_job(make_program(config, environment_spec), spec, run_dir, config.launch_index, job_name,
+              RestartPolicy.of_experiment(config), job_number=job["job_number"] + 1)
+    return RunPaths(run_dir).launch_dir(config.launch_index)
+
+
+def _this_jobs_launch(launch_dir: str) -> Optional[str]:
+    """The launch this job runs: the script's own, or, for a job SLURM requeued after it had
+    started it, a new one resuming the run. None when the run does not go on."""
+    with open(os.path.join(launch_dir, JOB_FILE)) as file:
+        run_dir = json.load(file)["run_dir"]
+    job_id = os.environ.get("SLURM_JOB_ID", "")
+    if os.path.exists(os.path.join(launch_dir, JOB_STARTED_FILE)):
+        print(f"relay job: job {job_id} was requeued (restart {os.environ.get('SLURM_RESTART_COUNT', '?')}); "
+              "resuming the run from its newest checkpoint", flush=True)
+        launch_dir = _next_launch(run_dir, f"job {job_id} was requeued")
+        if launch_dir is None:
+            return None
+    with open(os.path.join(launch_dir, JOB_STARTED_FILE), "w") as file:
+        file.write(job_id + "\n")
+    with open(os.path.join(launch_dir, JOB_FILE)) as file:
+        job = json.load(file)
+    note_job(run_dir, "started", job_id=job_id, job_number=job["job_number"], max_jobs=job["max_jobs"],
+             launch_index=job["launch_index"], requeued=int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0)
+    return launch_dir
+
+
+def _go_on(launch_dir: str, run_dir: str, watch_reason: Optional[str]) -> None:
+    """After the program stopped: if it stopped for the time limit or a lost step, a continuation
+    job resumes it (within the job budget); otherwise the run stays stopped (its step limit, a
+    person's stop, a node's own error)."""
+    reason = saved_stop_reason(launch_dir) or watch_reason or ""
+    if not reason.startswith((TIME_LIMIT_REASON, LOST_STEP_REASON)):
+        note_job(run_dir, "ended", job_id=os.environ.get("SLURM_JOB_ID"), reason=reason)
+        return
+    next_launch = _next_launch(run_dir, reason)
+    if next_launch is None:
+        return
+    [job_id] = submit([os.path.join(next_launch, JOB_SCRIPT_FILE)], environ=_submission_environ())
+    with open(os.path.join(next_launch, JOB_FILE)) as file:
+        job = json.load(file)
+    note_job(run_dir, "continued", job_id=job_id, job_number=job["job_number"], max_jobs=job["max_jobs"],
+             launch_index=job["launch_index"], reason=reason)
+    print(f"relay job: the run goes on in job {job_id} (job {job['job_number']} of {job['max_jobs']}): {reason}",
+          flush=True)
 
 
 def run_job(launch_dir: str, component: Optional[int] = None) -> int:
     """Starts the counter step, then one step per other group; returns when all have ended.
     `component`: this job runs only that component's groups (one job per component)."""
+    heterogeneous = component is None
+    if heterogeneous:
+        launch_dir = _this_jobs_launch(launch_dir)
+        if launch_dir is None:
+            return 0
     with open(os.path.join(launch_dir, JOB_FILE)) as file:
         job = json.load(file)
     with open(os.path.join(launch_dir, CLUSTER_FILE)) as file:
         spec = cluster.from_json(json.load(file))
-    heterogeneous = component is None
     if heterogeneous:
         spec = spec.with_hosts(allocated_hosts(len(spec.components)))
         with open(os.path.join(launch_dir, CLUSTER_FILE), "w") as file:
@@ -214,28 +193,78 @@ def run_job(launch_dir: str, component: Optional[int] = None) -> int:
     groups = {group: size for group, size in job["groups"].items() if heterogeneous or spec.component_of(group) == component}
     logs_dir = RunPaths(job["run_dir"]).logs_dir(job["launch_index"])
     placement = {group: [host.name for host in spec.components[spec.component_of(group)].hosts] for group in groups}
-    print(f"relay job: hosts per group {json.dumps(placement)}", flush=True)
+    print(f"relay job: launch {job['launch_index']}, job {job.get('job_number', 1)} of {job.get('max_jobs', 1)}; "
+          f"hosts per group {json.dumps(placement)}", flush=True)
 
     python = job["python"]
     steps: Dict[str, subprocess.Popen] = {}
     coordinator = None
+    relaunches = Relaunches(RestartPolicy.from_json(read_json(os.path.join(launch_dir, SUPERVISION_FILE)) or {}),
+                            launch_dir, lambda: coordinator)
+
+    def silent_for(nodes: List[str]) -> Optional[dict]:
+        return call_or_none(rpc.final_client(coordinator, call_timeout_s=2.0, tries=1).silent_for, nodes)
+
+    def start_step(group: str, relaunched: bool = False) -> None:
+        if group == "counter":
+            port = int(coordinator.rpartition(":")[2]) if relaunched else None
+            steps["SLURM step counter"] = _srun(spec, "counter", 1, launch_dir, logs_dir, python, None, "counter/0",
+                                                heterogeneous, nodelist=spec.host_of("counter", 0).name,
+                                                relaunched=relaunched, port=port)
+        else:
+            srun = _srun(spec, group, groups[group], launch_dir, logs_dir, python, coordinator, group, heterogeneous,
+                         relaunched=relaunched)
+            steps[f"SLURM step {group}"] = Step(srun, [f"{group}/{index}" for index in range(groups[group])],
+                                                silent_for, spec.slurm.lost_after_s)
+
+    def restart_step(name: str, code: int) -> bool:
+        """A step lost while the program runs (its host's processes killed, its node failed):
+        started again on the component's hosts, its nodes going on as restarted ones."""
+        group = name.split(" ")[-1]
+        if not relaunches.allow(name, counter_lost=group == "counter"):
+            return False
+        lost = getattr(steps[name], "lost_after_s", None)
+        start_step(group, relaunched=True)
+        relaunches.record(group, code, os.path.join(logs_dir, group),
+                          f"its SLURM step was lost (nothing heard from its nodes for {lost:.0f} s)" if lost
+                          else f"its SLURM step ended ({describe_exit(code)})")
+        return True
 
     def request_stop(reason: str) -> bool:
         rpc.ask_to_stop(coordinator, reason)
         return True  # asked or not: without a counter its nodes stop themselves once they cannot reach it
 
     def terminate(force: bool) -> None:  # the nodes did not stop in time: end their steps
-        for step in steps.values():
+        running = [step for step in steps.values() if step.poll() is None]
+        if not force:
+            for step in running:
+                step.send_signal(signal.SIGTERM)  # srun hands it to its tasks
+            return
+        # srun hands SIGUSR2 on: each hung node writes its threads' stacks to its log. Then two
+        # SIGINTs within a second: srun kills its tasks (a SIGKILL of srun would leave them running).
+        for sig in (signal.SIGUSR2, signal.SIGINT, signal.SIGINT):
+            for step in running:
+                if step.poll() is None:
+                    step.send_signal(sig)
+            time.sleep(1.0 if sig == signal.SIGUSR2 else 0.1)
+        deadline = time.time() + 15.0
+        while any(step.poll() is None for step in running) and time.time() < deadline:
+            time.sleep(0.2)
+        for step in running:
             if step.poll() is None:
-                step.send_signal(signal.SIGKILL if force else signal.SIGTERM)
+                step.kill()
 
-    # scancel signals every step itself; a SIGTERM to this script alone (`scancel --batch`,
-    # `--signal=B:TERM@60`) asks the counter to stop the program.
+    # scancel signals every step itself; a SIGTERM to this script alone (`scancel --batch`)
+    # asks the counter to stop the program.
     with LaunchWatch(steps, request_stop, terminate, log_of=lambda name: os.path.join(logs_dir, name.split(" ")[-1]),
-                     signals={signal.SIGTERM: "SIGTERM to the job script"}) as watch:
+                     signals={signal.SIGTERM: "SIGTERM to the job script"},
+                     restart=restart_step if heterogeneous else None) as watch:
+        job_id = os.environ.get("SLURM_JOB_ID", "")
+        time_limit = TimeLimitWatch(lambda: time_left_s(job_id), spec.slurm.stop_before_limit_s, watch.stop_soon)
+        if heterogeneous:  # SLURM's warning of the time limit (`#SBATCH --signal=B:USR1@...`)
+            previous_handler = signal.signal(signal.SIGUSR1, time_limit.warn)
         if "counter" in groups:
-            steps["SLURM step counter"] = _srun(spec, "counter", 1, launch_dir, logs_dir, python, None, "counter/0",
-                                                heterogeneous, nodelist=spec.host_of("counter", 0).name)
+            start_step("counter")
         try:
             # The counter's job started first; another job's counter may still be starting.
             counter_step = steps.get("SLURM step counter")
@@ -246,14 +275,22 @@ def run_job(launch_dir: str, component: Optional[int] = None) -> int:
             for step in steps.values():
                 step.wait()
             return 1
-        for group, size in groups.items():
+        for group in groups:
             if group != "counter":
-                steps[f"SLURM step {group}"] = _srun(spec, group, size, launch_dir, logs_dir, python, coordinator,
-                                                     group, heterogeneous)
-        codes = watch.run()
+                start_step(group)
+        if heterogeneous and os.environ.get("SLURM_JOB_ID"):
+            threading.Thread(target=time_limit.run, daemon=True, name="time-limit").start()
+        try:
+            codes = watch.run()
+        finally:
+            time_limit.close()
+            if heterogeneous:
+                signal.signal(signal.SIGUSR1, previous_handler)
     failed = {name: code for name, code in codes.items() if code != 0}
     if failed:
         print(f"relay job: steps that failed: {failed}; their logs are under {logs_dir}", flush=True)
+    if heterogeneous:
+        _go_on(launch_dir, job["run_dir"], watch.stop_reason)
     return 1 if failed else 0
 
 

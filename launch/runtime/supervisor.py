@@ -82,6 +82,11 @@ class RestartPolicy:
                 "restart_window_s": None if self.window_s == float("inf") else self.window_s}
 
     @classmethod
+    def of_experiment(cls, config) -> "RestartPolicy":
+        """The run's: `experiment.max_restarts_per_node` per `restart_window_minutes`."""
+        return cls(config.max_restarts_per_node, config.restart_window_minutes * 60.0)
+
+    @classmethod
     def from_json(cls, settings: dict) -> "RestartPolicy":
         window_s = settings.get("restart_window_s")
         return cls(settings.get("max_restarts_per_node", 0), float("inf") if window_s is None else window_s)

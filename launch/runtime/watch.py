@@ -47,6 +47,7 @@ class LaunchWatch:
         self._force_after_s = force_after_s
         self._interval_s = interval_s
         self._received = []  # signal numbers, in order
+        self._stops_asked = []  # reasons, from stop_soon
         self.stop_reason: Optional[str] = None
         self._stop_asked_at: Optional[float] = None
         self._forced = False
@@ -54,6 +55,11 @@ class LaunchWatch:
 
     def _on_signal(self, signum, frame) -> None:
         self._received.append(signum)
+
+    def stop_soon(self, reason: str) -> None:
+        """Asks, from any thread, for the program's stop (`run` acts on it at its next look); unlike a
+        second signal, a second ask never ends the processes by force."""
+        self._stops_asked.append(reason)
 
     def _ask_stop(self, reason: str, message: str) -> None:
         print(message, file=sys.stderr, flush=True)
@@ -87,6 +93,8 @@ class LaunchWatch:
             if self._received and self.stop_reason is None:
                 self._ask_stop(self._signals[self._received[0]],
                                "\nStopping every node (Ctrl-C again to end them at once)...")
+            if self._stops_asked and self.stop_reason is None:
+                self._ask_stop(self._stops_asked[0], f"\n{self._stops_asked[0]}: stopping every node.")
             failed = {name: code for name, code in codes.items() if code not in (None, 0)}
             if failed and self.stop_reason is None and self._restart is not None:
                 failed = {name: code for name, code in failed.items() if not self._restart(name, code)}

@@ -1,0 +1,72 @@
+"""The SLURM job driver's own parts (launch.runtime.slurm_watch), without a cluster: its clock for the
+job's time limit, and how it finds a step lost though its srun still runs. Real processes
+stand in for srun; the counter's answers are given."""
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from launch.runtime.slurm_watch import LOST_STEP_CODE, Step, TimeLimitWatch
+
+
+def test_the_job_stops_its_program_before_its_time_limit_and_slurms_early_warning_only_rereads_it():
+    def watched(time_left, stop_before_s, warn_after_s=None):
+        """(the stop reasons asked, seconds until the first) of a watch run for at most 5 s."""
+        asked, start = [], time.time()
+        watch = TimeLimitWatch(time_left, stop_before_s, lambda reason: asked.append((reason, time.time() - start)),
+                               check_every_s=10.0)
+        thread = threading.Thread(target=watch.run)
+        thread.start()
+        if warn_after_s is not None:
+            time.sleep(warn_after_s)
+            watch.warn()
+        thread.join(5.0)
+        watch.close()
+        thread.join()
+        return asked
+
+    end = time.time() + 31.5
+    [(reason, after)] = watched(lambda: end - time.time(), stop_before_s=30.0)
+    assert reason.startswith("the SLURM job's time limit is near (") and 1.0 <= after < 3.0
+    # SLURM's warning a minute early: the limit is read again, and the program runs on.
+    assert watched(lambda: 3600.0, stop_before_s=30.0, warn_after_s=0.5) == []
+    # Without squeue's answer the warning is all there is: the program stops at it.
+    [(reason, after)] = watched(lambda: None, stop_before_s=30.0, warn_after_s=0.5)
+    assert reason == "the SLURM job's time limit is near (SIGUSR1 from SLURM)" and 0.5 <= after < 2.0
+
+
+def test_a_step_whose_nodes_all_fell_silent_is_lost_and_its_srun_ended():
+    """srun waits on for a host that is gone; the counter has heard nothing from the step's nodes
+    for lost_after_s: the step is lost, its srun ended. A node still starting, or one that the
+    counter heard from recently, keeps the step."""
+    heard = {}
+    srun = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        step = Step(srun, ["actor/0", "actor/1"], lambda nodes: {node: heard.get(node) for node in nodes},
+                    lost_after_s=1.0, startup_s=1.5, check_every_s=0.1)
+        time.sleep(2.0)  # never heard, but still within startup_s + lost_after_s
+        assert step.poll() is None and step.lost_after_s is None
+        heard.update({"actor/0": 1.2, "actor/1": 0.3})  # actor/1 asked 0.3 s ago
+        time.sleep(0.2)
+        assert step.poll() is None
+        heard["actor/1"] = 1.2  # both silent past lost_after_s
+        time.sleep(0.2)
+        assert step.poll() == LOST_STEP_CODE and step.lost_after_s == 1.0
+        assert srun.poll() == -signal.SIGKILL
+    finally:
+        srun.kill()
+        srun.wait()
+    # The counter not answering is not silence.
+    srun = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        step = Step(srun, ["learner/0"], lambda nodes: None, lost_after_s=0.1, startup_s=0.0, check_every_s=0.05)
+        time.sleep(0.5)
+        assert step.poll() is None
+        srun.terminate()
+        srun.wait()
+        assert step.poll() == -signal.SIGTERM  # an srun that ends is the step's end, as it says
+    finally:
+        srun.kill()
+        srun.wait()
