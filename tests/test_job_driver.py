@@ -29,12 +29,12 @@ def test_the_job_stops_its_program_before_its_time_limit_and_slurms_early_warnin
 
     end = time.time() + 31.5
     [(reason, after)] = watched(lambda: end - time.time(), stop_before_s=30.0)
-    assert reason.startswith("the SLURM job's time limit is near (") and 1.0 <= after < 3.0
+    assert reason.startswith("the SLURM job's time limit is near (") and 1.0 <= after < 10.0
     # SLURM's warning a minute early: the limit is read again, and the program runs on.
     assert watched(lambda: 3600.0, stop_before_s=30.0, warn_after_s=0.5) == []
     # Without squeue's answer the warning is all there is: the program stops at it.
     [(reason, after)] = watched(lambda: None, stop_before_s=30.0, warn_after_s=0.5)
-    assert reason == "the SLURM job's time limit is near (SIGUSR1 from SLURM)" and 0.5 <= after < 2.0
+    assert reason == "the SLURM job's time limit is near (SIGUSR1 from SLURM)" and 0.5 <= after < 10.0
 
 
 def test_a_step_whose_nodes_all_fell_silent_is_lost_and_its_srun_ended():
@@ -42,31 +42,28 @@ def test_a_step_whose_nodes_all_fell_silent_is_lost_and_its_srun_ended():
     for lost_after_s: the step is lost, its srun ended. A node still starting, or one that the
     counter heard from recently, keeps the step."""
     heard = {}
-    srun = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    srun = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # srun, waiting on
     try:
         step = Step(srun, ["actor/0", "actor/1"], lambda nodes: {node: heard.get(node) for node in nodes},
-                    lost_after_s=1.0, startup_s=1.5, check_every_s=0.1)
-        time.sleep(2.0)  # never heard, but still within startup_s + lost_after_s
-        assert step.poll() is None and step.lost_after_s is None
+                    lost_after_s=1.0, startup_s=30.0, check_every_s=0.0)
+        assert step.poll() is None  # never heard: still starting
+        time.sleep(1.5)  # at least: the step runs longer than the silences given below
         heard.update({"actor/0": 1.2, "actor/1": 0.3})  # actor/1 asked 0.3 s ago
-        time.sleep(0.2)
-        assert step.poll() is None
+        assert step.poll() is None and step.lost_after_s is None
         heard["actor/1"] = 1.2  # both silent past lost_after_s
-        time.sleep(0.2)
         assert step.poll() == LOST_STEP_CODE and step.lost_after_s == 1.0
         assert srun.poll() == -signal.SIGKILL
     finally:
         srun.kill()
         srun.wait()
-    # The counter not answering is not silence.
+    # The counter not answering is not silence; an srun that ends is the step's end, as it says.
     srun = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        step = Step(srun, ["learner/0"], lambda nodes: None, lost_after_s=0.1, startup_s=0.0, check_every_s=0.05)
-        time.sleep(0.5)
+        step = Step(srun, ["learner/0"], lambda nodes: None, lost_after_s=0.1, startup_s=0.0, check_every_s=0.0)
         assert step.poll() is None
         srun.terminate()
         srun.wait()
-        assert step.poll() == -signal.SIGTERM  # an srun that ends is the step's end, as it says
+        assert step.poll() == -signal.SIGTERM
     finally:
         srun.kill()
         srun.wait()
