@@ -163,7 +163,13 @@ def _go_on(launch_dir: str, run_dir: str, watch_reason: Optional[str]) -> None:
     next_launch = _next_launch(run_dir, reason)
     if next_launch is None:
         return
-    [job_id] = submit([os.path.join(next_launch, JOB_SCRIPT_FILE)], environ=_submission_environ())
+    try:
+        [job_id] = submit([os.path.join(next_launch, JOB_SCRIPT_FILE)], environ=_submission_environ())
+    except RuntimeError as error:  # sbatch refused it: the run is stopped whole, for --resume
+        print(f"relay job: the run does not go on: {error}. Continue it with python -m experiments.train "
+              f"--resume={run_dir} --launch_type=slurm --cluster=SPEC", flush=True)
+        note_job(run_dir, "ended", job_id=os.environ.get("SLURM_JOB_ID"), reason=f"{reason}; {error}")
+        return
     with open(os.path.join(next_launch, JOB_FILE)) as file:
         job = json.load(file)
     note_job(run_dir, "continued", job_id=job_id, job_number=job["job_number"], max_jobs=job["max_jobs"],
