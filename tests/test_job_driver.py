@@ -9,6 +9,7 @@ import threading
 import time
 
 from launch.runtime.slurm_watch import LOST_STEP_CODE, Step, TimeLimitWatch
+from test_supervisor import WAITS_FOREVER
 
 
 def test_the_job_stops_its_program_before_its_time_limit_and_slurms_early_warning_only_rereads_it():
@@ -42,7 +43,7 @@ def test_a_step_whose_nodes_all_fell_silent_is_lost_and_its_srun_ended():
     for lost_after_s: the step is lost, its srun ended. A node still starting, or one that the
     counter heard from recently, keeps the step."""
     heard = {}
-    srun = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # srun, waiting on
+    srun = subprocess.Popen([sys.executable, "-c", WAITS_FOREVER])  # srun, waiting on
     try:
         step = Step(srun, ["actor/0", "actor/1"], lambda nodes: {node: heard.get(node) for node in nodes},
                     lost_after_s=1.0, startup_s=30.0, check_every_s=0.0)
@@ -57,7 +58,7 @@ def test_a_step_whose_nodes_all_fell_silent_is_lost_and_its_srun_ended():
         srun.kill()
         srun.wait()
     # The counter not answering is not silence; an srun that ends is the step's end, as it says.
-    srun = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    srun = subprocess.Popen([sys.executable, "-c", WAITS_FOREVER])
     try:
         step = Step(srun, ["learner/0"], lambda nodes: None, lost_after_s=0.1, startup_s=0.0, check_every_s=0.0)
         assert step.poll() is None

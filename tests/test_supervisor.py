@@ -13,6 +13,9 @@ from launch.runtime.supervisor import RestartBudget, RestartPolicy, Supervisor
 # A node's process stand-in: lives `life_s`, then exits with 1 until the attempt given (the
 # supervisor adds --attempt=K), where it ends well with 0.
 _NODE = "import sys, time; time.sleep({life_s}); sys.exit(0 if int(sys.argv[-1].split('=')[1]) == {last} else 1)"
+# A process that never ends by itself (a hung node; an srun waiting on a lost host, test_job_driver): only a
+# signal ends it, however slow the machine.
+WAITS_FOREVER = "import signal; signal.pause()"
 
 
 def supervise(policy: RestartPolicy, life_s: float, last: int):
@@ -71,7 +74,7 @@ def test_a_stop_asked_twice_is_asked_of_the_counter_once_and_never_forces_the_pr
 
     from launch.runtime.watch import LaunchWatch
 
-    node = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    node = subprocess.Popen([sys.executable, "-c", WAITS_FOREVER])
     asked, forced = [], []
 
     def request_stop(reason):
