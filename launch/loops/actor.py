@@ -6,7 +6,7 @@ node wires it to RPC clients and the stop, nothing more.
 
 import math
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, Optional
 
 import dm_env
 import numpy as np

@@ -1,6 +1,5 @@
 """Filling replay before actors start: RaE's earlier runs, a resumed run's own experience."""
 
-import os
 import threading
 
 import replay
