@@ -42,6 +42,21 @@ def grow(directory: str, size: str) -> None:
     subprocess.run(["mount", "-o", f"remount,size={size}", directory], check=True)
 
 
+def fill(path: str) -> None:
+    """Writes `path` until the filesystem has no byte left: a disk full again, whatever a failed
+    write left free (checkpoint sizes vary a little, and orbax removes its partial files)."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT)
+    try:
+        for chunk in (65536, 4096, 1):
+            try:
+                while True:
+                    os.write(descriptor, b"\0" * chunk)
+            except OSError as error:
+                assert error.errno == errno.ENOSPC, error
+    finally:
+        os.close(descriptor)
+
+
 def test_disk_full_is_told_apart_through_the_cause_chain():
     assert disk_full.disk_full_code(OSError(errno.ENOSPC, "No space left on device")) == errno.ENOSPC
     assert disk_full.disk_full_code(OSError(errno.EDQUOT, "Disk quota exceeded")) == errno.EDQUOT
@@ -183,10 +198,13 @@ def test_a_full_disk_ends_checkpointing_with_a_clear_error_and_the_last_good_one
     assert checkpoints.list_steps(run_dir) == expected_steps
 
     # The stop path: the final save on the still-full disk says the same, and closing works.
+    filler = os.path.join(run_dir, "filler")
+    fill(filler)  # what the failed save left free was once enough for the retry (a fresh-clone run)
     with pytest.raises(RunError, match=f"at step {good + 1} into {directory} failed: No space left on device"):
         writer.save(states[good], {}, "final")
     writer.close()
     assert sorted(os.listdir(directory)) == sorted(str(step) for step in expected_steps)
+    os.remove(filler)
 
     checkpoint, damaged = checkpoints.load_latest(run_dir)
     assert damaged == [] and checkpoint.step == good and checkpoint.meta["counts"] == {"actor_steps": 100.0 * good}

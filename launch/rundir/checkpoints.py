@@ -118,6 +118,7 @@ class CheckpointWriter:
         )
         self._static_meta = dict(static_meta or {})
         self.last_step: Optional[int] = max(list_steps(run_dir), default=None)
+        self._failed_step: Optional[int] = None  # a save that failed and was reported
 
     def save(self, state, counts: Dict[str, float], reason: str) -> Optional[str]:
         """Saves `state` at its own step (None if that step is already saved); returns its directory."""
@@ -142,6 +143,7 @@ class CheckpointWriter:
                 error, f"Saving the learner checkpoint at step {step} into {directory} failed", directory,
                 f"Its partial directory was removed; the checkpoints already there "
                 f"({list_steps(self._run_dir) or 'none'}) are whole and load.", self._run_dir)
+            self._failed_step = step
             self._discard_unfinished(step)
             if full is None:
                 raise
@@ -157,16 +159,26 @@ class CheckpointWriter:
             self._manager.wait_until_finished()
         except Exception:  # the same failure, seen again
             pass
+        self._remove_temporary(step)
+        self._manager.reload()
+
+    def _remove_temporary(self, step: int) -> None:
         directory = str(self._manager.directory)
         prefix = f"{step}{ocp.utils.TMP_DIR_SUFFIX}"
         for name in os.listdir(directory):
             if name.startswith(prefix):
                 shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
-        self._manager.reload()
 
     def close(self) -> None:
-        self._manager.wait_until_finished()
-        self._manager.close()
+        try:
+            self._manager.wait_until_finished()
+            self._manager.close()
+        except Exception:
+            if self._failed_step is None:
+                raise
+            # orbax raises a failed save's error at every wait, and its last write (the metadata)
+            # may have ended after the save was reported: what it left goes too.
+            self._remove_temporary(self._failed_step)
 
 
 def load(path: str) -> Checkpoint:
