@@ -68,3 +68,40 @@ def test_a_step_whose_nodes_all_fell_silent_is_lost_and_its_srun_ended():
     finally:
         srun.kill()
         srun.wait()
+
+
+def test_a_step_that_lost_some_of_its_nodes_moves_them_and_ends_with_the_program():
+    """One host of a step's several is lost: its nodes fall silent while the others are heard.
+    They are offered to be moved (started elsewhere), the step runs on with the rest; its srun,
+    waiting on for the lost host's tasks, is ended once the program has ended. Refused (the
+    program stops, or past their budget), the step is lost whole, and says it must not be
+    started again whole."""
+    heard, moved, ended = {}, [], []
+
+    def step_over(srun, allow):
+        return Step(srun, ["actor/0", "actor/1", "actor/2"], lambda nodes: {node: heard.get(node) for node in nodes},
+                    lost_after_s=1.0, startup_s=0.0, check_every_s=0.0,
+                    move_nodes=lambda nodes: allow and not moved.append(list(nodes)), program_ended=lambda: bool(ended))
+
+    srun = subprocess.Popen([sys.executable, "-c", WAITS_FOREVER])
+    try:
+        step = step_over(srun, allow=True)
+        time.sleep(1.5)
+        heard.update({"actor/0": 0.2, "actor/1": 1.3, "actor/2": 0.2})
+        assert step.poll() is None and moved == [["actor/1"]]
+        assert step.nodes == ["actor/0", "actor/2"] and step.moved == ["actor/1"]
+        assert step.poll() is None and moved == [["actor/1"]]  # offered once
+        ended.append(True)
+        assert step.poll() == 0 and srun.poll() == -signal.SIGKILL and not step.refused
+    finally:
+        srun.kill()
+        srun.wait()
+    moved.clear()
+    srun = subprocess.Popen([sys.executable, "-c", WAITS_FOREVER])
+    try:
+        step = step_over(srun, allow=False)
+        time.sleep(1.5)
+        assert step.poll() == LOST_STEP_CODE and step.refused and step.lost_after_s == 1.0
+    finally:
+        srun.kill()
+        srun.wait()

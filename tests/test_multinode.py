@@ -1,8 +1,8 @@
 """One Relay program across hosts: a real SLURM cluster and the no-scheduler launch, each host a
 network namespace on this machine (experiments/testbed/).
 
-Placement in every test: replay, counter, monitor and evaluator on h1, the learner on h2, two
-actors on h3. Skipped, with the reason, where namespaces or SLURM/munge are unavailable.
+Placement in every test but the longest: replay, counter, monitor and evaluator on h1, the
+learner on h2, two actors on h3 (the longest spreads its actors over h3 and h4). Skipped, with the reason, where namespaces or SLURM/munge are unavailable.
 """
 
 import contextlib
@@ -34,7 +34,7 @@ def hosts():
     reason = netns_hosts.unavailable_reason()
     if reason:
         pytest.skip(reason)
-    with netns_hosts.HostNamespaces(["h1", "h2", "h3"]) as namespaces:
+    with netns_hosts.HostNamespaces(["h1", "h2", "h3", "h4"]) as namespaces:
         yield namespaces
 
 
@@ -231,6 +231,47 @@ def test_the_hosts_launch_runs_the_program_across_namespaces(hosts, tmp_path):
     assert_no_orphans(before, run_dir)
 
 
+def test_the_hosts_launch_moves_the_actor_of_a_host_that_no_longer_answers(hosts, tmp_path):
+    """Actors on h3 and h4. Mid-run h3 stops answering (its login fails, as ssh to a lost host
+    does) and every process of the run there is SIGKILLed: actor 0's supervisor is started again
+    on h4, the run ends at max_env_steps with exact counts and a final checkpoint."""
+    run_dir, down = str(tmp_path / "run"), tmp_path / "down"
+    down.mkdir()
+    host = lambda name: {"name": hosts.netns_name(name), "address": hosts.hosts[name]}  # noqa: E731
+    spec = write_spec(tmp_path / "cluster.json", {
+        "components": [{"groups": ["replay", "counter", "monitor", "evaluator"], "hosts": [host("h1")]},
+                       {"groups": ["learner"], "hosts": [host("h2")]},
+                       {"groups": ["actor"], "hosts": [host("h3"), host("h4")]}],
+        "command_template": f"test ! -e {down}/{{host}} && nsenter --net=/run/netns/{{host}} --"})
+    before = set(psutil.pids())
+    launcher = subprocess.Popen(train_command(run_dir, "--max_env_steps=8000", "--launch_type=hosts", f"--cluster={spec}"),
+                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: counted(run_dir, 0).get("actor_steps", 0) >= 1500, 300, "1,500 env steps")
+        (down / hosts.netns_name("h3")).touch()
+        victims = [psutil.Process(pid) for pid in hosts.namespace_pids("h3")
+                   if any(f"--launch_dir={run_dir}" in arg for arg in psutil.Process(pid).cmdline())]
+        assert len(victims) == 2  # actor 0's supervisor and its node
+        for process in victims:
+            process.send_signal(signal.SIGKILL)
+        output = communicate_or_dump(launcher, timeout_s=400)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    assert launcher.returncode == 0, output[-3000:]
+    assert f"{hosts.netns_name('h3')} does not answer; node actor/0 moves to {hosts.netns_name('h4')}" in output
+    assert served_on(run_dir, "actor/0") == [hosts.hosts["h3"], hosts.hosts["h4"]]
+    assert served_on(run_dir, "actor/1") == [hosts.hosts["h4"]]
+    [moved] = [record for record in restarts_of(run_dir) if record.get("supervisor")]
+    assert moved["node"] == "actor/0" and moved["cause"] == (
+        f"its supervisor ended (signal 9 (SIGKILL)) and its host {hosts.netns_name('h3')} did not answer; started again on "
+        f"{hosts.netns_name('h4')}")
+    summary = read(run_dir, "summary.json")
+    assert summary["reached_max_env_steps"] and summary["env_steps"] == read(run_dir, "counts.json")["actor_steps"] >= 8000
+    assert_final_checkpoint(run_dir)
+    assert_no_orphans(before, run_dir)
+
+
 @pytest.mark.slow  # the path of local_mp's signal test (test_program) and of the het job's Ctrl-C above
 def test_ctrl_c_of_the_hosts_launcher_stops_every_node(hosts, tmp_path):
     run_dir = str(tmp_path / "run")
@@ -330,18 +371,21 @@ CHAIN_MAX_ENV_STEPS = 150_000
 @pytest.mark.timeout(1500)
 def test_a_run_longer_than_its_time_limit_goes_on_across_jobs_through_lost_hosts_and_a_requeue(cluster, hosts,
                                                                                                 tmp_path):
-    """A detached het job with a 3-minute time limit, nodes asked to stop 30 s before it. In its
-    first job: (a) every process of the actors' host h3 is killed, then (b) every process of the
-    learner's host h2 (their slurmd aside; srun waits on for the killed slurmstepd, so the job
-    finds each step lost once the counter has heard nothing from its nodes for 15 s): the job
-    starts each step again on its host; then (d) `scontrol requeue`: the job starts again,
-    resuming the run. Then (c) its time limit: the run goes on in a continuation job, until
-    max_env_steps, with exact counts and a final checkpoint."""
+    """A detached het job with a 3-minute time limit, nodes asked to stop 30 s before it, its two
+    actors on two hosts (h3, h4). In its first job: (a) every process of actor/1's host is
+    killed, then (b) every process of the learner's host h2 (their slurmd aside; srun waits on
+    for the killed slurmstepd, so the job finds nodes lost once the counter has heard nothing
+    from them for 15 s): actor/1 starts again, as a step of its own, on the other actor host
+    while actor/0 runs on; the learner's step starts again on its host. Then (d) `scontrol
+    requeue`: the job starts again, resuming the run. Then (c) its time limit: the run goes on
+    in a continuation job, until max_env_steps, with exact counts and a final checkpoint."""
     from launch.rundir import checkpoints
 
     run_dir = str(tmp_path / "run")
+    components = [{"groups": list(groups)} for groups, _ in PLACEMENT]
+    components[-1]["nodes"] = 2
     spec = write_spec(tmp_path / "cluster.json", {
-        "components": [{"groups": list(groups)} for groups, _ in PLACEMENT],
+        "components": components,
         "slurm": {"time": "3", "stop_before_limit_s": 30, "max_jobs": 8, "lost_after_s": 15}})
     before = set(psutil.pids())
     result = subprocess.run(
@@ -350,14 +394,22 @@ def test_a_run_longer_than_its_time_limit_goes_on_across_jobs_through_lost_hosts
         cwd=ROOT, env=cluster.env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and "Detached." in result.stdout, result.stdout[-3000:] + result.stderr[-3000:]
     [first_job] = pathlib.Path(run_dir, "launches", "0", "job_id").read_text().split()
+    host_of_address = {address: name for name, address in hosts.hosts.items()}
     try:
         wait_for(lambda: learner_has_updated(run_dir) and counted(run_dir, 0).get("actor_steps", 0) >= 1000,
                  300, "the learner's first update and 1,000 env steps")
-        # (a) The actors' host loses every process of the job.
-        assert kill_the_host(cluster, hosts, "h3") >= 5  # slurmstepd, 2 supervisors, 2 actors
+        # (a) Actor 1's host loses every process of the job; actor 0's host is untouched.
+        actor_hosts = {node: host_of_address[served_on(run_dir, node)[-1]] for node in ("actor/0", "actor/1")}
+        assert sorted(actor_hosts.values()) == ["h3", "h4"], actor_hosts
+        assert kill_the_host(cluster, hosts, actor_hosts["actor/1"]) >= 3  # slurmstepd, a supervisor, an actor
         steps_at_kill = counted(run_dir, 0)["actor_steps"]
-        wait_for(lambda: counted(run_dir, 0)["actor_steps"] >= steps_at_kill + 500, 180,
-                 "the actors, started again, to take 500 more steps")
+        wait_for(lambda: len(served_on(run_dir, "actor/1")) == 2
+                 and counted(run_dir, 0)["actor_steps"] >= steps_at_kill + 500, 180,
+                 "actor 1, started again, and the actors to take 500 more steps")
+        # It moved to the other actor host; actor 0 ran on, never started again.
+        assert [host_of_address[address] for address in served_on(run_dir, "actor/1")] == [
+            actor_hosts["actor/1"], actor_hosts["actor/0"]]
+        assert served_on(run_dir, "actor/0") == [hosts.hosts[actor_hosts["actor/0"]]]
         # (b) The learner's host loses every process of the job.
         learner_at_kill = counted(run_dir, 0)["learner_steps"]
         assert kill_the_host(cluster, hosts, "h2") >= 3
@@ -393,10 +445,11 @@ def test_a_run_longer_than_its_time_limit_goes_on_across_jobs_through_lost_hosts
     for record in started:  # every job COMPLETED: none was cancelled or timed out
         assert cluster.job_state(record["job_id"]) == "COMPLETED", cluster.job_info(record["job_id"])
     # The lost steps were started again inside the first job, and recorded.
-    relaunched = [record for record in restarts_of(run_dir) if record.get("supervisor")]
-    assert sorted(record["node"] for record in relaunched) == ["actor", "learner"]
-    assert all(record["cause"] == "its SLURM step was lost (nothing heard from its nodes for 15 s)"
-               for record in relaunched)
+    relaunched = {record["node"]: record["cause"] for record in restarts_of(run_dir) if record.get("supervisor")}
+    assert relaunched == {
+        "actor/1": f"its host {actor_hosts['actor/1']} was lost (nothing heard from it for 15 s); started again on "
+                   "another host",
+        "learner": "its SLURM step was lost (nothing heard from its nodes for 15 s)"}
     # Counts exact, a final checkpoint at the last learner step, the run listed in its last job.
     last_launch = started[-1]["launch_index"]
     summary, counts = read(run_dir, "summary.json"), read(run_dir, "counts.json")
@@ -409,6 +462,11 @@ def test_a_run_longer_than_its_time_limit_goes_on_across_jobs_through_lost_hosts
                              capture_output=True, text=True, check=True).stdout
     assert f"{len(started)} of 8 ({started[-1]['job_id']})" in listing, listing
     assert_no_orphans(before, run_dir)
+
+
+def served_on(run_dir, node, launch_index=0):
+    """The addresses `node` announced in its log, one per start of its process."""
+    return re.findall(rf"relay node {node} on (\S+) ", log_text(run_dir, launch_index, node))
 
 
 def jobs_records(run_dir):

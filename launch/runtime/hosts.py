@@ -9,13 +9,16 @@ each node's local process (the ssh client, or the node itself); its log goes to
 RUN_DIR/logs[/launch_k]/<group>/<index>. Each node's process is its supervisor, which
 restarts it if it dies (`launch.runtime.supervisor`); `launch.runtime.watch` watches them,
 and a supervisor that is lost itself (SIGKILLed, or the ssh to its host cut) is started again
-on its host at the same port (`HostsLaunch.relaunch`).
+on its host at the same port (`HostsLaunch.relaunch`). Where that host does not answer (the
+template's `true` fails), a node no other node connects to (an actor, the evaluator, the
+monitor, the loader) moves to the next host of its component that does.
 """
 
 import os
 import shlex
 import signal
 import subprocess
+import sys
 import time
 from typing import Dict, Optional
 
@@ -24,7 +27,12 @@ from launch.rundir.paths import RunPaths
 from launch.runtime import cluster, entry, ports
 from launch.runtime.launch_files import ROOT, entry_argv, write_launch
 from launch.runtime.relaunch import Relaunches
-from launch.runtime.supervisor import RestartPolicy
+from launch.runtime.supervisor import RestartPolicy, describe_exit
+
+
+# Nodes the others hold clients of, at the address they registered: these start again on their
+# own host only.
+SERVING_GROUPS = ("counter", "replay", "learner")
 
 
 def local_spec() -> cluster.ClusterSpec:
@@ -39,7 +47,7 @@ class HostsLaunch:
     `processes`: "node <group>/<index>" -> its local process."""
 
     def __init__(self, program, spec: cluster.ClusterSpec, run_dir: str, launch_index: int = 0,
-                 restarts: RestartPolicy = RestartPolicy()):
+                 restarts: RestartPolicy = RestartPolicy(), answer_timeout_s: float = 20.0):
         spec.check_program(cluster.PROGRAM_GROUPS, need_hosts=True)
         self._spec = spec
         self._sizes = {label: len(nodes) for label, nodes in program.groups.items()}
@@ -49,14 +57,49 @@ class HostsLaunch:
         self._paths, self._launch_index = RunPaths(run_dir), launch_index
         self.processes: Dict[str, subprocess.Popen] = {}
         self.coordinator: Optional[str] = None
+        self._moved: Dict[str, cluster.Host] = {}  # "actor/1" -> the host it moved to
+        self._answer_timeout_s = answer_timeout_s
 
     def log_path(self, name: str) -> str:
         """The log of "node <group>/<index>"."""
         label, index = name.split(" ")[-1].split("/")
         return self._paths.node_log(self._launch_index, label, int(index))
 
-    def _start(self, label: str, index: int, port: Optional[int] = None, relaunched: bool = False) -> subprocess.Popen:
-        host = self._spec.host_of(label, index)
+    def _host(self, label: str, index: int) -> cluster.Host:
+        return self._moved.get(f"{label}/{index}") or self._spec.host_of(label, index)
+
+    def answers(self, host: cluster.Host) -> bool:
+        """Whether the template runs a command on `host` (`true`, within answer_timeout_s)."""
+        if not self._spec.command_template:
+            return True
+        template = self._spec.command_template.format(host=host.name, address=host.address)
+        try:
+            return subprocess.run(f"{template} true", shell=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL, timeout=self._answer_timeout_s).returncode == 0
+        except subprocess.TimeoutExpired:
+            return False
+
+    def _answering_host(self, label: str, index: int) -> cluster.Host:
+        """The node's host if it answers; else, for a node no other connects to, the next host of
+        its component that does (the node moves there); else its host all the same."""
+        host = self._host(label, index)
+        if label in SERVING_GROUPS or self.answers(host):
+            return host
+        hosts = self._spec.components[self._spec.component_of(label)].hosts
+        start = hosts.index(host) if host in hosts else 0
+        for other in hosts[start + 1:] + hosts[:start]:
+            if self.answers(other):
+                print(f"relay launcher: {host.name} does not answer; node {label}/{index} moves to {other.name}",
+                      file=sys.stderr, flush=True)
+                self._moved[f"{label}/{index}"] = other
+                return other
+        print(f"relay launcher: no host of node {label}/{index}'s component answers; starting it on {host.name} "
+              "all the same", file=sys.stderr, flush=True)
+        return host
+
+    def _start(self, label: str, index: int, port: Optional[int] = None, relaunched: bool = False,
+               host: Optional[cluster.Host] = None) -> subprocess.Popen:
+        host = host or self._host(label, index)
         argv = entry_argv(self._launch_dir, f"{label}/{index}", host.address, self.coordinator, port=port,
                           relaunched=relaunched)
         name = f"node {label}/{index}"
@@ -105,10 +148,14 @@ class HostsLaunch:
         node = f"{label}/{index}"
         if not self._relaunches.allow(f"node {node}", counter_lost=node == "counter/0"):
             return False
+        before = self._host(label, int(index))
+        host = self._answering_host(label, int(index))
         address = self.coordinator if label == "counter" else self._relaunches.registered_address(node)
-        port = int(address.rpartition(":")[2]) if address else None
-        self._start(label, int(index), port=port, relaunched=True)
-        self._relaunches.record(node, code, self.log_path(name))
+        port = int(address.rpartition(":")[2]) if address and host == before else None
+        self._start(label, int(index), port=port, relaunched=True, host=host)
+        self._relaunches.record(node, code, self.log_path(name), None if host == before else
+                                f"its supervisor ended ({describe_exit(code)}) and its host {before.name} did not "
+                                f"answer; started again on {host.name}")
         return True
 
     def request_stop(self, reason: str) -> bool:

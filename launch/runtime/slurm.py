@@ -40,7 +40,7 @@ from launch.runtime import cluster, entry
 from launch.runtime.launch_files import entry_argv
 from launch.runtime.relaunch import Relaunches, call_or_none
 from launch.runtime.slurm_submit import submit, write_job
-from launch.runtime.slurm_watch import TIME_LIMIT_REASON, Step, TimeLimitWatch, time_left_s
+from launch.runtime.slurm_watch import LOST_STEP_CODE, TIME_LIMIT_REASON, Step, TimeLimitWatch, time_left_s
 from launch.runtime.supervisor import RestartPolicy, describe_exit
 from launch.runtime.watch import LaunchWatch
 
@@ -66,9 +66,10 @@ def allocated_hosts(num_components: int, environ=os.environ) -> List[List[cluste
 
 def _srun(spec: cluster.ClusterSpec, group: str, ntasks: int, launch_dir: str, logs_dir: str, python: str,
           coordinator: Optional[str], node: str, heterogeneous: bool, nodelist: Optional[str] = None,
-          relaunched: bool = False, port: Optional[int] = None) -> subprocess.Popen:
-    """One step of `ntasks` entry processes of `group` (`node`: the group, or "counter/0");
-    `relaunched`: it replaces a lost step, its nodes go on as restarted ones."""
+          relaunched: bool = False, port: Optional[int] = None, exclude: Optional[str] = None) -> subprocess.Popen:
+    """One step of `ntasks` entry processes of `group` (`node`: the group, or one node of it,
+    "counter/0"); `relaunched`: it replaces a lost step, its nodes go on as restarted ones;
+    `exclude`: a host it must not run on."""
     component_index = spec.component_of(group)
     component = spec.components[component_index]
     nodes = min(ntasks, len(component.hosts))
@@ -77,16 +78,20 @@ def _srun(spec: cluster.ClusterSpec, group: str, ntasks: int, launch_dir: str, l
     cpus_per_task = max(1, (component.cpus or 1) // tasks_per_node)
     # Explicit per-step sizes: the job's own (--ntasks-per-node=1, --cpus-per-task) are in the
     # environment srun inherits. Steps overlap: every node of a host shares its allocation.
+    # A step of one node writes that node's log; every step appends: a relaunched node's log
+    # keeps its earlier attempts.
+    output = os.path.join(logs_dir, group, node.split("/")[1] if "/" in node else "%t")
     argv = ["srun", "--overlap", "--overcommit", "--cpu-bind=none", "--kill-on-bad-exit=0", f"--ntasks={ntasks}",
             f"--nodes={nodes}", f"--ntasks-per-node={tasks_per_node}", f"--cpus-per-task={cpus_per_task}",
-            "--distribution=cyclic",
-            f"--output={os.path.join(logs_dir, group, '%t')}", f"--job-name={group}"]
+            "--distribution=cyclic", f"--output={output}", "--open-mode=append", f"--job-name={group}"]
     if heterogeneous and len(spec.components) > 1:
         argv.append(f"--het-group={component_index}")
     if component.gpus:  # the step asks for the component's GPUs itself: a step's GRES default varies by site
         argv.append(f"--gres=gpu:{component.gpus}")
     if nodelist:
         argv.append(f"--nodelist={nodelist}")
+    if exclude:
+        argv.append(f"--exclude={exclude}")
     os.makedirs(os.path.join(logs_dir, group), exist_ok=True)
     argv += entry_argv(launch_dir, node, coordinator=coordinator,
                        index_env=None if "/" in node else "SLURM_PROCID", python=python, port=port,
@@ -211,6 +216,14 @@ def run_job(launch_dir: str, component: Optional[int] = None) -> int:
     def silent_for(nodes: List[str]) -> Optional[dict]:
         return call_or_none(rpc.final_client(coordinator, call_timeout_s=2.0, tries=1).silent_for, nodes)
 
+    def program_ended() -> bool:  # the counter wrote the summary and ended
+        counter_step = steps.get("SLURM step counter")
+        return counter_step is not None and counter_step.poll() == 0
+
+    def watched(srun: subprocess.Popen, nodes: List[str]) -> Step:
+        return Step(srun, nodes, silent_for, spec.slurm.lost_after_s, move_nodes=move_nodes if len(nodes) > 1 else None,
+                    program_ended=program_ended)
+
     def start_step(group: str, relaunched: bool = False) -> None:
         if group == "counter":
             port = int(coordinator.rpartition(":")[2]) if relaunched else None
@@ -220,18 +233,56 @@ def run_job(launch_dir: str, component: Optional[int] = None) -> int:
         else:
             srun = _srun(spec, group, groups[group], launch_dir, logs_dir, python, coordinator, group, heterogeneous,
                          relaunched=relaunched)
-            steps[f"SLURM step {group}"] = Step(srun, [f"{group}/{index}" for index in range(groups[group])],
-                                                silent_for, spec.slurm.lost_after_s)
+            steps[f"SLURM step {group}"] = watched(srun, [f"{group}/{index}" for index in range(groups[group])])
+
+    def start_node_step(node: str, exclude: Optional[str] = None) -> None:
+        """One node of a group as a step of its own, replacing the node's lost task."""
+        srun = _srun(spec, node.split("/")[0], 1, launch_dir, logs_dir, python, coordinator, node, heterogeneous,
+                     relaunched=True, exclude=exclude)
+        steps[f"SLURM step {node}"] = watched(srun, [node])
+
+    def host_of(node: str) -> Optional[str]:
+        """The host `node` served on, as it registered with the counter."""
+        address = (relaunches.registered_address(node) or "").rpartition(":")[0]
+        hosts = spec.components[spec.component_of(node.split("/")[0])].hosts
+        return next((host.name for host in hosts if address in (host.address, host.name)), None)
+
+    def move_nodes(nodes: List[str]) -> bool:
+        """Nodes of a running step fell silent (their host lost, its step's tasks there killed):
+        each starts again as a step of its own on another host of its component, if it has one,
+        the step's other nodes running on."""
+        if not all(relaunches.allow(f"SLURM step {node}", counter_lost=False) for node in nodes):
+            return False
+        for node in nodes:
+            group = node.split("/")[0]
+            lost_host = host_of(node)
+            others = len(spec.components[spec.component_of(group)].hosts) > 1
+            start_node_step(node, exclude=lost_host if others else None)
+            relaunches.record(node, LOST_STEP_CODE, RunPaths(job["run_dir"]).node_log(job["launch_index"], group,
+                                                                                    int(node.split("/")[1])),
+                              f"its host {lost_host or '?'} was lost (nothing heard from it for "
+                              f"{spec.slurm.lost_after_s:.0f} s); started again "
+                              + ("on another host" if others else "on its component's host"))
+        return True
 
     def restart_step(name: str, code: int) -> bool:
         """A step lost while the program runs (its host's processes killed, its node failed):
         started again on the component's hosts, its nodes going on as restarted ones."""
-        group = name.split(" ")[-1]
-        if not relaunches.allow(name, counter_lost=group == "counter"):
+        step, target = steps[name], name.split(" ")[-1]
+        if getattr(step, "refused", False):  # some of its nodes still run: not started again whole
             return False
-        lost = getattr(steps[name], "lost_after_s", None)
-        start_step(group, relaunched=True)
-        relaunches.record(group, code, os.path.join(logs_dir, group),
+        if not relaunches.allow(name, counter_lost=target == "counter"):
+            return False
+        lost = getattr(step, "lost_after_s", None)
+        if "/" in target:
+            start_node_step(target)
+        elif getattr(step, "moved", None):  # the rest of a group some of whose nodes were moved
+            del steps[name]
+            for node in step.nodes:
+                start_node_step(node)
+        else:
+            start_step(target, relaunched=True)
+        relaunches.record(target, code, os.path.join(logs_dir, target),
                           f"its SLURM step was lost (nothing heard from its nodes for {lost:.0f} s)" if lost
                           else f"its SLURM step ended ({describe_exit(code)})")
         return True

@@ -16,39 +16,70 @@ class Step:
     """An `srun` step as `launch.runtime.watch` sees a process: `poll()` is srun's exit code once
     it has ended, or LOST_STEP_CODE once the counter has heard from none of the step's nodes for
     `lost_after_s` (srun is then ended: it may wait on a host that is gone). A node not heard
-    from since the step started gets `startup_s` more to start (imports, the first connection)."""
+    from since the step started gets `startup_s` more to start (imports, the first connection).
+
+    Some of its nodes silent that long (one host of several lost) are offered to
+    `move_nodes(nodes)`, which starts them elsewhere (True) and the step goes on with the rest;
+    refused, the step is lost whole and `refused` says so (its other nodes still run: it must not
+    be started again whole). srun then waits for the lost host's tasks to the end, so such a step
+    ends, with 0, once `program_ended()` (the counter has written the summary: every node of the
+    step made its last report before that)."""
 
     def __init__(self, srun: subprocess.Popen, nodes: List[str], silent_for: Callable[[List[str]], Optional[dict]],
-                 lost_after_s: float, startup_s: float = 120.0, check_every_s: float = 2.0):
+                 lost_after_s: float, startup_s: float = 120.0, check_every_s: float = 2.0,
+                 move_nodes: Optional[Callable[[List[str]], bool]] = None,
+                 program_ended: Callable[[], bool] = lambda: False):
         self.srun = srun
-        self._nodes = nodes
+        self.nodes = list(nodes)  # the nodes it runs, less those moved
+        self.moved: List[str] = []
         self._silent_for = silent_for
         self._lost_after_s = lost_after_s
         self._startup_s = startup_s
         self._check_every_s = check_every_s
+        self._move_nodes = move_nodes
+        self._program_ended = program_ended
         self._started_at = self._checked_at = time.time()
+        self._ended: Optional[int] = None
         self.lost_after_s: Optional[float] = None  # set once the step is found lost
+        self.refused = False
+
+    def _end(self, code: int) -> int:
+        self.srun.kill()
+        self.srun.wait()
+        self._ended = code
+        return code
 
     def poll(self) -> Optional[int]:
+        if self._ended is not None:
+            return self._ended
         code = self.srun.poll()
         if code is not None:
             return LOST_STEP_CODE if self.lost_after_s else code
+        if self.moved and self._program_ended():
+            print(f"relay job: the program has ended; the step of {', '.join(self.nodes)} is done (its srun waited "
+                  f"on for {', '.join(self.moved)}, moved)", flush=True)
+            return self._end(0)
         if time.time() - self._checked_at >= self._check_every_s:
             self._checked_at = time.time()
-            silent = self._silent_for(self._nodes) or {}
+            silent = self._silent_for(self.nodes) or {}
             running_s = self._checked_at - self._started_at
 
             def silent_s(node: str) -> float:
                 heard_s = silent.get(node)  # None: never heard (or the counter did not answer)
                 return heard_s if heard_s is not None and heard_s < running_s else running_s - self._startup_s
 
-            if silent and all(silent_s(node) > self._lost_after_s for node in self._nodes):
-                print(f"relay job: nothing heard from {', '.join(self._nodes)} for {self._lost_after_s:.0f} s: "
+            lost = [node for node in self.nodes if silent and silent_s(node) > self._lost_after_s]
+            if lost and len(lost) < len(self.nodes) and self._move_nodes is not None:
+                if self._move_nodes(lost):
+                    self.nodes = [node for node in self.nodes if node not in lost]
+                    self.moved += lost
+                    return None
+                self.refused = True
+            if lost and (len(lost) == len(self.nodes) or self.refused):
+                print(f"relay job: nothing heard from {', '.join(lost)} for {self._lost_after_s:.0f} s: "
                       "their step is lost", flush=True)
                 self.lost_after_s = self._lost_after_s
-                self.srun.kill()
-                self.srun.wait()
-                return LOST_STEP_CODE
+                return self._end(LOST_STEP_CODE)
         return None
 
     def send_signal(self, sig: int) -> None:

@@ -87,7 +87,8 @@ class LaunchWatch:
 
     def run(self) -> Dict[str, int]:
         while True:
-            codes = {name: process.poll() for name, process in self._processes.items()}
+            # list(): polling a step may add steps (one that moves some of its nodes elsewhere).
+            codes = {name: process.poll() for name, process in list(self._processes.items())}
             if all(code is not None for code in codes.values()):
                 return codes
             if self._received and self.stop_reason is None:
