@@ -4,8 +4,8 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.relay-installed
-SETUP_INPUTS := setup.py requirements/constraints.txt scripts/setup_venv.sh scripts/verify_install.py \
-	scripts/install_cluster_tools.sh
+SETUP_INPUTS := setup.py requirements/constraints.txt requirements/gpu.txt scripts/setup_venv.sh \
+	scripts/verify_install.py scripts/install_cluster_tools.sh scripts/check_gpu_install.py
 
 .PHONY: setup test test-all run bench clean-venv
 
@@ -14,6 +14,7 @@ setup: $(STAMP)
 $(STAMP): $(SETUP_INPUTS)
 	bash scripts/setup_venv.sh
 	bash scripts/install_cluster_tools.sh
+	$(PY) scripts/check_gpu_install.py
 	touch $(STAMP)
 
 # The default test run (at most 15 min of pytest on 2 cores); tests marked 'slow' are left out.

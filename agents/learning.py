@@ -351,11 +351,12 @@ def make_update_step(config: MPOConfig, networks: Networks) -> Callable[[Learner
 def make_multi_step(update_step):
     """k updates in one call over a stacked batch [k, B, ...]; metrics are the k-step means,
     but `nonfinite_updates` is the sum: how many of the k were skipped (each update is
-    guarded on its own; a skipped one's NaN losses make those means NaN)."""
+    guarded on its own; a skipped one's NaN losses make those means NaN), and
+    `nonfinite_each` [k] says which, in order (a run's "K in a row" counts across calls)."""
 
     def multi_step(state: LearnerState, batches: Transition) -> Tuple[LearnerState, Metrics]:
         state, metrics = jax.lax.scan(update_step, state, batches)
         reduced = {name: (jnp.sum if name == "nonfinite_updates" else jnp.mean)(m, axis=0) for name, m in metrics.items()}
-        return state, reduced
+        return state, {**reduced, "nonfinite_each": metrics["nonfinite_updates"]}
 
     return multi_step

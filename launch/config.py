@@ -105,6 +105,11 @@ class ExperimentConfig:
     actor_update_period: int = 1000
     # The learner makes a fresh copy of its policy parameters for actors every this many updates.
     learner_publish_period: int = 10
+    # Updates per call of the jitted learner step (`Learner.update_many`, a scan on the device),
+    # on k batches sampled and sent to the device as one: fewer Python calls, Reverb samples
+    # and transfers per update, for a learner that outruns them (a GPU's). Checkpoints,
+    # publishing and the stop take effect between calls (at most k - 1 updates later).
+    learner_steps_per_call: int = 1
     # The evaluator runs the greedy policy for eval_episodes episodes every this many learner steps.
     eval_every_learner_steps: int = 1000
     eval_episodes: int = 5
@@ -138,7 +143,8 @@ class ExperimentConfig:
 
     def __post_init__(self):
         for name, minimum in (("num_actors", 1), ("envs_per_actor", 1), ("max_env_steps", 1), ("actor_update_period", 1),
-                              ("learner_publish_period", 1), ("eval_every_learner_steps", 1), ("eval_episodes", 1),
+                              ("learner_publish_period", 1), ("learner_steps_per_call", 1),
+                              ("eval_every_learner_steps", 1), ("eval_episodes", 1),
                               ("checkpoint_every_learner_steps", 1), ("checkpoints_to_keep", 1),
                               ("max_restarts_per_node", 0), ("max_nonfinite_updates_in_a_row", 1)):
             if getattr(self, name) < minimum:

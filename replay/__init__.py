@@ -15,6 +15,8 @@ _SOURCES = {
     "DevicePrefetcher": "dataset",
     "make_dataset": "dataset",
     "mixed_transitions": "dataset",
+    "split_into_steps": "dataset",
+    "stacked": "dataset",
     "to_transition": "dataset",
     "transitions": "dataset",
     "FrameLayout": "frame_writer",

@@ -3,6 +3,11 @@
     dataset = make_dataset(server_address, config, layout)    # tf.data, batches of n-step transitions
     batches = DevicePrefetcher(transitions(dataset), sharding, size=config.prefetch_batches)
     batch = next(batches)                                      # agents.Transition, already on the devices
+
+A learner that makes k updates a call (`Learner.update_many`) takes k batches as one
+[k, B, ...]: sampled as one batch of k x B (`split_into_steps`), or, where each of the k
+must be mixed on its own (RaE's exact share), k mixed batches stacked (`stacked`). Either
+way one transfer to the devices carries k updates' data.
 """
 
 import itertools
@@ -105,6 +110,21 @@ def mixed_transitions(online_dataset, offline_dataset, batch_size: int, offline_
         except StopIteration:  # a dataset ended: the program is stopping
             return
         yield jax.tree_util.tree_map(lambda *parts: np.concatenate(parts), *pieces)
+
+
+def split_into_steps(batch: agents.Transition, steps: int) -> agents.Transition:
+    """A batch of k x B items as k batches of B, [k, B, ...] (a view of the same memory)."""
+    return jax.tree_util.tree_map(lambda a: a.reshape((steps, -1) + a.shape[1:]), batch)
+
+
+def stacked(batches: Iterator[agents.Transition], steps: int) -> Iterator[agents.Transition]:
+    """Every k batches of `batches` as one, [k, B, ...], in order; a last group short of k is dropped
+    (the source ends only as the program stops)."""
+    while True:
+        group = list(itertools.islice(batches, steps))
+        if len(group) < steps:
+            return
+        yield jax.tree_util.tree_map(lambda *parts: np.stack(parts), *group)
 
 
 class DevicePrefetcher:

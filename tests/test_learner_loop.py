@@ -173,3 +173,90 @@ def test_a_resumed_loop_goes_on_with_the_rae_anneal_where_its_checkpoint_was(tmp
     assert [row["learner_step"] for row in rows] == list(range(55, 111, 5))
     assert [row["rae_offline_items"] for row in rows] == [share(row["learner_step"] - 1) for row in rows]
     loop.close()
+
+
+def stack(batches):
+    return jax.tree_util.tree_map(lambda *parts: np.stack(parts), *batches)
+
+
+def test_k_updates_a_call_make_the_parameters_of_k_single_updates_and_everything_else_falls_between_calls(tmp_path):
+    """learner_steps_per_call=4: six calls on stacked batches make the state of 24 single updates
+    on the same batches (scan and loop round alike to ~1e-6). Publishing (every 5) and the
+    checkpoint (every 20) come at the first call boundary at or past their step, and a stop
+    asked during a call takes effect after it."""
+    config = config_for(tmp_path, "experiment.learner_steps_per_call=4")
+    learner = agents.Learner(config.learner, 5, 2)
+    rng = np.random.default_rng(5)
+    batches = [jax.tree_util.tree_map(np.asarray, random_batch(rng, batch_size=32)) for _ in range(28)]
+    expected = initial_state(config, learner)
+    for batch in batches[:24]:
+        expected, _ = learner.update(expected, batch)
+    expected = jax.device_get(expected)
+
+    counts = Counts()
+    loop = LearnerLoop(config, learner, initial_state(config, learner),
+                       ListBatches([stack(batches[i:i + 4]) for i in range(0, 28, 4)]), counter=Counter(), counts=counts)
+    calls = []
+    loop.run(lambda: calls.append(loop.steps) or len(calls) > 6)  # asked to stop after the 6th call
+    assert loop.steps == 24 and calls == [0, 4, 8, 12, 16, 20, 24]
+    for got, want in zip(leaves(loop.state), leaves(expected), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    assert counts.steps == [8, 12, 16, 20] and loop.published[0] == 20
+    assert [row["learner_step"] for row in metrics.read_rows(metrics.csv_path(config.run_dir, "learner"))] == [8, 12, 16, 20]
+    assert checkpoints.list_steps(config.run_dir) == [20]
+    assert loop.settle() == 24
+    loop.close()
+    assert checkpoints.list_steps(config.run_dir) == [20, 24]
+
+
+def test_non_finite_updates_inside_calls_count_in_a_row_across_them(tmp_path):
+    """k = 2, at most 3 skipped in a row: [good, bad] [bad, good] is 2 in a row and goes on;
+    [bad, bad] [bad, good] makes 3 in a row across the call boundary: a RunError."""
+    from test_nonfinite_updates import corrupt
+
+    config = config_for(tmp_path, "experiment.learner_steps_per_call=2", "experiment.max_nonfinite_updates_in_a_row=3",
+                        "experiment.learner_publish_period=2")
+    learner = agents.Learner(config.learner, 5, 2)
+    rng = np.random.default_rng(6)
+    good = lambda: random_batch(rng, batch_size=32)  # noqa: E731
+    bad = lambda: corrupt(random_batch(rng, batch_size=32), "reward", 0, np.nan)  # noqa: E731
+    loop = LearnerLoop(config, learner, initial_state(config, learner),
+                       ListBatches([stack([good(), bad()]), stack([bad(), good()]), stack([bad(), bad()]),
+                                    stack([bad(), good()])]))
+    assert loop.step() and loop.step() and loop.step()
+    assert loop.skipped_updates == 4 and loop.steps == 2  # read at each publication: 2 in a row at most
+    with pytest.raises(RunError, match="3 learner updates in a row had a NaN or inf"):
+        loop.step()
+    assert loop.settle() == int(jax.device_get(loop.state.steps)) == 3  # the good ones applied, the last too
+    loop.close()
+
+
+def test_raes_share_is_exact_in_each_of_a_calls_batches(tmp_path):
+    """k = 4, batch 8, RaE's share annealed 0.5 -> 0 over 40 learner steps: every one of the k
+    batches of a call holds exactly the offline items of its own update."""
+    import dataclasses
+
+    from launch.config import RaEConfig
+    from launch.loops.learner import offline_items
+    from test_offline import _mixing_server
+
+    server, replay_config, offline_observations = _mixing_server(tmp_path / "data", batch_size=8)
+    config = dataclasses.replace(
+        config_for(tmp_path / "run", "experiment.learner_steps_per_call=4"), replay=replay_config,
+        rae=RaEConfig(runs=("a",), ratio=0.5, final_ratio=0.0, anneal_learner_steps=40, offline_items=1000))
+    learner = agents.Learner(config.learner, 5, 1)
+    stop = threading.Event()
+    batches = replay_batches(config, replay.TransitionLayout(observation_dim=5, action_dim=1), f"localhost:{server.port}",
+                             learner, 0, stop)
+    try:
+        counts = []
+        for _ in range(15):
+            call = jax.device_get(batches.next(timeout=60.0))
+            assert call.observation.shape == (4, 8, 5)
+            counts += [sum(tuple(o) in offline_observations for o in batch) for batch in call.observation]
+        assert counts == [offline_items(config, 0, index) for index in range(60)]
+        assert counts[:4] == [4, 4, 4, 4] and counts[-1] == 0
+    finally:
+        stop.set()
+        batches.close()
+        server.stop()

@@ -95,6 +95,7 @@ def test_update_many_guards_each_update_and_counts_the_skipped():
 
     state, metrics = learner.update_many(state, stacked)
     assert float(metrics["nonfinite_updates"]) == 2.0
+    np.testing.assert_array_equal(metrics["nonfinite_each"], [0.0, 1.0, 0.0, 1.0])  # which, in order
     assert int(state.steps) == 2
     # The same as the two good batches one at a time (scan and loop round alike to ~1e-6).
     expected = jax.device_put(initial, learner.replicated)

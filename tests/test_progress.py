@@ -193,3 +193,9 @@ def test_a_restarted_counter_goes_on_from_its_saved_state_and_counts_each_sender
     restarted.report_counts("actor_1-b", {"actor_steps": 270})  # ...until its sender reports its totals again
     restarted.report_counts("actor_0-a", {"actor_steps": 300, "actor_episodes": 1})  # sent again: counted once
     assert restarted.get_counts()["actor_steps"] == 570
+    # It has heard from nobody: each node is silent since it started, not since the launch did
+    # (a job would take every node for lost the moment its counter came back).
+    restarted.stop_reason(watcher="actor/0")
+    time.sleep(0.2)
+    silent = restarted.silent_for(["actor/0", "learner/0"])
+    assert 0.2 <= silent["actor/0"] < silent["learner/0"] < 10.0

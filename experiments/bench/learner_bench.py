@@ -135,7 +135,7 @@ class Setting:
             "matmul_gflop_per_step": self.step_flops / 1e9,
             "xla_cost_analysis_gflop_per_step": self.xla_step_flops / 1e9 if self.xla_step_flops else None,
             "achieved_gflop_per_s": self.step_flops / seconds_per_step / 1e9,
-            "finite_metrics": bool(all(np.isfinite(float(v)) for v in self.metrics.values())),
+            "finite_metrics": bool(all(np.all(np.isfinite(np.asarray(v))) for v in self.metrics.values())),
         }
 
 

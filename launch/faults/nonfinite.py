@@ -15,6 +15,7 @@ flags are read in order, so "K in a row" is exact; only noticing it waits for th
 from typing import List, Optional
 
 import jax
+import numpy as np
 
 from launch.faults import RunError
 from launch.rundir.metrics import csv_path
@@ -39,14 +40,15 @@ class NonFiniteGuard:
         return len(self._unread)
 
     def record(self, skipped) -> None:
-        """Once per update: its `nonfinite_updates` metric, left on the device."""
+        """Once per call of the update: its `nonfinite_updates` metric (one update), or the
+        `nonfinite_each` of k updates in one call, left on the device."""
         self._unread.append(skipped)
 
     def read(self) -> int:
         """Reads the flags recorded since the last read (one device-to-host copy), in order,
         and returns the learner step: the updates applied so far."""
-        flags, self._unread = jax.device_get(self._unread), []
-        for flag in flags:
+        recorded, self._unread = jax.device_get(self._unread), []
+        for flag in (flag for flags in recorded for flag in np.ravel(flags)):
             if float(flag) > 0.0:
                 self.skipped += 1
                 self.in_a_row += 1

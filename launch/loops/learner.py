@@ -1,6 +1,7 @@
 """The learner's loop as an object: the learner node, the data-path benchmark and the tests drive it.
 
-`LearnerLoop.step()` is one update: sample a batch, update, then each part that is due
+`LearnerLoop.step()` is one call of the update (one, or `learner_steps_per_call` updates on as
+many batches sent as one): sample, update, then each part that is due
 (checkpoint, publish the acting parameters, log a metrics row) and the non-finite guard.
 The node wires it to RPC (the counter, the actors' parameter requests) and the stop;
 nothing here knows Launchpad.
@@ -75,7 +76,10 @@ def offline_items(config: ExperimentConfig, first_step: int, batch_index: int) -
 def replay_batches(config: ExperimentConfig, layout: replay.Layout, address: str, learner: agents.Learner,
                    first_step: int, stop: threading.Event) -> Optional[replay.DevicePrefetcher]:
     """The learner's batches from the replay server at `address`, on its devices: RaE's exact
-    share of each batch mixed in. None if the program stopped before the server answered."""
+    share of each batch mixed in. With k = `learner_steps_per_call` > 1, k batches a time,
+    [k, B, ...], sampled as one. None if the program stopped before the server answered."""
+    steps = config.learner_steps_per_call
+    batch_size = config.replay.batch_size
 
     def dataset(**kwargs):
         while True:
@@ -89,19 +93,27 @@ def replay_batches(config: ExperimentConfig, layout: replay.Layout, address: str
                 print(f"learner: the replay server at {address} does not answer; asking again", flush=True)
 
     if config.rae is None:
-        online = dataset()
+        online = dataset(batch_size=steps * batch_size)
         if online is None:
             return None
         source = replay.transitions(online, stop)
+        if steps > 1:
+            source = (replay.split_into_steps(batch, steps) for batch in source)
     else:
+        # Each of a call's k batches holds its own update's share: k mixed batches, stacked;
+        # each table is still sampled k batches' worth at a time.
         first_offline = offline_items(config, first_step, 0)
-        online = dataset(table=replay.ONLINE_TABLE, batch_size=config.replay.batch_size - first_offline)
-        offline = None if online is None else dataset(table=replay.OFFLINE_TABLE, batch_size=max(1, first_offline))
+        online = dataset(table=replay.ONLINE_TABLE, batch_size=steps * (batch_size - first_offline))
+        offline = None if online is None else dataset(table=replay.OFFLINE_TABLE,
+                                                      batch_size=steps * max(1, first_offline))
         if offline is None:
             return None
-        source = replay.mixed_transitions(online, offline, config.replay.batch_size,
+        source = replay.mixed_transitions(online, offline, batch_size,
                                           lambda index: offline_items(config, first_step, index), stop)
-    return replay.DevicePrefetcher(source, learner.batch_sharding, size=config.replay.prefetch_batches)
+        if steps > 1:
+            source = replay.stacked(source, steps)
+    sharding = learner.batch_sharding if steps == 1 else learner.stacked_batch_sharding
+    return replay.DevicePrefetcher(source, sharding, size=config.replay.prefetch_batches)
 
 
 class LearnerLoop:
@@ -151,16 +163,19 @@ class LearnerLoop:
         return self._learner.networks.acting_params(self._state.policy_params, self._state.critic_params)
 
     def step(self) -> bool:
-        """One update and whatever falls due after it; False if no batch came within 0.5 s."""
+        """One call of the update (`learner_steps_per_call` updates) and whatever falls due after
+        it; False if no batch came within 0.5 s."""
         batch = self._batches.next(timeout=_BATCH_WAIT_S)  # None while the rate limiter holds sampling
         if batch is None:
             return False
+        before = self.steps
         metrics = self._update(batch)
         now = time.time()
         if (self.steps - self._saved_steps >= self._config.checkpoint_every_learner_steps
                 or now - self._saved_time >= 60.0 * self._config.checkpoint_every_minutes):
             self._checkpoint(now)
-        if self.steps % self._config.learner_publish_period == 0:
+        period = self._config.learner_publish_period
+        if self.steps // period != before // period:  # this call passed a multiple of the period
             self._publish(metrics)
             if now - self._logged_time >= self._config.log_every_s or self._guard.tripped_at is not None:
                 self._log_row(now)
@@ -170,13 +185,19 @@ class LearnerLoop:
         return True
 
     def _update(self, batch) -> dict:
-        self._state, metrics = self._learner.update(self._state, batch)
+        steps = self._config.learner_steps_per_call
+        if steps == 1:
+            self._state, metrics = self._learner.update(self._state, batch)
+            flags = metrics["nonfinite_updates"]
+        else:
+            self._state, metrics = self._learner.update_many(self._state, batch)
+            flags = metrics.pop("nonfinite_each")
         # A skipped (non-finite) update leaves the state's step as it was. Its flag is read
         # with the metrics, not here (that would make each step wait for the device): till
         # then `steps` counts the update as applied, and each `_read_flags` makes it the
         # state's step counter again.
-        self._guard.record(metrics["nonfinite_updates"])
-        self.steps += 1
+        self._guard.record(flags)
+        self.steps += steps
         return metrics
 
     def _read_flags(self) -> int:

@@ -60,7 +60,8 @@ class CounterNode:
         self._watchers, self._told_to_stop = set(), set()
         self._heard: Dict[str, float] = {}  # watcher -> when it last asked for the stop reason
         self._all_told = threading.Event()
-        self._start = time.time()
+        self._start = time.time()  # the launch's (a restarted counter reads it from its state)
+        self._process_start = time.time()
         self._state_path = os.path.join(RunPaths(config.run_dir).launch_dir(config.launch_index), COUNTER_STATE_FILE)
         os.makedirs(os.path.dirname(self._state_path), exist_ok=True)
         if node_attempt() > 0:
@@ -181,13 +182,14 @@ class CounterNode:
                         self._all_told.set()
             return self._stop_reason
 
-    def silent_for(self, nodes: List[str]) -> Dict[str, Optional[float]]:
+    def silent_for(self, nodes: List[str]) -> Dict[str, float]:
         """Seconds since each of `nodes` last asked for the stop reason (every node process does,
-        every 0.2 s); None for one not heard from yet. A launch whose nodes all fell silent has
+        every 0.2 s); for one not heard from yet, since this counter process started (a
+        restarted counter has heard from nobody). A launch whose nodes all fell silent has
         lost them, whatever its own process says (`launch.runtime.slurm`)."""
         now = time.time()
         with self._lock:
-            return {node: now - self._heard[node] if node in self._heard else None for node in nodes}
+            return {node: now - self._heard.get(node, self._process_start) for node in nodes}
 
     def node_finished(self, node: str) -> None:
         """`node` has made its last report."""

@@ -29,7 +29,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 from launch.nodes import rpc
 from launch.nodes.counter import saved_stop_reason
@@ -214,7 +214,7 @@ def run_job(launch_dir: str, component: Optional[int] = None) -> int:
                             launch_dir, lambda: coordinator)
 
     def silent_for(nodes: List[str]) -> Optional[dict]:
-        return call_or_none(rpc.final_client(coordinator, call_timeout_s=2.0, tries=1).silent_for, nodes)
+        return call_or_none(lambda: rpc.final_client(coordinator, call_timeout_s=2.0, tries=1).silent_for(nodes))
 
     def program_ended() -> bool:  # the counter wrote the summary and ended
         counter_step = steps.get("SLURM step counter")
@@ -224,12 +224,28 @@ def run_job(launch_dir: str, component: Optional[int] = None) -> int:
         return Step(srun, nodes, silent_for, spec.slurm.lost_after_s, move_nodes=move_nodes if len(nodes) > 1 else None,
                     program_ended=program_ended)
 
+    def counter_silence() -> Callable[[List[str]], dict]:
+        """The counter's own silence, as `Step` reads its nodes': seconds since it last answered
+        the job (None until it first has, since its step started)."""
+        answered = {}
+
+        def silent_for(nodes: List[str]) -> dict:
+            if coordinator and call_or_none(lambda: rpc.final_client(coordinator, call_timeout_s=2.0,
+                                                                     tries=1).silent_for([])) is not None:
+                answered["at"] = time.time()
+            return {"counter/0": time.time() - answered["at"] if answered else None}
+
+        return silent_for
+
     def start_step(group: str, relaunched: bool = False) -> None:
         if group == "counter":
             port = int(coordinator.rpartition(":")[2]) if relaunched else None
-            steps["SLURM step counter"] = _srun(spec, "counter", 1, launch_dir, logs_dir, python, None, "counter/0",
-                                                heterogeneous, nodelist=spec.host_of("counter", 0).name,
-                                                relaunched=relaunched, port=port)
+            srun = _srun(spec, "counter", 1, launch_dir, logs_dir, python, None, "counter/0", heterogeneous,
+                         nodelist=spec.host_of("counter", 0).name, relaunched=relaunched, port=port)
+            # A counter lost with its host leaves an srun that waits on, and no one to hear the
+            # other steps' silence: the job asks the counter itself.
+            steps["SLURM step counter"] = Step(srun, ["counter/0"], counter_silence(),
+                                               spec.slurm.lost_after_s) if heterogeneous else srun
         else:
             srun = _srun(spec, group, groups[group], launch_dir, logs_dir, python, coordinator, group, heterogeneous,
                          relaunched=relaunched)
