@@ -24,6 +24,10 @@ class ReplayConfig:
     discount: float = 0.99
     # Batches the learner keeps ready beyond the one it is working on.
     prefetch_batches: int = 2
+    # Reverb sampler threads per learner dataset, each with its own stream of samples from
+    # the server (None: Reverb's own choice). From a server in another process, one stream's
+    # round trips, not CPU, held the learner's batches (experiments/results/README.md, "data path").
+    sampling_workers: Optional[int] = None
 
     def __post_init__(self):
         checks = [
@@ -35,6 +39,7 @@ class ReplayConfig:
             (self.n_step >= 1, "n_step must be >= 1"),
             (0.0 <= self.discount <= 1.0, "discount must be in [0, 1]"),
             (self.prefetch_batches >= 1, "prefetch_batches must be >= 1"),
+            (self.sampling_workers is None or self.sampling_workers >= 1, "sampling_workers must be >= 1 or None"),
         ]
         for ok, message in checks:
             if not ok:

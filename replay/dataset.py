@@ -40,6 +40,7 @@ def make_dataset(server_address: str, config: ReplayConfig, layout: Layout, tabl
     batch_size = batch_size or config.batch_size
     dataset = reverb.TrajectoryDataset.from_table_signature(
         server_address=server_address, table=table, max_in_flight_samples_per_worker=2 * batch_size,
+        num_workers_per_iterator=config.sampling_workers or -1,
         rate_limiter_timeout_ms=rate_limiter_timeout_ms, get_signature_timeout_secs=signature_timeout_s,
     )
     unpack = lambda sample: sample._replace(data=layout.unpack_item(sample.data))  # noqa: E731

@@ -105,3 +105,17 @@ def test_a_step_that_lost_some_of_its_nodes_moves_them_and_ends_with_the_program
     finally:
         srun.kill()
         srun.wait()
+
+
+def test_nodes_of_a_slurm_job_wait_for_a_lost_counter_as_long_as_the_job_takes_to_bring_it_back(tmp_path):
+    """On one machine or with hosts a lost counter is back in seconds; in a SLURM job it is found
+    lost only after lost_after_s, then starts as a new step: its nodes wait that long more."""
+    import json
+
+    from launch.runtime import entry
+
+    assert entry.counter_patience_s(str(tmp_path)) == (60.0, 30.0)  # no job: local_mp, hosts
+    (tmp_path / "cluster.json").write_text(json.dumps({"components": [], "slurm": {"lost_after_s": 30.0}}))
+    assert entry.counter_patience_s(str(tmp_path)) == (60.0, 30.0)  # a spec, but no SLURM job (hosts)
+    (tmp_path / "job.json").write_text("{}")
+    assert entry.counter_patience_s(str(tmp_path)) == (60.0 + 30.0 + 120.0, 30.0 + 30.0 + 120.0)

@@ -207,7 +207,8 @@ def _file_hashes(root):
 
 def test_a_run_replays_an_earlier_runs_experience_with_an_annealed_share_without_touching_it(finished_run, tmp_path):
     """RaE from the shared finished run, the share annealed 0.5 -> 0 over 3000 learner steps (a
-    resumed run goes on with its anneal: tests/test_learner_loop.py). The earlier run is only read."""
+    resumed run goes on with its anneal: tests/test_learner_loop.py), the learner making 4
+    updates a call on 4 batches sampled as one. The earlier run is only read."""
     before = _file_hashes(finished_run)
     # Every step an actor took has its transition, but for the last one of an episode cut by the stop.
     expected = sum(a["actor_steps"] - int(a["actor_steps"] % 1000 != 0)
@@ -222,7 +223,8 @@ def test_a_run_replays_an_earlier_runs_experience_with_an_annealed_share_without
     parent, name = os.path.split(finished_run)
     output = run_to_end(train_command(
         run_dir, "--max_env_steps=2500", "--launch_type=local_mt", "--seed=1", f"--rae_from={parent}/[{name[0]}]{name[1:]}",
-        "--rae_ratio=0.5", "--rae_final_ratio=0", f"--rae_anneal_steps={anneal_steps}"))
+        "--rae_ratio=0.5", "--rae_final_ratio=0", f"--rae_anneal_steps={anneal_steps}",
+        "--set=experiment.learner_steps_per_call=4"))
     assert "RaE: 1 runs, " in output and f"{expected} steps" in output
     assert read(run_dir, "rae.json")["items"] == expected
     assert max(row["offline_size"] for row in csv_rows(run_dir, "progress")) == expected  # exactly the earlier run's
@@ -232,6 +234,7 @@ def test_a_run_replays_an_earlier_runs_experience_with_an_annealed_share_without
     rows = csv_rows(run_dir, "learner")
     assert rows and all(row["rae_offline_items"] == int(round(16 * (1 - (row["learner_step"] - 1) / anneal_steps)))
                         for row in rows), rows
+    assert read(run_dir, "summary.json")["learner_steps"] % 4 == 0  # whole calls of 4
     assert _file_hashes(finished_run) == before
 
     from experiments import runs

@@ -17,8 +17,11 @@ call, `experiment.learner_steps_per_call`: k batches sampled and sent to the dev
                    batch's rewards, so the batch is used, and counts the step): updates/s,
                    publishing, metrics and the non-finite guard included.
 With `--rae_ratio` each batch mixes that share from a second table (RaE), exactly per update.
-Blocks alternate between the k values; figures are medians over blocks, ratios the median
-of paired blocks, and "cores" the process's CPU time over wall time.
+The Reverb server runs in a process of its own, as the program's replay node does. Blocks
+alternate between the sides (k, and with "k@w", w Reverb sampling workers: `replay.sampling_workers`); figures are medians over blocks, ratios the median of
+paired blocks, "cores" each process's CPU time over wall time (the learner side's, the
+server's), and "sampling alone" what the node's tf.data pipeline delivers inside TensorFlow
+(no Python per batch, no conversion, no transfer).
 """
 
 import argparse
@@ -32,6 +35,7 @@ import time
 
 import jax
 import reverb
+import tensorflow as tf
 
 import agents
 import environments
@@ -50,7 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--blocks", type=int, default=25, help="timed blocks per side")
     parser.add_argument("--learner", default="real", choices=["real", "cheap", "none"],
                         help="real: Reverb vs synthetic batches; cheap / none: the ceilings (see above)")
-    parser.add_argument("--steps_per_call", default="1,8", help="cheap / none: the k values compared")
+    parser.add_argument("--steps_per_call", default="1,8,8@2",
+                        help="cheap / none: the sides compared, k[@sampling workers] (auto: Reverb's choice)")
     parser.add_argument("--rae_ratio", type=float, default=0.0, help="cheap / none: RaE's share of each batch")
     parser.add_argument("--out", default=None, help="JSON path (default runs/bench/datapath-<time>.json)")
 
@@ -191,70 +196,145 @@ class _Drain:
         self.steps += self.steps_per_call
         return True
 
+    def close(self) -> None:
+        self._batches.close()
 
-def run_ceilings(args: argparse.Namespace) -> int:
 
-    run_root = tempfile.mkdtemp(prefix="relay-datapath-")
-    ks = [int(k) for k in args.steps_per_call.split(",")]
-    config = bench_config(args.agent, args.env, f"{run_root}/k1")
+def _serve(agent: str, task: str, with_offline: bool, connection) -> None:
+    """The replay server in a process of its own, as the program's replay node is: its tables,
+    its port sent back; it serves until told to stop."""
+    config = bench_config(agent, task, tempfile.mkdtemp(prefix="relay-datapath-server-"))
     spec = environments.environment_spec(config.environment)
     tables = [replay.make_online_table(config.replay, spec)]
-    if args.rae_ratio:
+    if with_offline:
         tables.append(replay.make_online_table(config.replay, spec, name=replay.OFFLINE_TABLE))
     server = reverb.Server(tables, port=None)
+    connection.send(server.port)
+    connection.recv()
+    server.stop()
+
+
+def _sides(text: str) -> list:
+    """"1,8@2" -> [(1, None), (8, 2)]: updates per call, and sampling workers (None: the config's)."""
+    sides = []
+    for part in text.split(","):
+        k, _, workers = part.partition("@")
+        sides.append((int(k), None if workers in ("", "auto") else int(workers)))
+    return sides
+
+
+def _label(k: int, workers) -> str:
+    return f"k={k}" + ("" if workers is None else f"@{workers}")
+
+
+def _sampling_alone(address: str, replay_config, layout, calls: int, repeats: int) -> float:
+    """Batches/s of the node's tf.data pipeline pulled inside TensorFlow (no Python per batch)."""
+    iterator = iter(replay.make_dataset(address, replay_config, layout))
+
+    @tf.function
+    def pull(count):
+        items = tf.constant(0)
+        for _ in tf.range(count):
+            items += tf.shape(iterator.get_next().data["reward"])[0]
+        return items
+
+    pull(calls)
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        pull(calls)
+        seconds.append(time.perf_counter() - start)
+    return calls / statistics.median(seconds)
+
+
+def run_ceilings(args: argparse.Namespace) -> int:
+    import multiprocessing
+
+    import psutil
+
+    run_root = tempfile.mkdtemp(prefix="relay-datapath-")
+    sides_wanted = _sides(args.steps_per_call)
+    config = bench_config(args.agent, args.env, f"{run_root}/fill")
+    spec = environments.environment_spec(config.environment)
+    context = multiprocessing.get_context("spawn")
+    connection, child_end = context.Pipe()
+    server_process = context.Process(target=_serve, args=(args.agent, args.env, bool(args.rae_ratio), child_end),
+                                     daemon=True)
+    server_process.start()
+    server = argparse.Namespace(port=connection.recv(), process=psutil.Process(server_process.pid))
+    address = f"localhost:{server.port}"
     fill_table(server, args.env, args.episodes, config.replay)
     if args.rae_ratio:
         fill_table(server, args.env, max(1, args.episodes // 2), config.replay, table=replay.OFFLINE_TABLE, seed=1)
-    sizes = {name: info.current_size for name, info in reverb.Client(f"localhost:{server.port}").server_info().items()}
+    sizes = {name: info.current_size for name, info in reverb.Client(address).server_info().items()}
     learner = agents.Learner(config.learner, spec.observations.shape, spec.actions.shape[0])
     stop = threading.Event()
-    sides = {}
-    for k in ks:
-        side_config = dataclasses.replace(
-            bench_config(args.agent, args.env, f"{run_root}/k{k}"), learner_steps_per_call=k,
+    sides, configs_of = {}, {}
+    for k, workers in sides_wanted:
+        label = _label(k, workers)
+        base_config = bench_config(args.agent, args.env, f"{run_root}/{label}")
+        configs_of[label] = dataclasses.replace(
+            base_config, learner_steps_per_call=k,
+            replay=dataclasses.replace(base_config.replay, sampling_workers=workers or base_config.replay.sampling_workers),
             rae=RaEConfig(runs=("(this benchmark's second table)",), ratio=args.rae_ratio) if args.rae_ratio else None)
-        batches = replay_batches(side_config, replay.layout_of(spec), f"localhost:{server.port}", learner, 0, stop)
-        sides[k] = (_Drain(batches, k) if args.learner == "none" else
-                    LearnerLoop(side_config, CheapLearner(learner), initial_state(side_config, learner), batches))
-    updates_per_block = args.steps_per_block * max(ks)
+        batches = replay_batches(configs_of[label], replay.layout_of(spec), address, learner, 0, stop)
+        sides[label] = (_Drain(batches, k) if args.learner == "none" else
+                        LearnerLoop(configs_of[label], CheapLearner(learner), initial_state(configs_of[label], learner),
+                                    batches))
+    labels = list(sides)
+    updates_per_block = args.steps_per_block * max(k for k, _ in sides_wanted)
     for side in sides.values():  # compile, fill the pipelines
         while side.steps < updates_per_block // 2:
             side.step()
-    rates = {k: [] for k in ks}
-    cores = {k: [] for k in ks}
+    rates, cores, server_cores = ({label: [] for label in labels} for _ in range(3))
+    server_cpu = lambda: sum(server.process.cpu_times()[:2])  # noqa: E731
     for block in range(args.blocks):
-        for k in (ks if block % 2 == 0 else list(reversed(ks))):
-            side, first = sides[k], sides[k].steps
-            wall, cpu = time.perf_counter(), time.process_time()
+        for label in (labels if block % 2 == 0 else list(reversed(labels))):
+            side, first = sides[label], sides[label].steps
+            wall, cpu, served = time.perf_counter(), time.process_time(), server_cpu()
             while side.steps - first < updates_per_block:
                 side.step()
             if isinstance(side, LearnerLoop):
                 jax.block_until_ready(side.state)
-            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-            rates[k].append((side.steps - first) / wall)
-            cores[k].append(cpu / wall)
+            wall, cpu, served = time.perf_counter() - wall, time.process_time() - cpu, server_cpu() - served
+            rates[label].append((side.steps - first) / wall)
+            cores[label].append(cpu / wall)  # this process: sampling client, conversion, transfer, loop
+            server_cores[label].append(served / wall)
+    sampling = {}
+    if not args.rae_ratio:
+        for (k, _), label in zip(sides_wanted, labels):
+            replay_config = configs_of[label].replay
+            sampling[label] = k * _sampling_alone(
+                address, dataclasses.replace(replay_config, batch_size=k * replay_config.batch_size),
+                replay.layout_of(spec), max(2, updates_per_block // k), max(3, args.blocks // 2))
     stop.set()
     for side in sides.values():
         if isinstance(side, LearnerLoop):
             side.settle()
             side.close()
         else:
-            side._batches.close()
-    server.stop()
+            side.close()
+    connection.send("stop")
+    server_process.join(timeout=30)
 
-    base = ks[0]
+    base = labels[0]
     cpu_name = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
                     platform.processor())
     result = {
         "benchmark": "datapath_ceiling", "learner": args.learner, "agent": args.agent, "task": args.env,
         "batch_size": config.replay.batch_size, "rae_ratio": args.rae_ratio, "table_sizes": sizes,
         "updates_per_block": updates_per_block, "blocks": args.blocks, "cpu": cpu_name, "cores": os.cpu_count(),
-        "per_k": {str(k): {
-            "updates_per_s_median": statistics.median(rates[k]), "updates_per_s": rates[k],
-            "transitions_per_s_median": statistics.median(rates[k]) * config.replay.batch_size,
-            "cores_used_median": statistics.median(cores[k]),
-            "updates_per_s_per_core_median": statistics.median(r / c for r, c in zip(rates[k], cores[k])),
-            "over_k1_median": statistics.median(r / b for r, b in zip(rates[k], rates[base]))} for k in ks},
+        "sides": {label: {
+            "learner_steps_per_call": configs_of[label].learner_steps_per_call,
+            "sampling_workers": configs_of[label].replay.sampling_workers,
+            "updates_per_s_median": statistics.median(rates[label]), "updates_per_s": rates[label],
+            "transitions_per_s_median": statistics.median(rates[label]) * config.replay.batch_size,
+            "cores_used_median": statistics.median(cores[label]),
+            "server_cores_used_median": statistics.median(server_cores[label]),
+            "updates_per_s_per_core_median": statistics.median(
+                r / (c + s) for r, c, s in zip(rates[label], cores[label], server_cores[label])),
+            "over_first_median": statistics.median(r / b for r, b in zip(rates[label], rates[base])),
+            "sampling_alone_updates_per_s_median": sampling.get(label)} for label in labels},
         "jax_backend": jax.default_backend(), "time_utc": results_io.timestamp(),
     }
     name = f"datapath_{args.learner}" + (f"_rae{args.rae_ratio:g}" if args.rae_ratio else "")
@@ -262,11 +342,13 @@ def run_ceilings(args: argparse.Namespace) -> int:
     what = "the pipeline drained, no learning" if args.learner == "none" else "the learner loop, a near-free update"
     print(f"{cpu_name} ({os.cpu_count()} cores); {what}; batch {config.replay.batch_size}"
           + (f", RaE share {args.rae_ratio:g}" if args.rae_ratio else "") + f"; tables {sizes}; "
-          f"{args.blocks} blocks of {updates_per_block} updates per k")
-    for k in ks:
-        r = result["per_k"][str(k)]
-        print(f"  k={k:<3} {r['updates_per_s_median']:9.0f} updates/s ({r['transitions_per_s_median'] / 1e3:7.0f}k "
-              f"transitions/s), {r['cores_used_median']:.2f} cores, {r['updates_per_s_per_core_median']:8.0f} "
-              f"updates/s per core; x{r['over_k1_median']:.2f} over k={base}")
+          f"{args.blocks} blocks of {updates_per_block} updates per side (k=updates per call, @sampling workers)")
+    for label in labels:
+        r = result["sides"][label]
+        print(f"  {label:8} {r['updates_per_s_median']:7.0f} updates/s ({r['transitions_per_s_median'] / 1e3:5.0f}k "
+              f"transitions/s), {r['cores_used_median']:.2f} cores + {r['server_cores_used_median']:.2f} the "
+              f"server's ({r['updates_per_s_per_core_median']:5.0f} updates/s per core); x{r['over_first_median']:.2f} "
+              f"over {base}" + (f"; sampling alone {r['sampling_alone_updates_per_s_median']:.0f} updates/s"
+                                if r["sampling_alone_updates_per_s_median"] else ""))
     print(f"wrote {path}")
     return 0

@@ -31,7 +31,7 @@ from launch.faults import disk_full
 from launch.nodes import launchpad_internals, rpc
 from launch.nodes.process import ATTEMPT_ENV, CPU_ONLY_ENV, node_attempt
 from launch.rundir.jsonio import read_json
-from launch.rundir.paths import COORDINATOR_FILE, SUPERVISION_FILE, run_dir_of_launch
+from launch.rundir.paths import CLUSTER_FILE, COORDINATOR_FILE, JOB_FILE, SUPERVISION_FILE, run_dir_of_launch
 from launch.runtime import ports, supervisor
 
 _LAUNCH_DIR = flags.DEFINE_string("launch_dir", None, "the launch's directory (program.pkl)")
@@ -55,6 +55,22 @@ _COUNTER_LOST_S = 60.0
 # A supervisor waits this long for a counter that does not answer (one restarting is back
 # in ~6 s) before it takes the program for gone.
 _COUNTER_RESTART_S = 30.0
+# Under a SLURM job a counter lost with its host is found only `lost_after_s` later, and comes
+# back as a new step: its nodes wait that long more than this.
+_COUNTER_NEW_STEP_S = 120.0
+
+
+def counter_patience_s(launch_dir: str) -> tuple:
+    """(lost, restart): how long a node waits for a counter that does not answer before it stops
+    itself, and a supervisor before it takes the program for gone: `_COUNTER_LOST_S` and
+    `_COUNTER_RESTART_S`, and under a SLURM job's driver (its cluster spec has `lost_after_s`)
+    long enough for the job to find a lost counter and start it again."""
+    spec = read_json(os.path.join(launch_dir, CLUSTER_FILE)) if os.path.exists(os.path.join(launch_dir, JOB_FILE)) else None
+    lost_after_s = ((spec or {}).get("slurm") or {}).get("lost_after_s")  # as the driver wrote it (cluster.to_json)
+    if lost_after_s is None:  # no SLURM job: local_mp, hosts
+        return _COUNTER_LOST_S, _COUNTER_RESTART_S
+    extra = lost_after_s + _COUNTER_NEW_STEP_S
+    return _COUNTER_LOST_S + extra, _COUNTER_RESTART_S + extra
 
 
 class StoppedBeforeStart(Exception):
@@ -140,16 +156,16 @@ def _node_name() -> tuple:
     return _NODE.value, int(os.environ[_INDEX_ENV.value])
 
 
-def _watch_stop(coordinator, node: str, stopped: threading.Event) -> None:
+def _watch_stop(coordinator, node: str, stopped: threading.Event, lost_s: float) -> None:
     """Stops this process the way a local stop does once the counter says the program stops,
-    or once the counter has been unreachable for `_COUNTER_LOST_S`."""
+    or once the counter has been unreachable for `lost_s`."""
     last_answer = time.time()
     while not stopped.wait(0.2):
         try:
             reason = coordinator.stop_reason(node)
             last_answer = time.time()
         except Exception:  # busy or gone
-            reason = None if time.time() - last_answer < _COUNTER_LOST_S else "the counter is unreachable"
+            reason = None if time.time() - last_answer < lost_s else "the counter is unreachable"
         if reason:
             os.kill(os.getpid(), signal.SIGTERM)
             return
@@ -198,7 +214,8 @@ def run_node(launch_dir: str, label: str, index: int, host: str, coordinator_add
           + (f", serving at {own_address}" if node.addresses else "") + f"; counter at {coordinator_address}", flush=True)
     stopped = threading.Event()
     watcher = f"{label}/{index}"  # a restarted process takes its place
-    threading.Thread(target=_watch_stop, args=(coordinator, watcher, stopped), daemon=True, name="stop-watch").start()
+    threading.Thread(target=_watch_stop, args=(coordinator, watcher, stopped, counter_patience_s(launch_dir)[0]),
+                     daemon=True, name="stop-watch").start()
     try:
         launchpad_internals.run_node(node)
     except StoppedBeforeStart as stopped_early:
@@ -232,13 +249,13 @@ def _log_path() -> str:
     return path if path.startswith("/") and os.path.isfile(path) else None
 
 
-def _registered_port(coordinator_address: str, node: str, host: str):
+def _registered_port(coordinator_address: str, node: str, host: str, patience_s: float):
     """The port `node` served at on `host`, as it registered with the counter; None if it served
     elsewhere or the counter does not answer. A relaunched node serves there again: the other
     nodes' clients still hold that address."""
     counter = rpc.final_client(coordinator_address, call_timeout_s=2.0)
     try:
-        address = poll(lambda: counter.lookup_address(node) or "", _COUNTER_RESTART_S, "")
+        address = poll(lambda: counter.lookup_address(node) or "", patience_s, "")
     except TimeoutError:
         return None
     served_host, _, served_port = address.rpartition(":")
@@ -252,7 +269,7 @@ def supervise(launch_dir: str, label: str, index: int, host: str, coordinator_ad
 
     node = f"{label}/{index}"
     if relaunched and port is None and label != "counter":
-        port = _registered_port(coordinator_address, node, host)
+        port = _registered_port(coordinator_address, node, host, counter_patience_s(launch_dir)[1])
     port = port or ports.reserve_port()  # held for this process's life: every restart serves at it
     if label == "counter":
         coordinator_address = f"{host}:{port}"
@@ -262,6 +279,7 @@ def supervise(launch_dir: str, label: str, index: int, host: str, coordinator_ad
     if coordinator_address and label != "counter":
         argv.append(f"--coordinator={coordinator_address}")
     counter = rpc.final_client(coordinator_address, call_timeout_s=2.0)
+    patience_s = counter_patience_s(launch_dir)[1]
 
     def stopping() -> bool:
         if label == "counter":  # its own saved state says whether the program was stopping
@@ -269,13 +287,13 @@ def supervise(launch_dir: str, label: str, index: int, host: str, coordinator_ad
 
             return saved_stop_reason(launch_dir) is not None
         try:  # the counter may be restarting too: it has a while to come back
-            return poll(lambda: counter.stop_reason() or "", _COUNTER_RESTART_S, "") != ""
+            return poll(lambda: counter.stop_reason() or "", patience_s, "") != ""
         except TimeoutError:
             return True  # no counter: the program is gone
 
     def report(record: dict) -> None:
         try:
-            poll(lambda: counter.record_restart(record) or True, _COUNTER_RESTART_S, "")
+            poll(lambda: counter.record_restart(record) or True, patience_s, "")
         except TimeoutError:  # the counter is gone: this process's output has the record
             print("relay supervisor: the counter did not take the record", flush=True)
             return
@@ -289,8 +307,8 @@ def supervise(launch_dir: str, label: str, index: int, host: str, coordinator_ad
     if relaunched and label == "counter":
         first_attempt = 1  # it goes on from its saved state, as a restarted counter does
     elif relaunched:
-        first_attempt = poll(lambda: counter.next_attempt(node), _COUNTER_RESTART_S,
-                             f"The counter did not answer within {_COUNTER_RESTART_S:.0f} s; the program is gone.")
+        first_attempt = poll(lambda: counter.next_attempt(node), patience_s,
+                             f"The counter did not answer within {patience_s:.0f} s; the program is gone.")
     code = supervisor.Supervisor(argv, node, supervisor.RestartPolicy.from_json(settings), stopping, report,
                                  log=_log_path(), first_attempt=first_attempt).run()
     return supervisor.exit_code(code)

@@ -341,8 +341,9 @@ def run_job(launch_dir: str, component: Optional[int] = None) -> int:
         try:
             # The counter's job started first; another job's counter may still be starting.
             counter_step = steps.get("SLURM step counter")
+            counter_srun = getattr(counter_step, "srun", counter_step)  # its srun: it cannot be asked yet
             coordinator = entry.wait_for_coordinator(
-                launch_dir, 600.0, alive=lambda: counter_step is None or counter_step.poll() is None)
+                launch_dir, 600.0, alive=lambda: counter_srun is None or counter_srun.poll() is None)
         except TimeoutError as error:
             print(f"relay job: {error}", flush=True)
             for step in steps.values():
