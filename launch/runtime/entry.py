@@ -63,12 +63,13 @@ _COUNTER_NEW_STEP_S = 120.0
 def counter_patience_s(launch_dir: str) -> tuple:
     """(lost, restart): how long a node waits for a counter that does not answer before it stops
     itself, and a supervisor before it takes the program for gone: `_COUNTER_LOST_S` and
-    `_COUNTER_RESTART_S`, and under a SLURM job's driver (its cluster spec has `lost_after_s`)
-    long enough for the job to find a lost counter and start it again."""
+    `_COUNTER_RESTART_S`, and in a heterogeneous SLURM job (whose driver starts a lost counter's
+    step again) long enough for the job to find the counter lost and start it again."""
     spec = read_json(os.path.join(launch_dir, CLUSTER_FILE)) if os.path.exists(os.path.join(launch_dir, JOB_FILE)) else None
-    lost_after_s = ((spec or {}).get("slurm") or {}).get("lost_after_s")  # as the driver wrote it (cluster.to_json)
-    if lost_after_s is None:  # no SLURM job: local_mp, hosts
-        return _COUNTER_LOST_S, _COUNTER_RESTART_S
+    slurm = (spec or {}).get("slurm") or {}  # as the launcher wrote it (cluster.to_json: every field)
+    if not slurm.get("heterogeneous") or slurm.get("lost_after_s") is None:
+        return _COUNTER_LOST_S, _COUNTER_RESTART_S  # no job that starts a lost counter again: local_mp, hosts
+    lost_after_s = slurm["lost_after_s"]
     extra = lost_after_s + _COUNTER_NEW_STEP_S
     return _COUNTER_LOST_S + extra, _COUNTER_RESTART_S + extra
 

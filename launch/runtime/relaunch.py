@@ -43,11 +43,15 @@ class Relaunches:
         return True
 
     def stopping(self, counter_lost: bool) -> bool:
-        """A counter that does not answer is taken as restarting: the program runs."""
-        if counter_lost:
-            return saved_stop_reason(self._launch_dir) is not None
-        counter = rpc.final_client(self._coordinator(), call_timeout_s=2.0, tries=2)
-        return bool(call_or_none(counter.stop_reason))
+        """As the counter says; one that does not answer (restarting, or gone after the stop)
+        by the state it last saved."""
+        if not counter_lost:
+            counter = rpc.final_client(self._coordinator(), call_timeout_s=2.0, tries=2)
+            try:
+                return bool(counter.stop_reason())
+            except Exception:
+                pass
+        return saved_stop_reason(self._launch_dir) is not None
 
     def registered_address(self, node: str) -> Optional[str]:
         """Where `node` served, as it registered with the counter (None if it does not answer)."""

@@ -220,9 +220,12 @@ def run_job(launch_dir: str, component: Optional[int] = None) -> int:
         counter_step = steps.get("SLURM step counter")
         return counter_step is not None and counter_step.poll() == 0
 
+    def program_stopping() -> bool:  # as the counter last saved its state
+        return saved_stop_reason(launch_dir) is not None
+
     def watched(srun: subprocess.Popen, nodes: List[str]) -> Step:
         return Step(srun, nodes, silent_for, spec.slurm.lost_after_s, move_nodes=move_nodes if len(nodes) > 1 else None,
-                    program_ended=program_ended)
+                    program_ended=program_ended, program_stopping=program_stopping)
 
     def counter_silence() -> Callable[[List[str]], dict]:
         """The counter's own silence, as `Step` reads its nodes': seconds since it last answered
@@ -273,19 +276,20 @@ def run_job(launch_dir: str, component: Optional[int] = None) -> int:
             group = node.split("/")[0]
             lost_host = host_of(node)
             others = len(spec.components[spec.component_of(group)].hosts) > 1
-            start_node_step(node, exclude=lost_host if others else None)
+            elsewhere = others and lost_host is not None
+            start_node_step(node, exclude=lost_host if elsewhere else None)
             relaunches.record(node, LOST_STEP_CODE, RunPaths(job["run_dir"]).node_log(job["launch_index"], group,
                                                                                     int(node.split("/")[1])),
-                              f"its host {lost_host or '?'} was lost (nothing heard from it for "
+                              f"its host {lost_host or '(unknown)'} was lost (nothing heard from it for "
                               f"{spec.slurm.lost_after_s:.0f} s); started again "
-                              + ("on another host" if others else "on its component's host"))
+                              + ("on another host" if elsewhere else "on its component's hosts"))
         return True
 
     def restart_step(name: str, code: int) -> bool:
         """A step lost while the program runs (its host's processes killed, its node failed):
         started again on the component's hosts, its nodes going on as restarted ones."""
         step, target = steps[name], name.split(" ")[-1]
-        if getattr(step, "refused", False):  # some of its nodes still run: not started again whole
+        if getattr(step, "refused", False) or program_stopping():  # refused: some of its nodes still run
             return False
         if not relaunches.allow(name, counter_lost=target == "counter"):
             return False
@@ -308,7 +312,7 @@ def run_job(launch_dir: str, component: Optional[int] = None) -> int:
         return True  # asked or not: without a counter its nodes stop themselves once they cannot reach it
 
     def terminate(force: bool) -> None:  # the nodes did not stop in time: end their steps
-        running = [step for step in steps.values() if step.poll() is None]
+        running = [step for step in list(steps.values()) if step.poll() is None]
         if not force:
             for step in running:
                 step.send_signal(signal.SIGTERM)  # srun hands it to its tasks

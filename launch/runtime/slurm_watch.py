@@ -21,14 +21,16 @@ class Step:
     Some of its nodes silent that long (one host of several lost) are offered to
     `move_nodes(nodes)`, which starts them elsewhere (True) and the step goes on with the rest;
     refused, the step is lost whole and `refused` says so (its other nodes still run: it must not
-    be started again whole). srun then waits for the lost host's tasks to the end, so such a step
-    ends, with 0, once `program_ended()` (the counter has written the summary: every node of the
-    step made its last report before that)."""
+    be started again whole). srun's exit code then speaks for the moved nodes' tasks too, and it
+    may wait for the lost host to the end: such a step ends with 0 once `program_ended()` (the
+    counter has written the summary: every node of the step made its last report before that),
+    `end_grace_s` later, or when srun ends while `program_stopping()`."""
 
     def __init__(self, srun: subprocess.Popen, nodes: List[str], silent_for: Callable[[List[str]], Optional[dict]],
                  lost_after_s: float, startup_s: float = 120.0, check_every_s: float = 2.0,
                  move_nodes: Optional[Callable[[List[str]], bool]] = None,
-                 program_ended: Callable[[], bool] = lambda: False):
+                 program_ended: Callable[[], bool] = lambda: False,
+                 program_stopping: Callable[[], bool] = lambda: False, end_grace_s: float = 10.0):
         self.srun = srun
         self.nodes = list(nodes)  # the nodes it runs, less those moved
         self.moved: List[str] = []
@@ -38,27 +40,48 @@ class Step:
         self._check_every_s = check_every_s
         self._move_nodes = move_nodes
         self._program_ended = program_ended
+        self._program_stopping = program_stopping
+        self._end_grace_s = end_grace_s
+        self._ended_seen_at: Optional[float] = None
         self._started_at = self._checked_at = time.time()
         self._ended: Optional[int] = None
         self.lost_after_s: Optional[float] = None  # set once the step is found lost
         self.refused = False
 
     def _end(self, code: int) -> int:
-        self.srun.kill()
-        self.srun.wait()
+        """Ends srun and the tasks it still reaches: two SIGINTs within a second make srun kill
+        them (a SIGKILL of srun alone would leave them running); SIGKILL once it is no use."""
+        for sig in (signal.SIGINT, signal.SIGINT):
+            if self.srun.poll() is None:
+                self.srun.send_signal(sig)
+                time.sleep(0.1)
+        try:
+            self.srun.wait(timeout=5.0)
+        except subprocess.TimeoutExpired:  # it waits on a host that is gone
+            self.srun.kill()
+            self.srun.wait()
         self._ended = code
         return code
+
+    def wait(self) -> int:
+        self.srun.wait()
+        return self.poll()
 
     def poll(self) -> Optional[int]:
         if self._ended is not None:
             return self._ended
         code = self.srun.poll()
         if code is not None:
+            if self.moved and code != 0 and self._program_stopping():  # its moved nodes' tasks' code
+                self._ended = 0
+                return 0
             return LOST_STEP_CODE if self.lost_after_s else code
         if self.moved and self._program_ended():
-            print(f"relay job: the program has ended; the step of {', '.join(self.nodes)} is done (its srun waited "
-                  f"on for {', '.join(self.moved)}, moved)", flush=True)
-            return self._end(0)
+            self._ended_seen_at = self._ended_seen_at or time.time()
+            if time.time() - self._ended_seen_at >= self._end_grace_s:  # its nodes' last writes first
+                print(f"relay job: the program has ended; the step of {', '.join(self.nodes)} is done (its srun "
+                      f"waited on for {', '.join(self.moved)}, moved)", flush=True)
+                return self._end(0)
         if time.time() - self._checked_at >= self._check_every_s:
             self._checked_at = time.time()
             silent = self._silent_for(self.nodes) or {}
