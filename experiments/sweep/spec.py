@@ -1,0 +1,182 @@
+"""A sweep spec (JSON) and the runs it expands to.
+
+    {"max_env_steps": 300000, "num_actors": 2,
+     "agents": ["mpo", "dmpo", "mog"], "tasks": ["walker:walk"], "seeds": [0, 1, 2],
+     "presets": ["default"], "set": ["replay.batch_size=256"],
+     "variants": {"lr3e-4": ["learner.learning_rate=3e-4"]},
+     "waves": [{"name": "rae", "seeds": [3, 4, 5], "agents": ["mog"],
+                "replay": {"from": ["base"], "match": ["task", "agent"], "ratio": 0.5}}]}
+
+The top level is the first wave, named "base"; each entry of "waves" is a later wave, which
+takes any grid field it does not give from the top level and, with "replay", replays the
+experience of earlier waves' runs (RaE): those of the named waves whose values of the
+"match" fields equal the run's own. Every run is an ordinary run directory,
+SWEEP_DIR/<wave>/<task>/<agent>[-<preset>][-<variant>]/seed<k>. Every value is checked,
+each run's whole config built, before anything starts.
+"""
+
+import dataclasses
+import json
+import os
+from typing import Dict, List, Optional, Tuple
+
+from experiments import configs
+from launch.config import RaEConfig
+
+BASE_WAVE = "base"
+_GRID = ("agents", "tasks", "seeds", "presets", "set", "variants", "max_env_steps", "num_actors", "envs_per_actor")
+_TOP = _GRID + ("waves",)
+_WAVE = _GRID + ("name", "replay")
+_REPLAY = ("from", "match", "ratio", "final_ratio", "anneal_steps")
+_MATCHABLE = ("task", "agent", "preset", "variant")
+
+
+class SpecError(ValueError):
+    """A sweep spec that cannot run: the message names the field and the fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Replay:
+    """RaE from earlier waves: the runs of `waves` whose `match` fields equal this run's."""
+
+    waves: Tuple[str, ...]
+    match: Tuple[str, ...] = ("task",)
+    ratio: float = 0.5
+    final_ratio: Optional[float] = None
+    anneal_steps: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class PlannedRun:
+    """One run of the sweep: where it goes and the arguments of `experiments.train` it gets."""
+
+    wave: str
+    name: str  # <task>/<agent>[-<preset>][-<variant>]/seed<k>, unique within its wave
+    agent: str
+    task: str
+    seed: int
+    preset: str
+    variant: Optional[str]
+    overrides: Tuple[str, ...]
+    max_env_steps: int
+    num_actors: int
+    envs_per_actor: int
+    replay: Optional[Replay] = None
+
+    def run_dir(self, sweep_dir: str) -> str:
+        return os.path.join(sweep_dir, self.wave, self.name)
+
+    def matches(self, other: "PlannedRun", fields: Tuple[str, ...]) -> bool:
+        return all(getattr(self, field) == getattr(other, field) for field in fields)
+
+
+def _fail(where: str, message: str) -> None:
+    raise SpecError(f"sweep spec, {where}: {message}")
+
+
+def _unknown(fields: dict, known: Tuple[str, ...], where: str) -> None:
+    extra = sorted(set(fields) - set(known))
+    if extra:
+        _fail(where, f"unknown field{'s' if len(extra) > 1 else ''} {', '.join(extra)}; the fields are "
+                     f"{', '.join(known)}.")
+
+
+def _list(value, where: str, kind=str) -> list:
+    if not isinstance(value, list) or not value or not all(isinstance(item, kind) for item in value):
+        _fail(where, f"give a non-empty list of {kind.__name__}s, got {value!r}.")
+    return value
+
+
+def _replay(fields: dict, earlier: List[str], where: str) -> Replay:
+    _unknown(fields, _REPLAY, where)
+    waves = _list(fields.get("from"), f"{where}.from")
+    missing = [wave for wave in waves if wave not in earlier]
+    if missing:
+        _fail(f"{where}.from", f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not an earlier wave; "
+                               f"a wave replays only waves before it ({', '.join(earlier)}).")
+    match = tuple(_list(fields.get("match", ["task"]), f"{where}.match"))
+    if not set(match) <= set(_MATCHABLE) or "task" not in match:
+        _fail(f"{where}.match", f"choose from {', '.join(_MATCHABLE)}, with task among them (RaE replays runs of "
+                                f"the same task), got {list(match)}.")
+    replay = Replay(tuple(waves), match, float(fields.get("ratio", 0.5)), fields.get("final_ratio"),
+                    int(fields.get("anneal_steps", 0)))
+    try:  # the checks of --rae_ratio, --rae_final_ratio and --rae_anneal_steps
+        RaEConfig(runs=waves, ratio=replay.ratio, final_ratio=replay.final_ratio,
+                  anneal_learner_steps=replay.anneal_steps)
+    except ValueError as error:
+        _fail(where, str(error))
+    return replay
+
+
+def _wave_runs(wave: str, fields: dict, replay: Optional[Replay], where: str) -> List[PlannedRun]:
+    if "max_env_steps" not in fields:
+        _fail(where, "give max_env_steps, the step budget of every run.")
+    variants: Dict[str, List[str]] = fields.get("variants") or {None: []}
+    if not isinstance(variants, dict) or not all(isinstance(v, list) for v in variants.values()):
+        _fail(f"{where}.variants", f"give a mapping of variant names to lists of overrides, got {variants!r}.")
+    runs = []
+    for task in _list(fields.get("tasks"), f"{where}.tasks"):
+        for agent in _list(fields.get("agents"), f"{where}.agents"):
+            for preset in _list(fields.get("presets", ["default"]), f"{where}.presets"):
+                for variant, variant_overrides in variants.items():
+                    for seed in _list(fields.get("seeds"), f"{where}.seeds", int):
+                        label = agent + ("" if preset == "default" else f"-{preset}") + (f"-{variant}" if variant else "")
+                        runs.append(PlannedRun(
+                            wave, f"{task.replace(':', '_')}/{label}/seed{seed}", agent, task, seed, preset, variant,
+                            tuple(fields.get("set", [])) + tuple(variant_overrides), int(fields["max_env_steps"]),
+                            int(fields.get("num_actors", 2)), int(fields.get("envs_per_actor", 1)), replay))
+    for run in runs:  # the whole config of each run, as experiments.train builds it
+        try:
+            configs.make_experiment_config(agent=run.agent, task=run.task, run_dir="/nonexistent", seed=run.seed,
+                                           num_actors=run.num_actors, envs_per_actor=run.envs_per_actor,
+                                           max_env_steps=run.max_env_steps, preset=run.preset,
+                                           overrides=run.overrides)
+        except ValueError as error:
+            _fail(f"run {run.wave}/{run.name}", str(error))
+    return runs
+
+
+def load_spec(path: str) -> List[PlannedRun]:
+    """The runs of the spec at `path`, in waves' order; SpecError, naming what is wrong, if any is
+    bad (an unknown agent, task or field, a wave that names no earlier one, a run that replays
+    nothing)."""
+    try:
+        with open(path) as file:
+            spec = json.load(file)
+    except (OSError, json.JSONDecodeError) as error:
+        raise SpecError(f"sweep spec {path}: {error}") from None
+    if not isinstance(spec, dict):
+        _fail(path, "give a JSON object.")
+    return expand(spec)
+
+
+def expand(spec: dict) -> List[PlannedRun]:
+    _unknown(spec, _TOP, "top level")
+    runs = _wave_runs(BASE_WAVE, spec, None, "top level")
+    names = [BASE_WAVE]
+    for index, wave in enumerate(spec.get("waves", [])):
+        where = f"waves[{index}]"
+        if not isinstance(wave, dict):
+            _fail(where, "give a JSON object.")
+        _unknown(wave, _WAVE, where)
+        name = wave.get("name")
+        if not isinstance(name, str) or not name or "/" in name or name in names:
+            _fail(f"{where}.name", f"give each wave a name of its own, without '/', got {name!r}.")
+        replay = _replay(wave["replay"], names, f"{where}.replay") if "replay" in wave else None
+        fields = {**{key: value for key, value in spec.items() if key in _GRID}, **wave}
+        wave_runs = _wave_runs(name, fields, replay, where)
+        if replay is not None:
+            for run in wave_runs:
+                if not sources(run, runs):
+                    _fail(f"{where}.replay", f"run {name}/{run.name} would replay nothing: no run of "
+                                             f"{', '.join(replay.waves)} has its {', '.join(replay.match)}.")
+        runs += wave_runs
+        names.append(name)
+    return runs
+
+
+def sources(run: PlannedRun, runs: List[PlannedRun]) -> List[PlannedRun]:
+    """The earlier runs `run` replays (none without `replay`)."""
+    if run.replay is None:
+        return []
+    return [other for other in runs if other.wave in run.replay.waves and run.matches(other, run.replay.match)]
