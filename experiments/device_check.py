@@ -132,7 +132,7 @@ def run(argv=None) -> int:
     report = {"benchmark": "device_check", "dry": args.dry, "time_utc": results_io.timestamp(),
               "device": {"kind": device.device_kind, "platform": device.platform, "count": len(jax.devices())},
               "jax_version": jax.__version__, "python": platform.python_version(),
-              "host": {"processor": platform.processor(), "cores": os.cpu_count()},
+              "host": {"processor": results_io.cpu_name(), "cores": os.cpu_count()},
               "matmul_float32_default_precision_gflop_per_s": matmul / 1e9,
               "nominal_tflop_per_s": nominal_peaks(device.device_kind),
               "losses_against_cpu": None, "results": [], "skipped": [], "errors": []}

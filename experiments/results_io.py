@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import platform
 from typing import Any, Mapping, Optional, Tuple
 
 from launch.rundir.paths import timestamp
@@ -44,3 +45,15 @@ def new_results_dir(name: str, task: str, out_dir: Optional[str]) -> Tuple[pathl
         raise SystemExit(f"error: {path} is not empty and is never overwritten; pass another --out_dir.")
     path.mkdir(parents=True, exist_ok=True)
     return path, DEFAULT_BENCH_DIR / f"{stem}-runs"
+
+
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo), which every benchmark's figures are quoted with."""
+    try:
+        with open("/proc/cpuinfo") as file:
+            for line in file:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"

@@ -148,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
             "environment": dataclasses.asdict(_config(args).environment), "steps_per_block": args.steps_per_block,
             "blocks": args.blocks, "settings": results,
             "machine": {"python": platform.python_version(), "processor": platform.processor(),
-                        "node": platform.node(), "cpu": _cpu_model()},
+                        "node": platform.node(), "cpu": results_io.cpu_name()},
             "time_utc": results_io.timestamp()}
     path = results_io.write_json_exclusive(data, results_io.bench_output_path(name, args.out))
     print(f"task {args.env}: µs per env step, medians of {args.blocks} blocks of {args.steps_per_block} steps")
@@ -163,8 +163,3 @@ def run(args: argparse.Namespace) -> int:
                   f"rendering alone {1e6 / r['render_alone_us']:.1f})")
     print(f"wrote {path}")
     return 0
-
-
-def _cpu_model() -> str:
-    with open("/proc/cpuinfo") as file:
-        return next((line.split(":", 1)[1].strip() for line in file if line.startswith("model name")), "unknown")

@@ -29,7 +29,6 @@ import contextlib
 import json
 import os
 import pathlib
-import platform
 import random
 import signal
 import subprocess
@@ -219,8 +218,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if slurm is not None:
             slurm.close()
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor())
+    cpu = results_io.cpu_name()
     kills = len(chaos["kills"])
     added = None if baseline is None or not kills else round((chaos["wall_s"] - baseline["wall_s"]) / kills, 1)
     data = {"benchmark": "chaos", "cpu": cpu, "cores": os.cpu_count(), "settings": vars(args), "runs_under": base,

@@ -21,7 +21,8 @@ The Reverb server runs in a process of its own, as the program's replay node doe
 alternate between the sides (k, and with "k@w", w Reverb sampling workers: `replay.sampling_workers`); figures are medians over blocks, ratios the median of
 paired blocks, "cores" each process's CPU time over wall time (the learner side's, the
 server's), and "sampling alone" what the node's tf.data pipeline delivers inside TensorFlow
-(no Python per batch, no conversion, no transfer).
+(no Python per batch, no conversion, no transfer). A side starts each block with its
+prefetch buffers full (about 4 calls): keep blocks long (--steps_per_block) against that bias.
 """
 
 import argparse
@@ -318,8 +319,7 @@ def run_ceilings(args: argparse.Namespace) -> int:
     server_process.join(timeout=30)
 
     base = labels[0]
-    cpu_name = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-                    platform.processor())
+    cpu_name = results_io.cpu_name()
     result = {
         "benchmark": "datapath_ceiling", "learner": args.learner, "agent": args.agent, "task": args.env,
         "batch_size": config.replay.batch_size, "rae_ratio": args.rae_ratio, "table_sizes": sizes,

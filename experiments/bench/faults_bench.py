@@ -17,7 +17,6 @@ counter's saved state (every 0.5 s) and the node's log:
 import argparse
 import json
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -172,8 +171,7 @@ def run(args: argparse.Namespace) -> int:
         result = measure(node, os.path.join(base, node.replace("/", "_")), args)
         results.append(result)
         print(json.dumps(result), flush=True)
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor())
+    cpu = results_io.cpu_name()
     data = {"benchmark": "faults", "cpu": cpu, "cores": os.cpu_count(), "env": args.env, "kill_at": args.kill_at,
             "max_env_steps": args.max_env_steps, "results": results}
     path = results_io.write_json_exclusive(data, out)

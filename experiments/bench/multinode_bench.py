@@ -182,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{args.agent} learner fed from a Reverb server on h1, {args.steps} SGD steps a measurement:", flush=True)
             result["learner"] = measure_learner(args, hosts, bench_dir)
     result["machine"] = {"python": platform.python_version(), "processor": platform.processor(),
-                         "cpu_model": _cpu_model(), "node": platform.node()}
+                         "cpu_model": results_io.cpu_name(), "node": platform.node()}
     result["time_utc"] = results_io.timestamp()
     path = results_io.write_json_exclusive(result, results_io.bench_output_path(name, args.out))
     if "actors" in result:
@@ -192,14 +192,3 @@ def run(args: argparse.Namespace) -> int:
         print(f"learner on another host / on the server's host: {result['learner']['another_host_over_own_host_median']:.3f} (median)")
     print(f"wrote {path}")
     return 0
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as file:
-            for line in file:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()

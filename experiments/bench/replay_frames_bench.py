@@ -251,12 +251,6 @@ def measure_recorder(frames: List[np.ndarray], steps: int) -> Dict[str, float]:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def _cpu_model() -> str:
-    with open("/proc/cpuinfo") as file:
-        return next((line.split(":", 1)[1].strip() for line in file if line.startswith("model name")),
-                    platform.processor())
-
-
 def run(args: argparse.Namespace) -> int:
     from experiments import results_io
 
@@ -294,7 +288,7 @@ def run(args: argparse.Namespace) -> int:
               f"({1e3 * recorder['savez_compressed_s_per_step']:.3f} ms/step to save) vs "
               f"{recorder['savez_bytes_per_frame']:.0f} B/frame plain "
               f"({1e3 * recorder['savez_s_per_step']:.3f} ms/step)")
-    result["machine"] = {"cpu_model": _cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
+    result["machine"] = {"cpu_model": results_io.cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
                          "node": platform.node()}
     result["items_per_variant"] = args.items
     result["wall_s"] = time.perf_counter() - started
