@@ -471,6 +471,34 @@ def test_a_run_longer_than_its_time_limit_goes_on_across_jobs_through_lost_hosts
     assert_no_orphans(before, run_dir)
 
 
+@pytest.mark.slow
+def test_a_sweep_of_two_runs_goes_as_two_slurm_jobs_and_a_rerun_submits_nothing(cluster, hosts, tmp_path):
+    """experiments.sweep on SLURM: each run its own heterogeneous job (submitted detached, followed
+    by the runner through SLURM), both finished; the sweep run again finds nothing to do."""
+    spec = {"agents": ["mpo"], "tasks": ["cartpole:swingup"], "seeds": [0, 1], "presets": ["debug"],
+            "max_env_steps": 2000}
+    sweep_dir = str(tmp_path / "S")
+    before = set(psutil.pids())
+    command = [sys.executable, "-m", "experiments.sweep", "run"]
+    result = subprocess.run(command + [write_spec(tmp_path / "spec.json", spec), f"--dir={sweep_dir}",
+                                       "--launch_type=slurm", f"--cluster={slurm_spec(tmp_path)}"],
+                            cwd=ROOT, env=cluster.env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "2 runs, 2 at a time (slurm)" in result.stdout and "2 finished" in result.stdout.splitlines()[-1]
+    job_ids = set()
+    for seed in (0, 1):
+        run_dir = os.path.join(sweep_dir, "base", "cartpole_swingup", "mpo-debug", f"seed{seed}")
+        [submitted] = [record for record in jobs_records(run_dir) if record["event"] == "submitted"]
+        job_ids.add(submitted["job_id"])
+        assert "JobState=COMPLETED" in cluster.job_info(submitted["job_id"])
+        assert read(run_dir, "summary.json")["reached_max_env_steps"] and read(run_dir, "config.json")["seed"] == seed
+    assert len(job_ids) == 2
+    again = subprocess.run(command + [sweep_dir, "--launch_type=slurm", f"--cluster={slurm_spec(tmp_path)}"],
+                           cwd=ROOT, env=cluster.env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "start " not in again.stdout and "2 finished" in again.stdout
+    assert_no_orphans(before, sweep_dir)
+
+
 def served_on(run_dir, node, launch_index=0):
     """The addresses `node` announced in its log, one per start of its process."""
     return re.findall(rf"relay node {node} on (\S+) ", log_text(run_dir, launch_index, node))

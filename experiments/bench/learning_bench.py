@@ -22,11 +22,9 @@ import statistics
 import subprocess
 import sys
 
-from experiments import results_io
+from experiments import published, results_io
 from launch.rundir import plots
 
-# Returns at 100k env steps reported with Acme (10 seeds), for the figure.
-PUBLISHED_100K = {"cartpole:swingup": {"MPO 763": 763.0, "DMPO 669": 669.0}}
 CSV_FIELDS = ("agent", "seed", "env_steps", "learner_step", "mean_return", "std_return")
 
 
@@ -157,7 +155,7 @@ def _write_results(out_dir: pathlib.Path, rows: list, summaries: list, task: str
         seed_rows = [row for row in rows if row["agent"] == agent and row["seed"] == seed]
         label = agent if len(seeds) == 1 else f"{agent} s{seed}"
         curves[label] = ([row["env_steps"] for row in seed_rows], [row["mean_return"] for row in seed_rows])
-    reference = dict(PUBLISHED_100K.get(task, {}))
+    reference = published.reference_lines(task, 100_000)
     if "random_policy" in provenance:
         reference[f"random policy {provenance['random_policy']['mean_return']:.0f}"] = provenance["random_policy"]["mean_return"]
     plots.plot_learning_curves(curves, str(out_dir / "learning_curves.png"),

@@ -16,9 +16,8 @@ import json
 import pathlib
 import subprocess
 import sys
-from typing import Optional
-
 from experiments import results_io
+from experiments.curves import first_reaching
 from launch.rundir import plots
 from launch.rundir import summary as run_summary
 
@@ -37,11 +36,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="default", help="train's --preset for every run (default, small, acme, debug)")
     parser.add_argument("--parallel", action="store_true", help="run both at once")
     parser.add_argument("--out_dir", default=None, help="new directory for the results (default runs/bench/rae-<task>-<time>)")
-
-
-def first_reaching(rows, threshold: float) -> Optional[int]:
-    """Env steps of the first evaluation at or above `threshold` (None if none is)."""
-    return next((int(row["env_steps"]) for row in rows if row["mean_return"] >= threshold), None)
 
 
 def run(args: argparse.Namespace) -> int:

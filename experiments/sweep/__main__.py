@@ -1,35 +1,151 @@
-"""python -m experiments.sweep plan SPEC.json --dir=SWEEP_DIR
+"""Sweeps: seeds and variants as one command, each wave of runs replaying earlier waves' data.
 
-plan: checks the spec (every run's whole config) and lists its runs, wave by wave: where
-each goes and what it replays. Nothing is started or written.
+    python -m experiments.sweep plan SPEC.json [--dir=SWEEP_DIR]
+    python -m experiments.sweep run SPEC.json --dir=SWEEP_DIR [--parallel=N] [--detach] \\
+        [--launch_type=local_mp|hosts|slurm --cluster=CLUSTER.json --slurm_time=...]
+    python -m experiments.sweep run SWEEP_DIR            # again: only what is missing
+    python -m experiments.sweep status SWEEP_DIR
+    python -m experiments.sweep stop SWEEP_DIR
+    python -m experiments.sweep report SWEEP_DIR [--out=DIR]
+
+plan:   checks the spec (every run's whole config) and lists its runs; starts nothing.
+run:    starts every run that is missing, N at a time, each an ordinary run directory under
+        SWEEP_DIR (experiments/sweep/sweep_dir.py): finished runs are skipped, unfinished ones
+        resumed from their newest checkpoint, one still going is left to go on. A later wave's
+        run starts once the runs it replays have finished. --detach: the runner goes on in the
+        background (its output in SWEEP_DIR/launcher_logs/).
+status: each run's state, env steps and newest evaluation.
+stop:   stops the sweep's runners and every run going, cleanly (each saves its checkpoint).
+report: the table (final and best return: mean, min-max, bootstrap interval across seeds;
+        env steps; wall time) as CSV and Markdown, and curves per task (mean and band).
 """
 
 import argparse
+import json
+import os
+import signal
+import subprocess
 import sys
 
+from experiments.sweep import report as sweep_report
+from experiments.sweep import runner as sweep_runner
+from experiments.sweep import status as sweep_status
 from experiments.sweep.spec import SpecError, load_spec, sources
+from experiments.sweep.sweep_dir import NotASweep, open_sweep, start_sweep
+
+
+def _plan(args) -> int:
+    runs = load_spec(args.spec)
+    waves = list(dict.fromkeys(run.wave for run in runs))
+    print(f"{len(runs)} runs in {len(waves)} wave{'s' if len(waves) > 1 else ''} ({', '.join(waves)})")
+    for run in runs:
+        replayed = sources(run, runs)
+        chosen = f"the best {run.replay.best} of " if replayed and run.replay.best else ""
+        print(f"  {run.run_dir(args.dir)}  {run.max_env_steps:,} env steps"
+              + (f"  replays {chosen}{len(replayed)} run{'s' if len(replayed) > 1 else ''} of "
+                 f"{', '.join(run.replay.waves)} at {run.replay.ratio:g}" if replayed else ""))
+    return 0
+
+
+def _run(args) -> int:
+    if args.launch_type in ("hosts", "slurm") and not args.cluster:
+        raise ValueError(f"--launch_type={args.launch_type} needs --cluster=SPEC.json (see docs/multinode.md).")
+    if os.path.isdir(args.spec) and args.dir is None:  # run SWEEP_DIR: again, with its own spec
+        sweep = open_sweep(args.spec)
+    else:
+        if args.dir is None:
+            raise NotASweep("give the sweep's directory: python -m experiments.sweep run SPEC.json --dir=SWEEP_DIR")
+        load_spec(args.spec)  # every check, before anything is written
+        with open(args.spec) as file:
+            sweep = start_sweep(args.dir, json.load(file))
+    runs = sweep.runs()
+    launch = sweep_runner.LaunchFlags(args.launch_type, args.cluster, tuple(args.slurm_flags))
+    parallel = args.parallel or sweep_runner.default_parallel(runs, args.launch_type)
+    if args.detach:
+        return _detach(sweep, args)
+    sweep.clear_stop()
+    sweep.note_runner("start", argv=sys.argv[1:], parallel=parallel)
+    print(f"Sweep {sweep.root}: {len(runs)} runs, {parallel} at a time ({args.launch_type}); "
+          f"python -m experiments.sweep status {sweep.root} shows where each stands")
+    runner = sweep_runner.SweepRunner(sweep, runs, parallel, launch)
+
+    def on_signal(signum, frame):
+        runner.stop("Ctrl-C" if signum == signal.SIGINT else "SIGTERM")
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    code = runner.run(poll_s=10.0 if args.launch_type == "slurm" else 2.0)
+    sweep.note_runner("end", code=code)
+    return code
+
+
+def _detach(sweep, args) -> int:
+    """The runner again, without --detach, in a session of its own: it outlives this shell."""
+    log_path = sweep.runner_log()
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    argv = [sys.executable, "-m", "experiments.sweep"] + [a for a in sys.argv[1:] if a != "--detach"]
+    with open(log_path, "a") as log:
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   start_new_session=True)
+    print(f"Detached: the sweep runner is pid {process.pid}; its output goes to {log_path}.\n"
+          f"  python -m experiments.sweep status {sweep.root}   where each run stands\n"
+          f"  python -m experiments.sweep stop {sweep.root}     stops it cleanly")
+    return 0
+
+
+def _status(args) -> int:
+    sweep = open_sweep(args.dir)
+    print(sweep_status.format_status(sweep, sweep.runs()))
+    return 0
+
+
+def _stop(args) -> int:
+    sweep = open_sweep(args.dir)
+    return sweep_status.stop_sweep(sweep, sweep.runs(), args.wait_s)
+
+
+def _report(args) -> int:
+    sweep = open_sweep(args.dir)
+    written = sweep_report.write_report(sweep, sweep.runs(), args.out or sweep.report_dir)
+    print("wrote " + ", ".join(written))
+    return 0
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.sweep", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["plan"])
-    parser.add_argument("spec", help="the sweep spec, JSON (experiments/sweep/spec.py)")
-    parser.add_argument("--dir", default="SWEEP_DIR", help="the sweep's directory (runs go under it)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    plan = commands.add_parser("plan", help="check a spec and list its runs")
+    plan.add_argument("spec", help="the sweep spec, JSON (experiments/sweep/spec.py)")
+    plan.add_argument("--dir", default="SWEEP_DIR", help="the sweep's directory (runs go under it)")
+    run = commands.add_parser("run", help="start what is missing")
+    run.add_argument("spec", help="the sweep spec (JSON), or an existing sweep's directory")
+    run.add_argument("--dir", default=None, help="the sweep's directory: new or empty, or this spec's sweep")
+    run.add_argument("--parallel", type=int, default=None,
+                     help="runs at once (default: one per 4 cores here, 1 on hosts, all under SLURM)")
+    run.add_argument("--launch_type", default="local_mp", choices=["local_mt", "local_mp", "hosts", "slurm"])
+    run.add_argument("--cluster", default=None, help="cluster spec JSON, for hosts and slurm")
+    run.add_argument("--detach", action="store_true", help="the runner goes on in the background")
+    for name in ("slurm_partition", "slurm_account", "slurm_time", "slurm_max_jobs"):
+        run.add_argument(f"--{name}", default=None, help=f"as experiments.train's --{name}")
+    status = commands.add_parser("status", help="each run's state and newest evaluation")
+    status.add_argument("dir")
+    stop = commands.add_parser("stop", help="stop the sweep cleanly")
+    stop.add_argument("dir")
+    stop.add_argument("--wait_s", type=float, default=300.0, help="how long to wait for the runs to stop")
+    report = commands.add_parser("report", help="table and curves")
+    report.add_argument("dir")
+    report.add_argument("--out", default=None, help="where the report goes (default SWEEP_DIR/report)")
     args = parser.parse_args(argv)
+    if args.command == "run":
+        args.slurm_flags = [f"--{name}={getattr(args, name)}" for name in
+                            ("slurm_partition", "slurm_account", "slurm_time", "slurm_max_jobs")
+                            if getattr(args, name) is not None]
     try:
-        runs = load_spec(args.spec)
-    except SpecError as error:
+        return {"plan": _plan, "run": _run, "status": _status, "stop": _stop, "report": _report}[args.command](args)
+    except (SpecError, NotASweep, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    waves = list(dict.fromkeys(run.wave for run in runs))
-    print(f"{len(runs)} runs in {len(waves)} wave{'s' if len(waves) > 1 else ''} ({', '.join(waves)})")
-    for run in runs:
-        replayed = sources(run, runs)
-        print(f"  {run.run_dir(args.dir)}  {run.max_env_steps:,} env steps"
-              + (f"  replays {len(replayed)} run{'s' if len(replayed) > 1 else ''} of {', '.join(run.replay.waves)} "
-                 f"at {run.replay.ratio:g}" if replayed else ""))
-    return 0
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ each run's whole config built, before anything starts.
 import dataclasses
 import json
 import os
+import re
 from typing import Dict, List, Optional, Tuple
 
 from experiments import configs
@@ -27,8 +28,10 @@ BASE_WAVE = "base"
 _GRID = ("agents", "tasks", "seeds", "presets", "set", "variants", "max_env_steps", "num_actors", "envs_per_actor")
 _TOP = _GRID + ("waves",)
 _WAVE = _GRID + ("name", "replay")
-_REPLAY = ("from", "match", "ratio", "final_ratio", "anneal_steps")
+_REPLAY = ("from", "match", "best", "ratio", "final_ratio", "anneal_steps", "max_steps", "min_return")
 _MATCHABLE = ("task", "agent", "preset", "variant")
+# Names a sweep directory uses for itself (experiments/sweep/sweep_dir.py), so no wave may take them.
+RESERVED_NAMES = ("launcher_logs", "report")
 
 
 class SpecError(ValueError):
@@ -37,13 +40,28 @@ class SpecError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Replay:
-    """RaE from earlier waves: the runs of `waves` whose `match` fields equal this run's."""
+    """RaE from earlier waves: the runs of `waves` whose `match` fields equal this run's (of those,
+    the `best` by final evaluation return, when given), with `--rae_*`'s share, anneal and selection."""
 
     waves: Tuple[str, ...]
     match: Tuple[str, ...] = ("task",)
+    best: Optional[int] = None
     ratio: float = 0.5
     final_ratio: Optional[float] = None
     anneal_steps: int = 0
+    max_steps: Optional[int] = None
+    min_return: Optional[float] = None
+
+    def train_flags(self, run_dirs: List[str]) -> List[str]:
+        """experiments.train's --rae_* flags for replaying `run_dirs`."""
+        flags = [f"--rae_from={','.join(run_dirs)}", f"--rae_ratio={self.ratio}"]
+        if self.final_ratio is not None:
+            flags += [f"--rae_final_ratio={self.final_ratio}", f"--rae_anneal_steps={self.anneal_steps}"]
+        if self.max_steps is not None:
+            flags.append(f"--rae_max_steps={self.max_steps}")
+        if self.min_return is not None:
+            flags.append(f"--rae_min_return={self.min_return}")
+        return flags
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,12 +116,17 @@ def _replay(fields: dict, earlier: List[str], where: str) -> Replay:
     if not set(match) <= set(_MATCHABLE) or "task" not in match:
         _fail(f"{where}.match", f"choose from {', '.join(_MATCHABLE)}, with task among them (RaE replays runs of "
                                 f"the same task), got {list(match)}.")
-    replay = Replay(tuple(waves), match, float(fields.get("ratio", 0.5)), fields.get("final_ratio"),
-                    int(fields.get("anneal_steps", 0)))
-    try:  # the checks of --rae_ratio, --rae_final_ratio and --rae_anneal_steps
+    best = fields.get("best")
+    if best is not None and (not isinstance(best, int) or isinstance(best, bool) or best < 1):
+        _fail(f"{where}.best", f"give how many of the matching runs to replay, those with the highest final "
+                               f"return, as a positive integer, got {best!r}.")
+    try:
+        replay = Replay(tuple(waves), match, best, float(fields.get("ratio", 0.5)), fields.get("final_ratio"),
+                        int(fields.get("anneal_steps", 0)), fields.get("max_steps"), fields.get("min_return"))
+        # The checks of --rae_ratio, --rae_final_ratio, --rae_anneal_steps and the selection's flags.
         RaEConfig(runs=waves, ratio=replay.ratio, final_ratio=replay.final_ratio,
-                  anneal_learner_steps=replay.anneal_steps)
-    except ValueError as error:
+                  anneal_learner_steps=replay.anneal_steps, max_steps=replay.max_steps, min_return=replay.min_return)
+    except (TypeError, ValueError) as error:
         _fail(where, str(error))
     return replay
 
@@ -160,23 +183,30 @@ def expand(spec: dict) -> List[PlannedRun]:
             _fail(where, "give a JSON object.")
         _unknown(wave, _WAVE, where)
         name = wave.get("name")
-        if not isinstance(name, str) or not name or "/" in name or name in names:
-            _fail(f"{where}.name", f"give each wave a name of its own, without '/', got {name!r}.")
+        if (not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name) or name in names
+                or name in RESERVED_NAMES):
+            _fail(f"{where}.name", f"give each wave a name of its own (letters, digits, _ . -; not "
+                                   f"{', '.join((BASE_WAVE,) + RESERVED_NAMES)}), got {name!r}.")
         replay = _replay(wave["replay"], names, f"{where}.replay") if "replay" in wave else None
         fields = {**{key: value for key, value in spec.items() if key in _GRID}, **wave}
         wave_runs = _wave_runs(name, fields, replay, where)
         if replay is not None:
             for run in wave_runs:
-                if not sources(run, runs):
+                matching = sources(run, runs)
+                if not matching:
                     _fail(f"{where}.replay", f"run {name}/{run.name} would replay nothing: no run of "
                                              f"{', '.join(replay.waves)} has its {', '.join(replay.match)}.")
+                if replay.best is not None and replay.best > len(matching):
+                    _fail(f"{where}.replay.best", f"run {name}/{run.name} has {len(matching)} matching runs, "
+                                                  f"fewer than best={replay.best}.")
         runs += wave_runs
         names.append(name)
     return runs
 
 
 def sources(run: PlannedRun, runs: List[PlannedRun]) -> List[PlannedRun]:
-    """The earlier runs `run` replays (none without `replay`)."""
+    """The earlier runs `run` may replay (none without `replay`): all those that match; with
+    `replay.best`, the sweep chooses among them once they have finished."""
     if run.replay is None:
         return []
     return [other for other in runs if other.wave in run.replay.waves and run.matches(other, run.replay.match)]

@@ -64,7 +64,9 @@ class Monitor:
                 if now - logged_time >= config.log_every_s:
                     log.write({k: v for k, v in progress.items() if k != "max_env_steps"}, now)
                     logged_time = now
-                if env_steps >= config.max_env_steps:
+                # A stop asked of the counter (a launcher, experiments.sweep stop) reaches the node
+                # processes of a multi-process launch through their own polling; threads, through this.
+                if env_steps >= config.max_env_steps or counter.stop_reason() is not None:
                     lp.stop()
                     return
         except ProgramStopped:

@@ -8,13 +8,20 @@ matplotlib.use("Agg")  # files only; never a display
 import matplotlib.pyplot as plt  # noqa: E402
 
 Curve = Tuple[Sequence[float], Sequence[float]]  # (env steps, mean eval return)
+Band = Tuple[Sequence[float], Sequence[float], Sequence[float]]  # (env steps, low, high)
 
 
-def plot_learning_curves(curves: Mapping[str, Curve], path: str, title: str, reference: Mapping[str, float] = ()) -> None:
-    """One line per label; `reference` draws labelled horizontal lines (published figures, baselines)."""
+def plot_learning_curves(curves: Mapping[str, Curve], path: str, title: str, reference: Mapping[str, float] = (),
+                         bands: Mapping[str, Band] = ()) -> None:
+    """One line per label; `bands` shades a label's spread (across seeds) in its colour; `reference`
+    draws labelled horizontal lines (published figures, baselines)."""
+    bands = dict(bands)
     figure, axes = plt.subplots(figsize=(6.4, 4.0), dpi=100)
     for label, (env_steps, returns) in curves.items():
-        axes.plot(env_steps, returns, marker="o", markersize=2.5, linewidth=1.5, label=label)
+        [line] = axes.plot(env_steps, returns, marker="o" if label not in bands else None, markersize=2.5,
+                           linewidth=1.5, label=label)
+        if label in bands:
+            axes.fill_between(*bands[label], color=line.get_color(), alpha=0.2, linewidth=0)
     for label, value in dict(reference).items():
         axes.axhline(value, linestyle="--", linewidth=1.0, color="grey")
         axes.annotate(label, (0.0, value), xycoords=("axes fraction", "data"), fontsize=8, color="grey",

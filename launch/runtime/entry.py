@@ -97,6 +97,16 @@ def poll(attempt, timeout_s: float, failure: str, interval_s: float = 0.2, go_on
         time.sleep(interval_s)
 
 
+def announce_counter(launch_dir: str, address: str) -> None:
+    """Writes where the launch's counter serves (RUN_DIR/launches/<k>/coordinator), whole: its
+    nodes, the launcher, and `experiments.sweep` (is the run going? stop it) read it."""
+    path = os.path.join(launch_dir, COORDINATOR_FILE)
+    os.makedirs(launch_dir, exist_ok=True)
+    with open(path + ".tmp", "w") as file:
+        file.write(address + "\n")
+    os.replace(path + ".tmp", path)
+
+
 def wait_for_coordinator(launch_dir: str, timeout_s: float, alive=lambda: True) -> str:
     """The counter's address once it has written it (launchers and job scripts wait on this)."""
     path = os.path.join(launch_dir, COORDINATOR_FILE)
@@ -202,10 +212,7 @@ def run_node(launch_dir: str, label: str, index: int, host: str, coordinator_add
     launchpad_internals.initialize_node(node, lambda: rpc.final_client(
         coordinator_address, call_timeout_s=2.0).request_stop(f"lp.stop() by {label}/{index}"))
     if label == "counter":
-        announce = os.path.join(launch_dir, COORDINATOR_FILE)
-        with open(announce + ".tmp", "w") as file:
-            file.write(own_address + "\n")
-        os.replace(announce + ".tmp", announce)
+        announce_counter(launch_dir, own_address)
     elif node.addresses:
         attempt = node_attempt()
         poll(lambda: coordinator.register_address(f"{label}/{index}", own_address, attempt) or True, _FIND_TIMEOUT_S,

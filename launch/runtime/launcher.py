@@ -151,8 +151,11 @@ def _run_threads(program, config: ExperimentConfig) -> int:
     from launch.faults import RunError
     from launch.runtime import threads
 
+    from launch.runtime.entry import announce_counter
+
     manager = threads.launch_threads(program)
     address = threads.counter_address(program)
+    announce_counter(RunPaths(config.run_dir).launch_dir(config.launch_index), address)
     code = 0
     try:
         _follow(config.run_dir, lambda: address, manager.wait)

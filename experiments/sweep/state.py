@@ -1,0 +1,104 @@
+"""Where each run of a sweep stands, read from its directory and asked of whatever runs it.
+
+    new         no run directory yet (or an empty one)
+    going       a launcher holds its claim, its SLURM job is queued or running, or its counter
+                answers: it is never started a second time
+    finished    its summary reaches the step budget the spec gives it
+    unfinished  stopped, killed, failed or time-limited before its budget: resumed from its
+                newest checkpoint
+    broken      a non-empty directory that is not a run: left alone, reported
+"""
+
+import dataclasses
+import os
+import shutil
+from typing import Optional
+
+from experiments.sweep.spec import PlannedRun
+from experiments.sweep.sweep_dir import SweepDir, claimed
+from launch.rundir import summary
+from launch.rundir.jobs import current_job
+from launch.rundir.jsonio import read_json
+from launch.rundir.paths import COORDINATOR_FILE, JOB_ID_FILE, RunPaths
+
+NEW, GOING, FINISHED, UNFINISHED, BROKEN = "new", "going", "finished", "unfinished", "broken"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunStatus:
+    state: str
+    detail: str = ""  # why going (claim, job, counter) or unfinished (the stop reason, or killed)
+    env_steps: Optional[int] = None
+    latest_eval: Optional[dict] = None  # the evaluator's newest row
+    final_return: Optional[float] = None  # a finished run's final evaluation
+
+
+def latest_launch_dir(run_dir: str) -> Optional[str]:
+    launches = os.path.join(run_dir, "launches")
+    indices = [int(name) for name in os.listdir(launches) if name.isdigit()] if os.path.isdir(launches) else []
+    return RunPaths(run_dir).launch_dir(max(indices)) if indices else None
+
+
+def slurm_jobs(run_dir: str, launch_dir: Optional[str]) -> list:
+    job = current_job(run_dir)
+    if job is not None:
+        return [job["job_id"]]
+    try:
+        with open(os.path.join(launch_dir or "", JOB_ID_FILE)) as file:
+            return file.read().split()
+    except OSError:
+        return []
+
+
+def _going_elsewhere(run_dir: str) -> Optional[str]:
+    """Why the run is going without a claim here: its SLURM job is active, or its counter answers."""
+    launch_dir = latest_launch_dir(run_dir)
+    jobs = slurm_jobs(run_dir, launch_dir)
+    if jobs and shutil.which("scontrol"):
+        from launch.runtime.slurm_submit import ACTIVE_STATES, job_state
+
+        for job_id in jobs:
+            state = job_state(job_id)
+            if state in ACTIVE_STATES:
+                return f"SLURM job {job_id} {state}"
+    if launch_dir is not None:
+        try:
+            with open(os.path.join(launch_dir, COORDINATOR_FILE)) as file:
+                address = file.read().strip()
+        except OSError:
+            address = ""
+        if address:
+            from launch.runtime.progress import counter_progress
+
+            if counter_progress(address)() is not None:
+                return f"its counter answers at {address}"
+    return None
+
+
+def run_status(sweep: SweepDir, run: PlannedRun, probe: bool = True) -> RunStatus:
+    """`run`'s state. `probe`: also ask SLURM and the run's counter whether a run with no claim
+    here is going (slower; a runner skips it for runs it launched itself)."""
+    run_dir = sweep.run_dir(run)
+    if not os.path.isdir(run_dir) or not os.listdir(run_dir):
+        return RunStatus(GOING, "its launcher is starting it") if claimed(sweep.claim_path(run)) else RunStatus(NEW)
+    paths = RunPaths(run_dir)
+    if not os.path.isfile(paths.config):
+        if claimed(sweep.claim_path(run)):
+            return RunStatus(GOING, "its launcher is starting it")
+        return RunStatus(BROKEN, f"{run_dir} holds files but no config.json; it is left as it is")
+    result = read_json(paths.summary) or {}
+    counts = read_json(paths.counts) or {}
+    rows = summary.evaluations(run_dir)
+    latest = rows[-1] if rows else None
+    env_steps = max(int(result.get("env_steps", 0)), int(counts.get("actor_steps", 0))) or None
+    if result.get("env_steps", 0) >= run.max_env_steps:
+        return RunStatus(FINISHED, "", result["env_steps"], latest, result.get("final_eval_return"))
+    if claimed(sweep.claim_path(run)):
+        return RunStatus(GOING, "its launcher holds the claim", env_steps, latest)
+    elsewhere = _going_elsewhere(run_dir) if probe else None
+    if elsewhere:
+        return RunStatus(GOING, elsewhere, env_steps, latest)
+    # The summary is the latest launch's when it counts what the counter saved last.
+    stopped = result and int(result.get("env_steps", -1)) >= int(counts.get("actor_steps", 0))
+    detail = f"stopped: {result.get('stop_reason') or 'no reason saved'}" if stopped else "killed (no summary)"
+    return RunStatus(UNFINISHED, detail, env_steps, latest)
