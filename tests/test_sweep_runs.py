@@ -213,20 +213,25 @@ def test_a_detached_sweep_stops_cleanly_when_asked(tmp_path):
     assert new_orphans(before, sweep_dir) == []
 
 
-@pytest.mark.parametrize("command", ["status", "report", "stop", "run"])
-def test_a_directory_that_is_not_a_sweep_is_refused_untouched(tmp_path, finished_run, command):
-    listing = sorted(os.listdir(finished_run))
-    result = sweep(command, finished_run)
-    assert result.returncode == 2 and f"{finished_run} is a run directory (no sweep.json)" in result.stderr
-    assert sorted(os.listdir(finished_run)) == listing
-    result = sweep(command, str(tmp_path / "nowhere"))
-    assert result.returncode == 2 and "is not a directory" in result.stderr and not (tmp_path / "nowhere").exists()
+def sweep_main(capsys, *args):
+    from experiments.sweep.__main__ import main
+
+    code = main(list(args))
+    return code, capsys.readouterr().err
 
 
-def test_a_spec_for_a_directory_that_holds_other_files_starts_nothing(tmp_path, finished_run):
+def test_a_directory_that_is_not_a_sweep_is_refused_untouched(tmp_path, finished_run, capsys):
     listing = sorted(os.listdir(finished_run))
-    result = sweep("run", write_spec(tmp_path / "spec.json", BASE), f"--dir={finished_run}")
-    assert result.returncode == 2 and "holds files and is not a sweep" in result.stderr
+    for command in ("status", "report", "stop", "run"):
+        code, error = sweep_main(capsys, command, finished_run)
+        assert code == 2 and f"{finished_run} is a run directory (no sweep.json)" in error, (command, error)
+        code, error = sweep_main(capsys, command, str(tmp_path / "nowhere"))
+        assert code == 2 and "is not a directory" in error, (command, error)
+    assert sorted(os.listdir(finished_run)) == listing and not (tmp_path / "nowhere").exists()
+    # A spec given a directory that holds other files, or a bad spec: nothing is written.
+    code, error = sweep_main(capsys, "run", write_spec(tmp_path / "spec.json", BASE), f"--dir={finished_run}")
+    assert code == 2 and "holds files and is not a sweep" in error
     assert sorted(os.listdir(finished_run)) == listing
-    bad = sweep("run", write_spec(tmp_path / "bad.json", {**BASE, "agents": ["sac"]}), f"--dir={tmp_path / 'S'}")
-    assert bad.returncode == 2 and "Unknown agent 'sac'" in bad.stderr and not (tmp_path / "S").exists()
+    code, error = sweep_main(capsys, "run", write_spec(tmp_path / "bad.json", {**BASE, "agents": ["sac"]}),
+                             f"--dir={tmp_path / 'S'}")
+    assert code == 2 and "Unknown agent 'sac'" in error and not (tmp_path / "S").exists()

@@ -27,14 +27,15 @@ import signal
 import subprocess
 import sys
 
-from experiments.sweep import report as sweep_report
-from experiments.sweep import runner as sweep_runner
-from experiments.sweep import status as sweep_status
-from experiments.sweep.spec import SpecError, load_spec, sources
 from experiments.sweep.sweep_dir import NotASweep, open_sweep, start_sweep
+
+# The spec, runner, status and report modules import the agents (JAX) or matplotlib: each command
+# imports what it uses, once its directory has been checked.
 
 
 def _plan(args) -> int:
+    from experiments.sweep.spec import load_spec, sources
+
     runs = load_spec(args.spec)
     waves = list(dict.fromkeys(run.wave for run in runs))
     print(f"{len(runs)} runs in {len(waves)} wave{'s' if len(waves) > 1 else ''} ({', '.join(waves)})")
@@ -48,13 +49,17 @@ def _plan(args) -> int:
 
 
 def _run(args) -> int:
+    from experiments.sweep import runner as sweep_runner
+    from experiments.sweep.spec import load_spec
+
     if args.launch_type in ("hosts", "slurm") and not args.cluster:
         raise ValueError(f"--launch_type={args.launch_type} needs --cluster=SPEC.json (see docs/multinode.md).")
     if os.path.isdir(args.spec) and args.dir is None:  # run SWEEP_DIR: again, with its own spec
         sweep = open_sweep(args.spec)
     else:
         if args.dir is None:
-            raise NotASweep("give the sweep's directory: python -m experiments.sweep run SPEC.json --dir=SWEEP_DIR")
+            raise NotASweep(f"{args.spec} is not a directory, and a spec ({args.spec}) needs its sweep's: "
+                            f"python -m experiments.sweep run SWEEP_DIR, or run SPEC.json --dir=SWEEP_DIR")
         load_spec(args.spec)  # every check, before anything is written
         with open(args.spec) as file:
             sweep = start_sweep(args.dir, json.load(file))
@@ -95,17 +100,23 @@ def _detach(sweep, args) -> int:
 
 def _status(args) -> int:
     sweep = open_sweep(args.dir)
+    from experiments.sweep import status as sweep_status
+
     print(sweep_status.format_status(sweep, sweep.runs()))
     return 0
 
 
 def _stop(args) -> int:
     sweep = open_sweep(args.dir)
+    from experiments.sweep import status as sweep_status
+
     return sweep_status.stop_sweep(sweep, sweep.runs(), args.wait_s)
 
 
 def _report(args) -> int:
     sweep = open_sweep(args.dir)
+    from experiments.sweep import report as sweep_report
+
     written = sweep_report.write_report(sweep, sweep.runs(), args.out or sweep.report_dir)
     print("wrote " + ", ".join(written))
     return 0
@@ -143,7 +154,7 @@ def main(argv=None) -> int:
                             if getattr(args, name) is not None]
     try:
         return {"plan": _plan, "run": _run, "status": _status, "stop": _stop, "report": _report}[args.command](args)
-    except (SpecError, NotASweep, ValueError) as error:
+    except ValueError as error:  # SpecError and NotASweep among them
         print(f"error: {error}", file=sys.stderr)
         return 2
 

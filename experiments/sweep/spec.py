@@ -21,7 +21,6 @@ import os
 import re
 from typing import Dict, List, Optional, Tuple
 
-from experiments import configs
 from launch.config import RaEConfig
 
 BASE_WAVE = "base"
@@ -148,6 +147,8 @@ def _wave_runs(wave: str, fields: dict, replay: Optional[Replay], where: str) ->
                             wave, f"{task.replace(':', '_')}/{label}/seed{seed}", agent, task, seed, preset, variant,
                             tuple(fields.get("set", [])) + tuple(variant_overrides), int(fields["max_env_steps"]),
                             int(fields.get("num_actors", 2)), int(fields.get("envs_per_actor", 1)), replay))
+    from experiments import configs  # agents and JAX: only once a spec is read
+
     for run in runs:  # the whole config of each run, as experiments.train builds it
         try:
             configs.make_experiment_config(agent=run.agent, task=run.task, run_dir="/nonexistent", seed=run.seed,

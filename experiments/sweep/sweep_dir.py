@@ -24,7 +24,7 @@ import socket
 import time
 from typing import List, Optional
 
-from experiments.sweep.spec import PlannedRun, SpecError, expand
+from experiments.sweep.spec import PlannedRun
 from launch.rundir.jsonio import read_json
 from launch.rundir.paths import timestamp
 
@@ -72,6 +72,8 @@ class SweepDir:
 
     def runs(self) -> List[PlannedRun]:
         """The runs of the sweep's spec."""
+        from experiments.sweep.spec import SpecError, expand
+
         spec = read_json(self.spec)
         if spec is None:
             raise NotASweep(f"{self.root} is not a sweep (no {SPEC_FILE}); start one with "
@@ -117,6 +119,8 @@ def start_sweep(root: str, spec: dict) -> SweepDir:
     """The sweep `spec` in `root`: a new (or empty) directory gets the spec; an existing sweep keeps
     its runs, and takes `spec` only if every run it has started is planned the same (a larger
     step budget aside; the spec replaced is kept). Refuses anything else, writing nothing."""
+    from experiments.sweep.spec import expand
+
     runs = expand(spec)
     sweep = SweepDir(os.path.abspath(root))
     if os.path.isdir(root) and os.listdir(root) and not os.path.isfile(sweep.spec):
