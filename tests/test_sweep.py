@@ -2,6 +2,7 @@
 spec refused before anything starts, naming what is wrong."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -62,3 +63,71 @@ def test_plan_lists_the_runs_and_refuses_a_bad_spec_with_exit_2(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "error: sweep spec, run base/" in result.stderr and "sac" in result.stderr
     assert not (tmp_path / "S").exists()
+
+
+def test_the_bootstrap_interval_and_the_band_match_a_direct_computation():
+    import numpy as np
+
+    from experiments.curves import bootstrap_interval, first_reaching, mean_band
+
+    values = [710.0, 802.5, 655.0]
+    low, high = bootstrap_interval(values, resamples=4000, seed=3)
+    # Every resample of three values, by enumeration: the 27 equally likely means.
+    means = np.sort([np.mean([a, b, c]) for a in values for b in values for c in values])
+    assert means[0] <= low <= np.quantile(means, 0.05) and np.quantile(means, 0.95) <= high <= means[-1]
+    assert bootstrap_interval([5.0]) == (5.0, 5.0)
+    steps, mean, lowest, highest = mean_band([([0, 100, 200], [0.0, 10.0, 20.0]), ([0, 50, 150], [0.0, 0.0, 30.0])],
+                                             points=4)
+    assert list(steps) == [0, 50, 100, 150]  # up to the shorter curve's end
+    assert np.allclose(mean, [0.0, 2.5, 12.5, 22.5]) and np.allclose(lowest, [0, 0, 10, 15])
+    assert np.allclose(highest, [0, 5, 15, 30])
+    assert first_reaching([{"env_steps": 10, "mean_return": 1.0}, {"env_steps": 20, "mean_return": 9.0}], 5.0) == 20
+
+
+def test_a_runs_wall_time_adds_its_launches():
+    from experiments.sweep.report import wall_time_s
+
+    rows = [{"wall_time_s": t} for t in (5.0, 60.0, 100.0, 4.0, 50.0, 3.0, 20.0)]  # three launches
+    assert wall_time_s(rows, {"wall_time_s": 31.0}) == 100.0 + 50.0 + 31.0
+    assert wall_time_s(rows, {}) == 100.0 + 50.0 + 20.0  # the last one killed after its last evaluation
+
+
+def test_a_sweep_takes_a_new_spec_only_if_its_started_runs_stay_as_they_were(tmp_path):
+    from experiments.sweep.sweep_dir import NotASweep, start_sweep
+
+    spec = {"agents": ["mpo"], "tasks": ["cartpole:swingup"], "seeds": [0, 1], "max_env_steps": 1000}
+    sweep = start_sweep(str(tmp_path / "S"), spec)
+    [first, second] = sweep.runs()
+    os.makedirs(sweep.run_dir(first))
+    open(os.path.join(sweep.run_dir(first), "config.json"), "w").close()  # started
+    with pytest.raises(NotASweep, match="run base/cartpole_swingup/mpo/seed0 has started with other settings"):
+        start_sweep(sweep.root, {**spec, "set": ["learner.learning_rate=1e-3"]})
+    assert json.load(open(sweep.spec)) == spec
+    # More seeds and a larger budget: taken, the old spec kept beside.
+    start_sweep(sweep.root, {**spec, "seeds": [0, 1, 2], "max_env_steps": 2000})
+    assert [run.max_env_steps for run in sweep.runs()] == [2000] * 3
+    [kept] = [name for name in os.listdir(sweep.root) if name.startswith("sweep.") and name != "sweep.json"]
+    assert json.load(open(os.path.join(sweep.root, kept))) == spec
+
+
+def test_a_wave_replays_the_best_k_of_its_matching_runs_by_final_return(tmp_path):
+    from experiments.sweep.runner import LaunchFlags, chosen_sources, train_command
+    from experiments.sweep.state import NEW, RunStatus
+    from experiments.sweep.sweep_dir import start_sweep
+
+    spec = {"agents": ["mog"], "tasks": ["cartpole:swingup"], "seeds": [0, 1, 2], "max_env_steps": 1000,
+            "waves": [{"name": "rae", "seeds": [5], "replay": {"from": ["base"], "best": 2, "ratio": 0.3}}]}
+    sweep = start_sweep(str(tmp_path / "S"), spec)
+    runs = sweep.runs()
+    for run, final in zip(runs[:3], (400.0, 900.0, 650.0)):
+        os.makedirs(sweep.run_dir(run))
+        with open(os.path.join(sweep.run_dir(run), "summary.json"), "w") as file:
+            json.dump({"final_eval_return": final, "env_steps": 1000}, file)
+    assert [run.seed for run in chosen_sources(sweep, runs[3], runs)] == [1, 2]
+    command = train_command(sweep, runs[3], runs, RunStatus(NEW), LaunchFlags())
+    assert f"--rae_from={sweep.run_dir(runs[1])},{sweep.run_dir(runs[2])}" in command and "--rae_ratio=0.3" in command
+    assert "--seed=5" in command and "--launch_type=local_mp" in command
+    bad = json.loads(json.dumps(spec))
+    bad["waves"][0]["replay"]["best"] = 4
+    with pytest.raises(SpecError, match="has 3 matching runs, fewer than best=4"):
+        expand(bad)
