@@ -18,7 +18,7 @@ from test_program import ROOT, csv_rows, new_orphans, read, wait_for
 pytestmark = pytest.mark.xdist_group("programs")
 
 BASE = {"agents": ["mpo", "mog"], "tasks": ["cartpole:swingup"], "seeds": [0, 1], "presets": ["debug"],
-        "max_env_steps": 2000, "set": ["experiment.eval_every_learner_steps=40"]}
+        "max_env_steps": 1500, "set": ["experiment.eval_every_learner_steps=40"]}
 SPEC = {**BASE, "waves": [{"name": "rae", "agents": ["mog"], "seeds": [2],
                            "replay": {"from": ["base"], "match": ["task", "agent"], "ratio": 0.25}}]}
 
@@ -63,7 +63,7 @@ def test_a_sweep_runs_two_at_a_time_and_a_wave_replays_the_first_with_the_exact_
         for seed in (0, 1):
             run_dir = os.path.join(sweep_dir, "base", "cartpole_swingup", f"{agent}-debug", f"seed{seed}")
             config = read(run_dir, "config.json")
-            assert (config["agent"], config["seed"], config["max_env_steps"]) == (agent, seed, 2000)
+            assert (config["agent"], config["seed"], config["max_env_steps"]) == (agent, seed, 1500)
             assert read(run_dir, "summary.json")["reached_max_env_steps"]
     # The wave's run replays exactly the two base mog runs: every transition they recorded, and a
     # quarter of every batch of 32 from them.
@@ -87,7 +87,7 @@ def test_status_and_report_give_the_runs_own_figures(finished_sweep):
         run_dir = os.path.join(sweep_dir, name)
         summaries[name] = read(run_dir, "summary.json")
         last_eval = csv_rows(run_dir, "evaluator")[-1]
-        assert state == "finished" and steps == f"{summaries[name]['env_steps']:,}" and budget == "2,000"
+        assert state == "finished" and steps == f"{summaries[name]['env_steps']:,}" and budget == "1,500"
         assert latest.split() == [f"{last_eval['mean_return']:.1f}", "@", f"{int(last_eval['env_steps']):,}"]
 
     out = os.path.join(os.path.dirname(sweep_dir), "report")
@@ -135,7 +135,7 @@ def test_a_rerun_skips_finished_runs_resumes_a_killed_one_and_leaves_one_going_a
     seed 2 is then started by hand into the sweep. Runner B skips seed 0, resumes seed 1 from its
     checkpoint and never starts seed 2, which its own launcher finishes."""
     spec = {"agents": ["mpo"], "tasks": ["cartpole:swingup"], "seeds": [0, 1, 2], "presets": ["debug"],
-            "max_env_steps": 3000, "set": ["experiment.checkpoint_every_learner_steps=50"]}
+            "max_env_steps": 2000, "set": ["experiment.checkpoint_every_learner_steps=25"]}
     sweep_dir = str(tmp_path / "S")
     run_dirs = [os.path.join(sweep_dir, "base", "cartpole_swingup", "mpo-debug", f"seed{s}") for s in range(3)]
     before = {process.pid for process in psutil.process_iter()}
@@ -156,11 +156,14 @@ def test_a_rerun_skips_finished_runs_resumes_a_killed_one_and_leaves_one_going_a
         assert "unfinished  " in sweep("status", sweep_dir).stdout  # the kernel let the claim go
 
         hand = subprocess.Popen([sys.executable, "-m", "experiments.train", "--agent=mpo", "--env=cartpole:swingup",
-                                 "--seed=2", "--preset=debug", "--max_env_steps=3000", "--launch_type=local_mt",
+                                 "--seed=2", "--preset=debug", "--max_env_steps=5000", "--launch_type=local_mt",
                                  f"--run_dir={run_dirs[2]}"], cwd=ROOT, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
-        wait_for(lambda: "its counter answers" in sweep("status", sweep_dir).stdout, 120, "seed 2's counter")
-        rerun = sweep("run", sweep_dir, "--launch_type=local_mt", timeout=400)
+        from experiments.sweep.state import counter_of
+
+        wait_for(lambda: counter_of(run_dirs[2]) is not None, 120, "seed 2's counter")
+        # Two at once: a run going elsewhere counts as one of the sweep's runs at once.
+        rerun = sweep("run", sweep_dir, "--launch_type=local_mt", "--parallel=2", timeout=400)
         assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
         assert hand.wait(timeout=120) == 0
     finally:
@@ -168,7 +171,8 @@ def test_a_rerun_skips_finished_runs_resumes_a_killed_one_and_leaves_one_going_a
     events = [line.split("] ", 1)[1] for line in rerun.stdout.splitlines() if line.startswith("[")]
     assert [event.split()[:2] for event in events if event.split()[0] in ("start", "resume")] == [
         ["resume", "base/cartpole_swingup/mpo-debug/seed1"]]
-    assert "killed (no summary)" in events[0] and "3 finished" in events[-1]
+    # It found seed 0 finished, seed 1 killed and seed 2 going (started by hand, for 5000 steps).
+    assert "killed (no summary)" in events[0] and events[1] == "1 finished, 2 going" and "3 finished" in events[-1]
     resumed = read(run_dirs[1], "resumes.json")
     assert len(resumed) == 1 and read(run_dirs[1], "summary.json")["reached_max_env_steps"]
     assert sorted(os.listdir(os.path.join(run_dirs[2], "launches"))) == ["0"]  # started once

@@ -50,10 +50,28 @@ def slurm_jobs(run_dir: str, launch_dir: Optional[str]) -> list:
         return []
 
 
+def counter_of(run_dir: str) -> Optional[str]:
+    """The address of the run's counter if it answers as this run's (a killed run's old address
+    may serve another program by now)."""
+    launch_dir = latest_launch_dir(run_dir)
+    try:
+        with open(os.path.join(launch_dir or "", COORDINATOR_FILE)) as file:
+            address = file.read().strip()
+    except OSError:
+        return None
+    if not address:
+        return None
+    from launch.runtime.progress import counter_progress
+
+    progress = counter_progress(address)()
+    if progress is None or progress.get("run_dir", os.path.abspath(run_dir)) != os.path.abspath(run_dir):
+        return None
+    return address
+
+
 def _going_elsewhere(run_dir: str) -> Optional[str]:
     """Why the run is going without a claim here: its SLURM job is active, or its counter answers."""
-    launch_dir = latest_launch_dir(run_dir)
-    jobs = slurm_jobs(run_dir, launch_dir)
+    jobs = slurm_jobs(run_dir, latest_launch_dir(run_dir))
     if jobs and shutil.which("scontrol"):
         from launch.runtime.slurm_submit import ACTIVE_STATES, job_state
 
@@ -61,18 +79,8 @@ def _going_elsewhere(run_dir: str) -> Optional[str]:
             state = job_state(job_id)
             if state in ACTIVE_STATES:
                 return f"SLURM job {job_id} {state}"
-    if launch_dir is not None:
-        try:
-            with open(os.path.join(launch_dir, COORDINATOR_FILE)) as file:
-                address = file.read().strip()
-        except OSError:
-            address = ""
-        if address:
-            from launch.runtime.progress import counter_progress
-
-            if counter_progress(address)() is not None:
-                return f"its counter answers at {address}"
-    return None
+    address = counter_of(run_dir)
+    return f"its counter answers at {address}" if address else None
 
 
 def run_status(sweep: SweepDir, run: PlannedRun, probe: bool = True) -> RunStatus:

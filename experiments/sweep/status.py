@@ -1,15 +1,13 @@
 """experiments.sweep status and stop: where each run stands, and stopping all of them cleanly."""
 
-import os
 import shutil
 import sys
 import time
 from typing import Dict, List
 
 from experiments.sweep.spec import PlannedRun
-from experiments.sweep.state import GOING, RunStatus, latest_launch_dir, run_status, slurm_jobs
+from experiments.sweep.state import GOING, RunStatus, counter_of, latest_launch_dir, run_status, slurm_jobs
 from experiments.sweep.sweep_dir import SweepDir
-from launch.rundir.paths import COORDINATOR_FILE
 
 STOP_REASON = "python -m experiments.sweep stop"
 
@@ -36,15 +34,6 @@ def format_status(sweep: SweepDir, runs: List[PlannedRun]) -> str:
     return "\n".join([f"Sweep {sweep.root}: {count_states(states)}"
                       + (f"; a stop was asked at {time.strftime('%H:%M:%S', time.localtime(stop['time']))}"
                          if stop else "")] + lines)
-
-
-def _counter_address(run_dir: str):
-    launch_dir = latest_launch_dir(run_dir)
-    try:
-        with open(os.path.join(launch_dir or "", COORDINATOR_FILE)) as file:
-            return file.read().strip() or None
-    except OSError:
-        return None
 
 
 def _cancel_pending_jobs(run_dir: str) -> None:
@@ -74,7 +63,7 @@ def stop_sweep(sweep: SweepDir, runs: List[PlannedRun], wait_s: float) -> int:
             return 0
         for run in going:
             run_dir = sweep.run_dir(run)
-            if rpc.ask_to_stop(_counter_address(run_dir), STOP_REASON):
+            if rpc.ask_to_stop(counter_of(run_dir), STOP_REASON):
                 if run not in asked:
                     print(f"asked {run.wave}/{run.name} to stop")
                     asked.add(run)

@@ -135,7 +135,8 @@ class CounterNode:
             progress["restarts"] = list(self._restarts)
         progress.update(env_steps=int(counts.get("actor_steps", 0)), learner_steps=int(counts.get("learner_steps", 0)),
                         episodes=int(counts.get("actor_episodes", 0)), max_env_steps=self._config.max_env_steps,
-                        elapsed_s=time.time() - self._start, stop_reason=self._stop_reason)
+                        elapsed_s=time.time() - self._start, stop_reason=self._stop_reason,
+                        run_dir=self._config.run_dir)  # whose counter this is, for whoever finds its address
         progress.setdefault("env_steps_per_s", 0.0)
         progress.setdefault("learner_steps_per_s", 0.0)
         progress.setdefault("replay_size", -1)
