@@ -16,6 +16,7 @@ import json
 import pathlib
 import subprocess
 import sys
+
 from experiments import results_io
 from experiments.curves import first_reaching
 from launch.rundir import plots

@@ -184,9 +184,9 @@ def expand(spec: dict) -> List[PlannedRun]:
             _fail(where, "give a JSON object.")
         _unknown(wave, _WAVE, where)
         name = wave.get("name")
-        if (not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name) or name in names
+        if (not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name) or name in names
                 or name in RESERVED_NAMES):
-            _fail(f"{where}.name", f"give each wave a name of its own (letters, digits, _ . -; not "
+            _fail(f"{where}.name", f"give each wave a name of its own (letters, digits, _ and -; not "
                                    f"{', '.join((BASE_WAVE,) + RESERVED_NAMES)}), got {name!r}.")
         replay = _replay(wave["replay"], names, f"{where}.replay") if "replay" in wave else None
         fields = {**{key: value for key, value in spec.items() if key in _GRID}, **wave}
