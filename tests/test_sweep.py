@@ -42,6 +42,9 @@ def test_a_spec_expands_to_every_combination_and_a_wave_replays_its_matching_ear
     (lambda s: s["waves"][0]["replay"].update(ratio=1.5), "--rae_ratio must be in (0, 1)"),
     (lambda s: s["waves"][0].update(name=BASE_WAVE), "give each wave a name of its own"),
     (lambda s: s.pop("max_env_steps"), "give max_env_steps"),
+    (lambda s: s.update(max_env_steps=None), "top level.max_env_steps: give a positive integer, got None"),
+    (lambda s: s.update(variants={"lr/2": []}), "name each variant with letters, digits, _ and -"),
+    (lambda s: s.update(seeds=[0, 1, 0]), "two runs would share the directory base/walker_walk/mpo-"),
 ])
 def test_a_bad_spec_is_refused_naming_what_is_wrong(change, message):
     spec = json.loads(json.dumps(SPEC))
@@ -84,12 +87,16 @@ def test_the_bootstrap_interval_and_the_band_match_a_direct_computation():
     assert first_reaching([{"env_steps": 10, "mean_return": 1.0}, {"env_steps": 20, "mean_return": 9.0}], 5.0) == 20
 
 
-def test_a_runs_wall_time_adds_its_launches():
+def test_a_runs_wall_time_adds_its_launches_each_to_its_counters_last_save(tmp_path):
     from experiments.sweep.report import wall_time_s
 
-    rows = [{"wall_time_s": t} for t in (5.0, 60.0, 100.0, 4.0, 50.0, 3.0, 20.0)]  # three launches
-    assert wall_time_s(rows, {"wall_time_s": 31.0}) == 100.0 + 50.0 + 31.0
-    assert wall_time_s(rows, {}) == 100.0 + 50.0 + 20.0  # the last one killed after its last evaluation
+    for launch, (started, last_save) in enumerate([(1000.0, 1600.0), (5000.0, 5300.5)]):
+        os.makedirs(tmp_path / "launches" / str(launch))
+        path = tmp_path / "launches" / str(launch) / "counter_state.json"
+        path.write_text(json.dumps({"started_at": started}))
+        os.utime(path, (last_save, last_save))
+    assert wall_time_s(str(tmp_path)) == pytest.approx(600.0 + 300.5)
+    assert wall_time_s(str(tmp_path / "elsewhere")) is None
 
 
 def test_a_sweep_takes_a_new_spec_only_if_its_started_runs_stay_as_they_were(tmp_path):

@@ -27,7 +27,7 @@ import signal
 import subprocess
 import sys
 
-from experiments.sweep.sweep_dir import NotASweep, open_sweep, start_sweep
+from experiments.sweep.sweep_dir import SPEC_FILE, NotASweep, open_sweep, start_sweep
 
 # The spec, runner, status and report modules import the agents (JAX) or matplotlib: each command
 # imports what it uses, once its directory has been checked.
@@ -48,29 +48,56 @@ def _plan(args) -> int:
     return 0
 
 
+def _launch_flags(args, existing):
+    """The launch flags given, or (none given, the sweep run again) those of its last runner."""
+    from experiments.sweep.runner import LaunchFlags
+    from launch.runtime.launcher import LaunchOptions, load_cluster
+
+    given = {"launch_type": args.launch_type, "cluster": args.cluster, "slurm": tuple(args.slurm_flags)}
+    if args.launch_type is None:
+        last = existing.last_launch() if existing is not None else None
+        if last is not None and (args.cluster or args.slurm_flags):
+            raise ValueError(f"--cluster and --slurm_* go with --launch_type; this sweep last ran with "
+                             f"--launch_type={last['launch_type']}.")
+        given = last or dict(given, launch_type="local_mp")
+        if last is not None:
+            print(f"Launching as the sweep's last runner did: --launch_type={last['launch_type']}"
+                  + (f" --cluster={last['cluster']}" if last["cluster"] else "") + "".join(f" {f}" for f in last["slurm"]))
+    flags = LaunchFlags(given["launch_type"], given["cluster"], tuple(given["slurm"]))
+    options = {name: int(value) if name == "slurm_max_jobs" else value
+               for name, value in (flag[2:].split("=", 1) for flag in flags.slurm)}
+    try:  # the launch's own checks (the cluster spec read), before anything is written
+        load_cluster(LaunchOptions(launch_type=flags.launch_type, cluster=flags.cluster, **options))
+    except FileNotFoundError as error:
+        raise ValueError(str(error)) from None
+    return flags
+
+
 def _run(args) -> int:
     from experiments.sweep import runner as sweep_runner
     from experiments.sweep.spec import load_spec
 
-    if args.launch_type in ("hosts", "slurm") and not args.cluster:
-        raise ValueError(f"--launch_type={args.launch_type} needs --cluster=SPEC.json (see docs/multinode.md).")
+    if args.parallel is not None and args.parallel < 1:
+        raise ValueError(f"--parallel must be at least 1, got {args.parallel}.")
     if os.path.isdir(args.spec) and args.dir is None:  # run SWEEP_DIR: again, with its own spec
         sweep = open_sweep(args.spec)
+        launch = _launch_flags(args, sweep)
     else:
         if args.dir is None:
             raise NotASweep(f"{args.spec} is not a directory, and a spec ({args.spec}) needs its sweep's: "
                             f"python -m experiments.sweep run SWEEP_DIR, or run SPEC.json --dir=SWEEP_DIR")
         load_spec(args.spec)  # every check, before anything is written
+        launch = _launch_flags(args, open_sweep(args.dir) if os.path.isfile(os.path.join(args.dir, SPEC_FILE))
+                               else None)
         with open(args.spec) as file:
             sweep = start_sweep(args.dir, json.load(file))
     runs = sweep.runs()
-    launch = sweep_runner.LaunchFlags(args.launch_type, args.cluster, tuple(args.slurm_flags))
-    parallel = args.parallel or sweep_runner.default_parallel(runs, args.launch_type)
+    parallel = args.parallel or sweep_runner.default_parallel(runs, launch.launch_type)
     if args.detach:
         return _detach(sweep, args)
     sweep.clear_stop()
-    sweep.note_runner("start", argv=sys.argv[1:], parallel=parallel)
-    print(f"Sweep {sweep.root}: {len(runs)} runs, {parallel} at a time ({args.launch_type}); "
+    sweep.note_runner("start", argv=sys.argv[1:], parallel=parallel, launch=launch.as_record())
+    print(f"Sweep {sweep.root}: {len(runs)} runs, {parallel} at a time ({launch.launch_type}); "
           f"python -m experiments.sweep status {sweep.root} shows where each stands")
     runner = sweep_runner.SweepRunner(sweep, runs, parallel, launch)
 
@@ -79,7 +106,7 @@ def _run(args) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    code = runner.run(poll_s=10.0 if args.launch_type == "slurm" else 2.0)
+    code = runner.run(poll_s=10.0 if launch.launch_type == "slurm" else 2.0)
     sweep.note_runner("end", code=code)
     return code
 
@@ -134,11 +161,13 @@ def main(argv=None) -> int:
     run.add_argument("--dir", default=None, help="the sweep's directory: new or empty, or this spec's sweep")
     run.add_argument("--parallel", type=int, default=None,
                      help="runs at once (default: one per 4 cores here, 1 on hosts, all under SLURM)")
-    run.add_argument("--launch_type", default="local_mp", choices=["local_mt", "local_mp", "hosts", "slurm"])
+    run.add_argument("--launch_type", default=None, choices=["local_mt", "local_mp", "hosts", "slurm"],
+                     help="default: local_mp, or for a sweep run again, what its last runner used")
     run.add_argument("--cluster", default=None, help="cluster spec JSON, for hosts and slurm")
     run.add_argument("--detach", action="store_true", help="the runner goes on in the background")
     for name in ("slurm_partition", "slurm_account", "slurm_time", "slurm_max_jobs"):
-        run.add_argument(f"--{name}", default=None, help=f"as experiments.train's --{name}")
+        run.add_argument(f"--{name}", default=None, type=int if name == "slurm_max_jobs" else str,
+                         help=f"as experiments.train's --{name}")
     status = commands.add_parser("status", help="each run's state and newest evaluation")
     status.add_argument("dir")
     stop = commands.add_parser("stop", help="stop the sweep cleanly")

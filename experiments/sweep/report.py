@@ -22,7 +22,7 @@ from experiments.sweep.state import FINISHED, run_status
 from experiments.sweep.sweep_dir import SweepDir
 from launch.rundir import plots, summary
 from launch.rundir.jsonio import read_json
-from launch.rundir.paths import RunPaths
+from launch.rundir.paths import COUNTER_STATE_FILE, RunPaths
 
 THRESHOLD_SHARE = 0.9  # of scratch's final return: the env steps to reach it measure what replay saved
 
@@ -32,17 +32,19 @@ def label_of(run: PlannedRun) -> str:
     return run.name.split("/")[1]
 
 
-def wall_time_s(rows: List[dict], result: dict) -> Optional[float]:
-    """The run's wall time over all its launches: each launch's evaluator clock restarts at 0,
-    so the rows fall into one stretch per launch, each counted to its last evaluation (the last
-    launch to its summary's stop). Time a killed launch ran after its last evaluation is lost."""
-    total, stretch = 0.0, 0.0
-    for previous, row in zip([None] + rows[:-1], rows):
-        if previous is not None and row["wall_time_s"] < previous["wall_time_s"]:
-            total += stretch
-        stretch = row["wall_time_s"]
-    last = max(stretch, result.get("wall_time_s") or 0.0)
-    return total + last if rows or result else None
+def wall_time_s(run_dir: str) -> Optional[float]:
+    """The run's wall time over all its launches: each launch from its counter's start to the
+    counter's last save of its state (every 0.5 s while it runs, and at its stop), so a launch
+    that was killed counts to its end too. None for a run without them (made before them)."""
+    total, found = 0.0, False
+    launches = os.path.join(run_dir, "launches")
+    for name in os.listdir(launches) if os.path.isdir(launches) else []:
+        path = os.path.join(launches, name, COUNTER_STATE_FILE)
+        state = read_json(path) if os.path.isfile(path) else None
+        if state and state.get("started_at"):
+            total += max(0.0, os.path.getmtime(path) - state["started_at"])
+            found = True
+    return total if found else None
 
 
 def run_record(sweep: SweepDir, run: PlannedRun) -> dict:
@@ -55,17 +57,21 @@ def run_record(sweep: SweepDir, run: PlannedRun) -> dict:
     return {"wave": run.wave, "task": run.task, "label": label_of(run), "seed": run.seed, "state": status.state,
             "run_dir": os.path.relpath(run_dir, sweep.root), "env_steps": result.get("env_steps"),
             "final_return": result.get("final_eval_return"), "best_return": result.get("best_eval_return"),
-            "wall_time_s": wall_time_s(rows, result), "evaluations": len(rows),
+            "wall_time_s": wall_time_s(run_dir), "evaluations": len(rows), "max_env_steps": run.max_env_steps,
             "replays": [os.path.relpath(path, sweep.root) for path in rae.get("runs", [])],
-            "rae_ratio": rae.get("ratio"),
+            "replaying": run.replay is not None, "rae_ratio": run.replay.ratio if run.replay else None,
             "curve": [(int(row["env_steps"]), float(row["mean_return"])) for row in rows]}
 
 
-def _stats(values: List[float]) -> dict:
+def _stats(values: List[Optional[float]]) -> dict:
+    """Mean, min, max and bootstrap interval of the values there are (a run without an
+    evaluation has None: `n` says how many counted)."""
+    values = [value for value in values if value is not None]
     if not values:
-        return {"mean": None, "min": None, "max": None, "ci_low": None, "ci_high": None}
+        return {"n": 0, "mean": None, "min": None, "max": None, "ci_low": None, "ci_high": None}
     low, high = bootstrap_interval(values)
-    return {"mean": statistics.mean(values), "min": min(values), "max": max(values), "ci_low": low, "ci_high": high}
+    return {"n": len(values), "mean": statistics.mean(values), "min": min(values), "max": max(values),
+            "ci_low": low, "ci_high": high}
 
 
 def groups(records: List[dict]) -> Dict[Tuple[str, str, str], List[dict]]:
@@ -78,14 +84,15 @@ def groups(records: List[dict]) -> Dict[Tuple[str, str, str], List[dict]]:
 
 def group_row(key: Tuple[str, str, str], runs: List[dict]) -> dict:
     finished = [run for run in runs if run["state"] == FINISHED]
-    replaying = [run for run in runs if run["replays"]]
+    replayed = [run for run in runs if run["replays"]]
     return {"wave": key[0], "task": key[1], "agent": key[2], "seeds": " ".join(str(run["seed"]) for run in runs),
             "finished": len(finished), "runs": len(runs),
-            "replays": f"{len(replaying[0]['replays'])} runs at {replaying[0]['rae_ratio']:g}" if replaying else "",
+            "replays": (f"{len(replayed[0]['replays'])} runs at {replayed[0]['rae_ratio']:g}" if replayed else
+                        "yes, none started" if runs[0]["replaying"] else ""),
             "final": _stats([run["final_return"] for run in finished]),
             "best": _stats([run["best_return"] for run in finished]),
-            "env_steps": statistics.mean(run["env_steps"] for run in finished) if finished else None,
-            "wall_time_s": statistics.mean(run["wall_time_s"] for run in finished) if finished else None}
+            "env_steps": _stats([run["env_steps"] for run in finished])["mean"],
+            "wall_time_s": _stats([run["wall_time_s"] for run in finished])["mean"]}
 
 
 def _scratch_for(key, grouped) -> Optional[Tuple[str, str, str]]:
@@ -94,7 +101,7 @@ def _scratch_for(key, grouped) -> Optional[Tuple[str, str, str]]:
     wave, task, label = key
     seeds = {run["seed"] for run in grouped[key]}
     candidates = [other for other, runs in grouped.items()
-                  if other[1:] == (task, label) and not any(run["replays"] for run in runs)]
+                  if other[1:] == (task, label) and not runs[0]["replaying"]]
     same_seeds = [other for other in candidates if {run["seed"] for run in grouped[other]} == seeds]
     return (same_seeds or candidates or [None])[0]
 
@@ -102,22 +109,28 @@ def _scratch_for(key, grouped) -> Optional[Tuple[str, str, str]]:
 def rae_rows(grouped) -> List[dict]:
     rows = []
     for key, runs in grouped.items():
-        if not any(run["replays"] for run in runs):
+        if not runs[0]["replaying"]:
             continue
         scratch_key = _scratch_for(key, grouped)
         scratch = [run for run in grouped.get(scratch_key, []) if run["state"] == FINISHED]
         replaying = [run for run in runs if run["state"] == FINISHED]
         if not scratch or not replaying:
             continue
-        threshold = THRESHOLD_SHARE * statistics.mean(run["final_return"] for run in scratch)
+        scratch_final = _stats([run["final_return"] for run in scratch])["mean"]
+        if scratch_final is None:
+            continue
+        threshold = THRESHOLD_SHARE * scratch_final
         row = {"wave": key[0], "task": key[1], "agent": key[2], "scratch_wave": scratch_key[0],
                "threshold": threshold}
         for name, members in (("rae", replaying), ("scratch", scratch)):
             reached = [first_reaching([{"env_steps": s, "mean_return": r} for s, r in run["curve"]], threshold)
                        for run in members]
-            steps = [value for value in reached if value is not None]
-            row[name] = {"seeds": [run["seed"] for run in members], "reached": f"{len(steps)} of {len(members)}",
-                         "env_steps_to_threshold": steps, "to_threshold": _stats(steps),
+            # A seed that never reached it counts at its budget: the mean is a lower bound then,
+            # never a mean of the fast seeds alone.
+            steps = [run["max_env_steps"] if value is None else value for value, run in zip(reached, members)]
+            row[name] = {"seeds": [run["seed"] for run in members],
+                         "reached": f"{sum(value is not None for value in reached)} of {len(members)}",
+                         "env_steps_to_threshold": reached, "to_threshold": _stats(steps),
                          "final": _stats([run["final_return"] for run in members])}
         rows.append(row)
     return rows
@@ -135,13 +148,15 @@ def _markdown(table: List[dict], rae: List[dict]) -> str:
              "| wave | task | agent | seeds (finished) | final return | best return | env steps | wall time |",
              "|---|---|---|---|---|---|---|---|"]
     for row in table:
-        wall = f"{row['wall_time_s'] / 60:,.0f} min" if row["wall_time_s"] is not None else "-"
+        wall = ("-" if row["wall_time_s"] is None else f"{row['wall_time_s']:,.0f} s" if row["wall_time_s"] < 120
+                else f"{row['wall_time_s'] / 60:,.0f} min")
         steps = f"{row['env_steps']:,.0f}" if row["env_steps"] is not None else "-"
         lines.append(f"| {row['wave']}{' (replays ' + row['replays'] + ')' if row['replays'] else ''} | {row['task']} "
                      f"| {row['agent']} | {row['seeds']} ({row['finished']}/{row['runs']}) | {_cell(row['final'])} "
                      f"| {_cell(row['best'])} | {steps} | {wall} |")
     if rae:
-        lines += ["", f"Replay against scratch: env steps to {THRESHOLD_SHARE:.0%} of scratch's mean final return.", "",
+        lines += ["", f"Replay against scratch: env steps to {THRESHOLD_SHARE:.0%} of scratch's mean final return "
+                      "(a seed that never reached it counted at its budget).", "",
                   "| wave | task | agent | threshold | env steps to it, replay (reached) | scratch (reached) "
                   "| final return, replay | scratch |", "|---|---|---|---|---|---|---|---|"]
         for row in rae:

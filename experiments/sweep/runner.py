@@ -36,7 +36,7 @@ def default_parallel(runs: Sequence[PlannedRun], launch_type: str) -> int:
     if launch_type == "hosts":
         return 1
     busy = max(run.num_actors for run in runs) + _BUSY_PROCESSES_BESIDE_ACTORS
-    return max(1, (os.cpu_count() or 1) // busy)
+    return max(1, len(os.sched_getaffinity(0)) // busy)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +46,10 @@ class LaunchFlags:
     launch_type: str = "local_mp"
     cluster: Optional[str] = None
     slurm: Sequence[str] = ()  # --slurm_* flags, passed on as given
+
+    def as_record(self) -> dict:
+        return {"launch_type": self.launch_type, "cluster": self.cluster and os.path.abspath(self.cluster),
+                "slurm": list(self.slurm)}
 
     def train_flags(self) -> List[str]:
         flags = [f"--launch_type={self.launch_type}"]
@@ -114,14 +118,16 @@ class SweepRunner:
 
     def stop(self, reason: str) -> None:
         """Stops the runs this runner launched (SIGINT to each launcher: the run stops cleanly, as
-        with Ctrl-C) and starts nothing more."""
-        if not self._stopping:
-            self._log(f"stopping ({reason}): the {len(self._launches)} runs launched here stop cleanly, no more start"
-                      + (f"; {len(self._followed)} SLURM runs go on (python -m experiments.sweep stop "
-                         f"{self.sweep.root} stops them)" if self._followed else ""))
+        with Ctrl-C) and starts nothing more. Called again (a second Ctrl-C), each launcher gets
+        a second SIGINT, with which it forces its nodes down. A SLURM launcher, which only submits
+        a job, is left to finish: a job submitted is stopped through its counter (`sweep stop`)."""
+        self._log(f"stopping ({reason}): the runs launched here stop cleanly, no more start"
+                  if not self._stopping else f"{reason} again: the launchers force their nodes down")
+        if self.launch.launch_type == "slurm":
+            self._log(f"SLURM runs go on: python -m experiments.sweep stop {self.sweep.root} stops them")
         self._stopping = True
         for launch in self._launches.values():
-            if launch.process.poll() is None:
+            if launch.process.poll() is None and self.launch.launch_type != "slurm":
                 launch.process.send_signal(signal.SIGINT)
 
     def _collect(self) -> None:
@@ -163,17 +169,17 @@ class SweepRunner:
     def step(self) -> Dict[PlannedRun, RunStatus]:
         """One round: collects ended launches, then starts the runs that may start. Sets `done`
         once nothing is going and nothing more can start. Returns each run's status."""
+        if not self._stopping and self.sweep.stop_requested():  # first: the runs it stops are not failures
+            self.stop(f"asked by {self.sweep.stop_request}")
         self._collect()
         self._follow_jobs()
-        if not self._stopping and self.sweep.stop_requested():
-            self.stop(f"asked by {self.sweep.stop_request}")
         statuses = self._statuses()
         if self._stopping:
             self.done = not self._launches
             return statuses
         going = sum(status.state == GOING for status in statuses.values())
         for run in self.runs:
-            if going >= self.parallel:
+            if going >= self.parallel or self._stopping:  # a Ctrl-C may come during this round
                 break
             if statuses[run].state not in (NEW, UNFINISHED) or run in self.failed:
                 continue

@@ -31,6 +31,7 @@ _REPLAY = ("from", "match", "best", "ratio", "final_ratio", "anneal_steps", "max
 _MATCHABLE = ("task", "agent", "preset", "variant")
 # Names a sweep directory uses for itself (experiments/sweep/sweep_dir.py), so no wave may take them.
 RESERVED_NAMES = ("launcher_logs", "report")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")  # a wave's or a variant's: a path component of its runs
 
 
 class SpecError(ValueError):
@@ -131,11 +132,18 @@ def _replay(fields: dict, earlier: List[str], where: str) -> Replay:
 
 
 def _wave_runs(wave: str, fields: dict, replay: Optional[Replay], where: str) -> List[PlannedRun]:
-    if "max_env_steps" not in fields:
-        _fail(where, "give max_env_steps, the step budget of every run.")
+    for field in ("max_env_steps", "num_actors", "envs_per_actor"):
+        value = fields.get(field, 1)
+        if field == "max_env_steps" and field not in fields:
+            _fail(where, "give max_env_steps, the step budget of every run.")
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            _fail(f"{where}.{field}", f"give a positive integer, got {value!r}.")
     variants: Dict[str, List[str]] = fields.get("variants") or {None: []}
     if not isinstance(variants, dict) or not all(isinstance(v, list) for v in variants.values()):
         _fail(f"{where}.variants", f"give a mapping of variant names to lists of overrides, got {variants!r}.")
+    bad_names = [name for name in variants if name is not None and not _NAME.fullmatch(name)]
+    if bad_names:
+        _fail(f"{where}.variants", f"name each variant with letters, digits, _ and -, got {bad_names}.")
     runs = []
     for task in _list(fields.get("tasks"), f"{where}.tasks"):
         for agent in _list(fields.get("agents"), f"{where}.agents"):
@@ -184,7 +192,7 @@ def expand(spec: dict) -> List[PlannedRun]:
             _fail(where, "give a JSON object.")
         _unknown(wave, _WAVE, where)
         name = wave.get("name")
-        if (not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name) or name in names
+        if (not isinstance(name, str) or not _NAME.fullmatch(name) or name in names
                 or name in RESERVED_NAMES):
             _fail(f"{where}.name", f"give each wave a name of its own (letters, digits, _ and -; not "
                                    f"{', '.join((BASE_WAVE,) + RESERVED_NAMES)}), got {name!r}.")
@@ -202,6 +210,12 @@ def expand(spec: dict) -> List[PlannedRun]:
                                                   f"fewer than best={replay.best}.")
         runs += wave_runs
         names.append(name)
+    seen = {}
+    for run in runs:  # a seed given twice, or a preset and a variant of the same name
+        if (run.wave, run.name) in seen:
+            _fail(f"wave {run.wave}", f"two runs would share the directory {run.wave}/{run.name}; give each seed "
+                                      "once, and no variant a preset's name.")
+        seen[(run.wave, run.name)] = run
     return runs
 
 

@@ -40,19 +40,44 @@ def latest_launch_dir(run_dir: str) -> Optional[str]:
 
 
 def slurm_jobs(run_dir: str, launch_dir: Optional[str]) -> list:
+    """The SLURM jobs of the run's latest launch (its job_id file) and the job it has gone on in
+    (jobs.jsonl)."""
+    jobs = []
     job = current_job(run_dir)
     if job is not None:
-        return [job["job_id"]]
+        jobs.append(job["job_id"])
     try:
         with open(os.path.join(launch_dir or "", JOB_ID_FILE)) as file:
-            return file.read().split()
+            jobs += [job_id for job_id in file.read().split() if job_id not in jobs]
     except OSError:
-        return []
+        pass
+    return jobs
 
 
-def counter_of(run_dir: str) -> Optional[str]:
+# States in which a job may still run the program (requeued, held, or failed and not yet
+# requeued): its run is not started again until SLURM has let the job go.
+_SLURM_NOT_OVER = ("PREEMPTED", "NODE_FAIL", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "STOPPED")
+
+
+def slurm_job_going(job_id: str) -> Optional[str]:
+    """The job's state while it may still run (None once it is over or SLURM has forgotten it).
+    When SLURM cannot be asked (scontrol missing or failing), the job counts as going."""
+    import subprocess
+
+    from launch.runtime.slurm_submit import ACTIVE_STATES
+
+    if not shutil.which("scontrol"):
+        return "unknown (no scontrol here)"
+    result = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True)
+    if result.returncode != 0:
+        return None if "Invalid job id" in result.stderr + result.stdout else "unknown (scontrol failed)"
+    state = next((field.split("=", 1)[1] for field in result.stdout.split() if field.startswith("JobState=")), None)
+    return state if state in ACTIVE_STATES + _SLURM_NOT_OVER else None
+
+
+def counter_of(run_dir: str, call_timeout_s: float = 5.0) -> Optional[str]:
     """The address of the run's counter if it answers as this run's (a killed run's old address
-    may serve another program by now)."""
+    may serve another program by now); a busy counter gets two tries of `call_timeout_s`."""
     launch_dir = latest_launch_dir(run_dir)
     try:
         with open(os.path.join(launch_dir or "", COORDINATOR_FILE)) as file:
@@ -61,24 +86,22 @@ def counter_of(run_dir: str) -> Optional[str]:
         return None
     if not address:
         return None
-    from launch.runtime.progress import counter_progress
+    from launch.nodes import rpc
 
-    progress = counter_progress(address)()
-    if progress is None or progress.get("run_dir", os.path.abspath(run_dir)) != os.path.abspath(run_dir):
+    try:
+        progress = rpc.final_client(address, call_timeout_s=call_timeout_s, tries=2).get_progress()
+    except Exception:  # gone, or another program's server
         return None
-    return address
+    answered = progress.get("run_dir") if isinstance(progress, dict) else None
+    return address if answered and os.path.realpath(answered) == os.path.realpath(run_dir) else None
 
 
 def _going_elsewhere(run_dir: str) -> Optional[str]:
-    """Why the run is going without a claim here: its SLURM job is active, or its counter answers."""
-    jobs = slurm_jobs(run_dir, latest_launch_dir(run_dir))
-    if jobs and shutil.which("scontrol"):
-        from launch.runtime.slurm_submit import ACTIVE_STATES, job_state
-
-        for job_id in jobs:
-            state = job_state(job_id)
-            if state in ACTIVE_STATES:
-                return f"SLURM job {job_id} {state}"
+    """Why the run is going without a claim here: its SLURM job may still run, or its counter answers."""
+    for job_id in slurm_jobs(run_dir, latest_launch_dir(run_dir)):
+        state = slurm_job_going(job_id)
+        if state:
+            return f"SLURM job {job_id} {state}"
     address = counter_of(run_dir)
     return f"its counter answers at {address}" if address else None
 
@@ -100,12 +123,15 @@ def run_status(sweep: SweepDir, run: PlannedRun, probe: bool = True) -> RunStatu
     latest = rows[-1] if rows else None
     env_steps = max(int(result.get("env_steps", 0)), int(counts.get("actor_steps", 0))) or None
     if result.get("env_steps", 0) >= run.max_env_steps:
-        return RunStatus(FINISHED, "", result["env_steps"], latest, result.get("final_eval_return"))
+        return RunStatus(FINISHED, "", env_steps, latest, result.get("final_eval_return"))
     if claimed(sweep.claim_path(run)):
         return RunStatus(GOING, "its launcher holds the claim", env_steps, latest)
     elsewhere = _going_elsewhere(run_dir) if probe else None
     if elsewhere:
         return RunStatus(GOING, elsewhere, env_steps, latest)
+    # As --resume judges it: a run killed between its last steps and its summary is done too.
+    if (env_steps or 0) >= run.max_env_steps:
+        return RunStatus(FINISHED, "killed at its end, before its summary", env_steps, latest)
     # The summary is the latest launch's when it counts what the counter saved last.
     stopped = result and int(result.get("env_steps", -1)) >= int(counts.get("actor_steps", 0))
     detail = f"stopped: {result.get('stop_reason') or 'no reason saved'}" if stopped else "killed (no summary)"

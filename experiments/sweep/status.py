@@ -1,12 +1,12 @@
 """experiments.sweep status and stop: where each run stands, and stopping all of them cleanly."""
 
-import shutil
 import sys
 import time
 from typing import Dict, List
 
 from experiments.sweep.spec import PlannedRun
-from experiments.sweep.state import GOING, RunStatus, counter_of, latest_launch_dir, run_status, slurm_jobs
+from experiments.sweep.state import (GOING, RunStatus, counter_of, latest_launch_dir, run_status, slurm_job_going,
+                                     slurm_jobs)
 from experiments.sweep.sweep_dir import SweepDir
 
 STOP_REASON = "python -m experiments.sweep stop"
@@ -38,12 +38,9 @@ def format_status(sweep: SweepDir, runs: List[PlannedRun]) -> str:
 
 def _cancel_pending_jobs(run_dir: str) -> None:
     """A queued SLURM job has no counter to ask: it is cancelled (nothing of it ran)."""
-    if not shutil.which("scontrol"):
-        return
-    from launch.runtime.slurm_submit import cancel, job_state
+    from launch.runtime.slurm_submit import cancel
 
-    pending = [job for job in slurm_jobs(run_dir, latest_launch_dir(run_dir)) if job_state(job) == "PENDING"]
-    cancel(pending)
+    cancel([job for job in slurm_jobs(run_dir, latest_launch_dir(run_dir)) if slurm_job_going(job) == "PENDING"])
 
 
 def stop_sweep(sweep: SweepDir, runs: List[PlannedRun], wait_s: float) -> int:

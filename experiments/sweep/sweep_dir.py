@@ -96,10 +96,30 @@ class SweepDir:
         except FileNotFoundError:
             pass
 
+    def last_launch(self) -> Optional[dict]:
+        """The launch flags of the sweep's last runner (runners.jsonl), if any."""
+        starts = [record for record in _records(self.runners) if record.get("event") == "start" and "launch" in record]
+        return starts[-1]["launch"] if starts else None
+
     def note_runner(self, event: str, **fields) -> None:
         with open(self.runners, "a") as file:
             file.write(json.dumps({"event": event, "time": time.time(), "host": socket.gethostname(),
                                    "pid": os.getpid(), **fields}) + "\n")
+
+
+def _records(path: str) -> List[dict]:
+    try:
+        with open(path) as file:
+            lines = file.read().splitlines()
+    except FileNotFoundError:
+        return []
+    records = []
+    for line in lines:
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:  # a line being written
+            pass
+    return records
 
 
 def open_sweep(root: str) -> SweepDir:
@@ -166,10 +186,14 @@ def claim(path: str) -> Optional[int]:
 
 def claimed(path: str) -> bool:
     """Whether a launcher holds the claim at `path` now."""
-    if not os.path.exists(path):
+    try:
+        descriptor = os.open(path, os.O_RDONLY)  # status and report may read a sweep they cannot write
+    except FileNotFoundError:
         return False
-    descriptor = claim(path)
-    if descriptor is None:
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
         return True
-    os.close(descriptor)
-    return False
+    finally:
+        os.close(descriptor)
