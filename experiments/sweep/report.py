@@ -199,7 +199,9 @@ def _figures(grouped, out: str) -> List[str]:
             if not with_curves:
                 continue
             steps, mean, low, high = mean_band([tuple(zip(*run["curve"])) for run in with_curves])
-            label = f"{key[0]}: {key[2]} ({len(with_curves)} seeds)"
+            going = sum(run["state"] != FINISHED for run in with_curves)
+            label = (f"{key[0]}: {key[2]} ({len(with_curves)} seed{'s' if len(with_curves) > 1 else ''}"
+                     + (f", {going} still going" if going else "") + ")")
             curves[label], bands[label] = (steps, mean), (steps, low, high)
             seeds.add(len(with_curves))
         if not curves:

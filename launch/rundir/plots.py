@@ -22,10 +22,13 @@ def plot_learning_curves(curves: Mapping[str, Curve], path: str, title: str, ref
                            linewidth=1.5, label=label)
         if label in bands:
             axes.fill_between(*bands[label], color=line.get_color(), alpha=0.2, linewidth=0)
-    for label, value in dict(reference).items():
+    for index, (label, value) in enumerate(sorted(dict(reference).items(), key=lambda item: item[1])):
         axes.axhline(value, linestyle="--", linewidth=1.0, color="grey")
-        axes.annotate(label, (0.0, value), xycoords=("axes fraction", "data"), fontsize=8, color="grey",
-                      xytext=(3, 3), textcoords="offset points")
+        # Lines close together get their labels at alternate ends.
+        right = index % 2 == 1
+        axes.annotate(label, (1.0 if right else 0.0, value), xycoords=("axes fraction", "data"), fontsize=7,
+                      color="grey", xytext=(-3 if right else 3, 2), textcoords="offset points",
+                      ha="right" if right else "left")
     axes.set_xlabel("environment steps")
     axes.set_ylabel("evaluation return (greedy policy)")
     axes.set_title(title)
