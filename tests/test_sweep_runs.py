@@ -162,6 +162,10 @@ def test_a_rerun_skips_finished_runs_resumes_a_killed_one_and_leaves_one_going_a
         from experiments.sweep.state import counter_of
 
         wait_for(lambda: counter_of(run_dirs[2]) is not None, 120, "seed 2's counter")
+        # Resumed by hand while it goes: refused, before anything is written.
+        twice = subprocess.run([sys.executable, "-m", "experiments.train", f"--resume={run_dirs[2]}"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=120)
+        assert twice.returncode == 2 and "is still going (its counter answers at" in twice.stderr
         # Two at once: a run going elsewhere counts as one of the sweep's runs at once.
         rerun = sweep("run", sweep_dir, "--launch_type=local_mt", "--parallel=2", timeout=400)
         assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]

@@ -19,7 +19,7 @@ from experiments.sweep.sweep_dir import SweepDir, claimed
 from launch.rundir import summary
 from launch.rundir.jobs import current_job
 from launch.rundir.jsonio import read_json
-from launch.rundir.paths import COORDINATOR_FILE, JOB_ID_FILE, RunPaths
+from launch.rundir.paths import JOB_ID_FILE, RunPaths
 
 NEW, GOING, FINISHED, UNFINISHED, BROKEN = "new", "going", "finished", "unfinished", "broken"
 
@@ -34,9 +34,14 @@ class RunStatus:
 
 
 def latest_launch_dir(run_dir: str) -> Optional[str]:
-    launches = os.path.join(run_dir, "launches")
-    indices = [int(name) for name in os.listdir(launches) if name.isdigit()] if os.path.isdir(launches) else []
-    return RunPaths(run_dir).launch_dir(max(indices)) if indices else None
+    return RunPaths(run_dir).latest_launch_dir()
+
+
+def counter_of(run_dir: str) -> Optional[str]:
+    """The run's counter's address while it answers as this run's."""
+    from launch.runtime.progress import running_counter
+
+    return running_counter(run_dir)
 
 
 def slurm_jobs(run_dir: str, launch_dir: Optional[str]) -> list:
@@ -73,27 +78,6 @@ def slurm_job_going(job_id: str) -> Optional[str]:
         return None if "Invalid job id" in result.stderr + result.stdout else "unknown (scontrol failed)"
     state = next((field.split("=", 1)[1] for field in result.stdout.split() if field.startswith("JobState=")), None)
     return state if state in ACTIVE_STATES + _SLURM_NOT_OVER else None
-
-
-def counter_of(run_dir: str, call_timeout_s: float = 5.0) -> Optional[str]:
-    """The address of the run's counter if it answers as this run's (a killed run's old address
-    may serve another program by now); a busy counter gets two tries of `call_timeout_s`."""
-    launch_dir = latest_launch_dir(run_dir)
-    try:
-        with open(os.path.join(launch_dir or "", COORDINATOR_FILE)) as file:
-            address = file.read().strip()
-    except OSError:
-        return None
-    if not address:
-        return None
-    from launch.nodes import rpc
-
-    try:
-        progress = rpc.final_client(address, call_timeout_s=call_timeout_s, tries=2).get_progress()
-    except Exception:  # gone, or another program's server
-        return None
-    answered = progress.get("run_dir") if isinstance(progress, dict) else None
-    return address if answered and os.path.realpath(answered) == os.path.realpath(run_dir) else None
 
 
 def _going_elsewhere(run_dir: str) -> Optional[str]:

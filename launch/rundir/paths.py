@@ -89,6 +89,12 @@ class RunPaths:
     def node_log(self, launch_index: int, label: str, index: int) -> str:
         return os.path.join(self.logs_dir(launch_index), label, str(index))
 
+    def latest_launch_dir(self):
+        """RUN_DIR/launches/<k> of the run's newest launch (None before its first)."""
+        launches = os.path.join(os.path.abspath(self.root), "launches")
+        indices = [int(name) for name in os.listdir(launches) if name.isdigit()] if os.path.isdir(launches) else []
+        return self.launch_dir(max(indices)) if indices else None
+
     def launch_dir(self, launch_index: int = 0) -> str:
         """What a launch hands its node processes (the pickled program, the cluster spec, the
         counter's address), and a SLURM launch's job script: RUN_DIR/launches/<k>."""

@@ -83,6 +83,12 @@ def launch(run: Union[NewRun, Resume], options: LaunchOptions = LaunchOptions())
     try:
         cluster_spec = load_cluster(options)
         if isinstance(run, Resume):
+            from launch.runtime.progress import running_counter
+
+            going = running_counter(run.run_dir)
+            if going:  # two launches of one run would write the same files
+                raise ValueError(f"{run.run_dir} is still going (its counter answers at {going}); stop it first "
+                                 "(Ctrl-C its launcher, or scancel its job), or let it end.")
             config, spec = prepare_resume(run)
         else:
             config, spec = prepare_new_run(run, create=not options.dry_run)

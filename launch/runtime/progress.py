@@ -5,12 +5,15 @@ a plain line is printed every `plain_every_s` seconds. Evaluations are printed a
 lines of their own as they land, in both cases.
 """
 
+import os
+import socket
 import sys
 import threading
 import time
 from typing import Callable, Optional, TextIO
 
 from launch.rundir import summary
+from launch.rundir.paths import COORDINATOR_FILE, RunPaths
 
 
 def _clock(seconds: float) -> str:
@@ -108,3 +111,26 @@ def show_progress(run_dir: str, fetch_progress: Callable[[], Optional[dict]], do
                 stream.write(line + "\n")
                 last_plain, last_printed = time.time(), line
         stream.flush()
+
+
+def running_counter(run_dir: str, call_timeout_s: float = 5.0) -> Optional[str]:
+    """The address of the run's counter while the run's newest launch goes: the counter its
+    launches/<k>/coordinator names answers, as this run's (a killed run's old address may
+    serve another program by now). A port nobody listens on is told in a moment; a counter
+    busy at the end of its run gets two tries of `call_timeout_s`."""
+    launch_dir = RunPaths(run_dir).latest_launch_dir()
+    try:
+        with open(os.path.join(launch_dir or "", COORDINATOR_FILE)) as file:
+            address = file.read().strip()
+        host, port = address.rsplit(":", 1)
+        socket.create_connection((host, int(port)), timeout=2.0).close()
+    except (OSError, ValueError):
+        return None
+    from launch.nodes import rpc
+
+    try:
+        progress = rpc.final_client(address, call_timeout_s=call_timeout_s, tries=2).get_progress()
+    except Exception:  # gone, or another program's server
+        return None
+    answered = progress.get("run_dir") if isinstance(progress, dict) else None
+    return address if answered and os.path.realpath(answered) == os.path.realpath(run_dir) else None
