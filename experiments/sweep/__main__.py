@@ -115,7 +115,8 @@ def _detach(sweep, args) -> int:
     """The runner again, without --detach, in a session of its own: it outlives this shell."""
     log_path = sweep.runner_log()
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
-    argv = [sys.executable, "-m", "experiments.sweep"] + [a for a in sys.argv[1:] if a != "--detach"]
+    # -u: its log is read while it runs.
+    argv = [sys.executable, "-u", "-m", "experiments.sweep"] + [a for a in sys.argv[1:] if a != "--detach"]
     with open(log_path, "a") as log:
         process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    start_new_session=True)
