@@ -25,7 +25,7 @@ import time
 from typing import List, Optional
 
 from experiments.sweep.spec import PlannedRun
-from launch.rundir.jsonio import read_json
+from launch.rundir.jsonio import read_json, read_jsonl
 from launch.rundir.paths import timestamp
 
 SPEC_FILE = "sweep.json"
@@ -98,28 +98,13 @@ class SweepDir:
 
     def last_launch(self) -> Optional[dict]:
         """The launch flags of the sweep's last runner (runners.jsonl), if any."""
-        starts = [record for record in _records(self.runners) if record.get("event") == "start" and "launch" in record]
+        starts = [record for record in read_jsonl(self.runners) if record.get("event") == "start" and "launch" in record]
         return starts[-1]["launch"] if starts else None
 
     def note_runner(self, event: str, **fields) -> None:
         with open(self.runners, "a") as file:
             file.write(json.dumps({"event": event, "time": time.time(), "host": socket.gethostname(),
                                    "pid": os.getpid(), **fields}) + "\n")
-
-
-def _records(path: str) -> List[dict]:
-    try:
-        with open(path) as file:
-            lines = file.read().splitlines()
-    except FileNotFoundError:
-        return []
-    records = []
-    for line in lines:
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:  # a line being written
-            pass
-    return records
 
 
 def open_sweep(root: str) -> SweepDir:

@@ -7,6 +7,7 @@ import json
 import time
 from typing import List, Optional
 
+from launch.rundir.jsonio import read_jsonl
 from launch.rundir.paths import RunPaths
 
 
@@ -19,18 +20,7 @@ def note_job(run_dir: str, event: str, **fields) -> None:
 
 def run_jobs(run_dir: str) -> List[dict]:
     """The lines of RUN_DIR/jobs.jsonl, oldest first ([] for a run that never ran under SLURM)."""
-    try:
-        with open(RunPaths(run_dir).jobs) as file:
-            lines = file.read().splitlines()
-    except FileNotFoundError:
-        return []
-    records = []
-    for line in lines:
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:  # a line being written
-            pass
-    return records
+    return read_jsonl(RunPaths(run_dir).jobs)
 
 
 def current_job(run_dir: str) -> Optional[dict]:
