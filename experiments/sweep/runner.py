@@ -223,19 +223,14 @@ class SweepRunner:
     def run(self, poll_s: float = 2.0, summary_every_s: float = 300.0) -> int:
         """Steps until done; 0 when every run has finished, 1 otherwise (which, and why, said)."""
         last_summary = time.time()
-        first = True
-        while True:
+        statuses = self.step()
+        self._log(count_states(statuses))  # what it found, the runs it just started among the going
+        while not self.done:
+            time.sleep(poll_s)
             statuses = self.step()
-            if first:  # what it found, the runs it just started among the going
-                self._log(count_states(statuses))
-                first = False
-            if self.done:
-                break
-            if time.time() - last_summary >= summary_every_s:
+            if self.done or time.time() - last_summary >= summary_every_s:
                 last_summary = time.time()
                 self._log(count_states(statuses))
-            time.sleep(poll_s)
-        self._log(count_states(statuses))
         unfinished = [run for run, status in statuses.items() if status.state != FINISHED]
         for run in unfinished:
             if run not in self.failed and not self._stopping:
