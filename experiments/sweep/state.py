@@ -33,10 +33,6 @@ class RunStatus:
     final_return: Optional[float] = None  # a finished run's final evaluation
 
 
-def latest_launch_dir(run_dir: str) -> Optional[str]:
-    return RunPaths(run_dir).latest_launch_dir()
-
-
 def counter_of(run_dir: str) -> Optional[str]:
     """The run's counter's address while it answers as this run's."""
     from launch.runtime.progress import running_counter
@@ -44,10 +40,11 @@ def counter_of(run_dir: str) -> Optional[str]:
     return running_counter(run_dir)
 
 
-def slurm_jobs(run_dir: str, launch_dir: Optional[str]) -> list:
+def slurm_jobs(run_dir: str) -> list:
     """The SLURM jobs of the run's latest launch (its job_id file) and the job it has gone on in
     (jobs.jsonl)."""
     jobs = []
+    launch_dir = RunPaths(run_dir).latest_launch_dir()
     job = current_job(run_dir)
     if job is not None:
         jobs.append(job["job_id"])
@@ -82,7 +79,7 @@ def slurm_job_going(job_id: str) -> Optional[str]:
 
 def _going_elsewhere(run_dir: str) -> Optional[str]:
     """Why the run is going without a claim here: its SLURM job may still run, or its counter answers."""
-    for job_id in slurm_jobs(run_dir, latest_launch_dir(run_dir)):
+    for job_id in slurm_jobs(run_dir):
         state = slurm_job_going(job_id)
         if state:
             return f"SLURM job {job_id} {state}"

@@ -5,7 +5,7 @@ import time
 from typing import Dict, List
 
 from experiments.sweep.spec import PlannedRun
-from experiments.sweep.state import (GOING, RunStatus, counter_of, latest_launch_dir, run_status, slurm_job_going,
+from experiments.sweep.state import (GOING, RunStatus, counter_of, run_status, slurm_job_going,
                                      slurm_jobs)
 from experiments.sweep.sweep_dir import SweepDir
 
@@ -40,7 +40,7 @@ def _cancel_pending_jobs(run_dir: str) -> None:
     """A queued SLURM job has no counter to ask: it is cancelled (nothing of it ran)."""
     from launch.runtime.slurm_submit import cancel
 
-    cancel([job for job in slurm_jobs(run_dir, latest_launch_dir(run_dir)) if slurm_job_going(job) == "PENDING"])
+    cancel([job for job in slurm_jobs(run_dir) if slurm_job_going(job) == "PENDING"])
 
 
 def stop_sweep(sweep: SweepDir, runs: List[PlannedRun], wait_s: float) -> int:
