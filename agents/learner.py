@@ -7,7 +7,7 @@ the batch means in the losses into cross-device averages of the gradients. The
 state argument is donated: the caller must use the returned state.
 """
 
-from typing import Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Union
 
 import jax
 import numpy as np
@@ -15,7 +15,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from agents import learning
 from agents.config import MPOConfig
-from agents.types import LearnerState, Transition
+from agents.types import LearnerState
 
 
 class Learner:

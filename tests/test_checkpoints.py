@@ -1,5 +1,6 @@
 """Learner checkpoints (launch.rundir.checkpoints) with real learner states and orbax on disk."""
 
+import functools
 import glob
 import os
 import signal
@@ -20,7 +21,9 @@ OBS, ACT, BATCH = 5, 2, 16
 SMALL = dict(policy_layer_sizes=(16, 16), critic_layer_sizes=(16, 16), num_samples=4)
 
 
+@functools.lru_cache(maxsize=None)
 def make_learner(agent="mog"):
+    """One learner per agent for the module: a Learner holds no state, and each new one compiles again."""
     return agents.Learner(agents.make_config(agent, **SMALL), OBS, ACT)
 
 
@@ -128,7 +131,7 @@ def test_no_loadable_checkpoint_is_an_error_that_says_so(tmp_path):
 
 def test_a_save_killed_midway_leaves_only_complete_checkpoints(tmp_path):
     """SIGKILL a process that saves large states back to back; every checkpoint left loads."""
-    script = textwrap.dedent(f"""
+    script = textwrap.dedent("""
         import jax, sys
         import agents
         from launch.rundir import checkpoints
@@ -138,7 +141,7 @@ def test_a_save_killed_midway_leaves_only_complete_checkpoints(tmp_path):
         step = 0
         while True:
             step += 1
-            writer.save(state.replace(steps=state.steps + step), {{}}, "periodic")
+            writer.save(state.replace(steps=state.steps + step), {}, "periodic")
             print(step, flush=True)
     """)
     saver = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)

@@ -1,8 +1,9 @@
 """One Relay program across hosts: a real SLURM cluster and the no-scheduler launch, each host a
 network namespace on this machine (experiments/testbed/).
 
-Placement in every test but the longest: replay, counter, monitor and evaluator on h1, the
-learner on h2, two actors on h3 (the longest spreads its actors over h3 and h4). Skipped, with the reason, where namespaces or SLURM/munge are unavailable.
+Placement: replay, counter, monitor and evaluator on h1, the learner on h2, two actors on h3
+(the tests of lost hosts spread the actors over h3 and h4). Skipped, with the reason, where
+namespaces or SLURM/munge are unavailable.
 """
 
 import contextlib
@@ -19,8 +20,8 @@ import pytest
 
 from experiments.testbed import netns_hosts, slurm_cluster
 from test_faults import counted
-from test_program import (ROOT, assert_experience_recorded, assert_final_checkpoint, assert_metrics_complete,
-                          assert_no_orphans, csv_rows, learner_has_updated, read, train_command, wait_for)
+from test_program import (ROOT, assert_experience_recorded, assert_final_checkpoint, assert_no_orphans,
+                          learner_has_updated, read, train_command, train_main, wait_for)
 
 # Whole programs, one at a time in one of the suite's two processes (setup.cfg): the other runs
 # the tests that need no program of their own.
@@ -98,26 +99,12 @@ def assert_accelerators_only_for_the_learner(run_dir):
         assert f", {expected}" in text, f"{log}:\n{text[:2000]}"
 
 
-def assert_logs_clean(run_dir):
+def assert_logs_clean(run_dir, allowed=()):
+    """No traceback in any node's log, and no final report missing but those `allowed` say."""
     for log in pathlib.Path(run_dir, "logs").glob("*/*"):
         text = log.read_text(errors="replace")
-        assert "Traceback" not in text and "no final report" not in text, f"{log}:\n{text[-3000:]}"
-
-
-def assert_trained_and_stopped_at_the_limit(run_dir, max_env_steps):
-    """The counter's totals are exact; the learner trained on what the actors inserted; actors
-    took newer parameters; summary, metrics and the final checkpoint agree."""
-    actors = [read(run_dir, f"actor_{i}.json") for i in range(2)]
-    learner = read(run_dir, "learner.json")
-    counts, summary = read(run_dir, "counts.json"), read(run_dir, "summary.json")
-    assert counts["actor_steps"] == summary["env_steps"] == sum(actor["actor_steps"] for actor in actors) >= max_env_steps
-    assert counts["learner_steps"] == summary["learner_steps"] == learner["learner_steps"] > 0
-    assert summary["reached_max_env_steps"] and summary["evaluations"] >= 1
-    for actor in actors:
-        assert actor["param_versions_seen"][0] == 0 and max(actor["param_versions_seen"]) > 0
-    assert_final_checkpoint(run_dir)
-    assert_experience_recorded(run_dir)
-    assert_metrics_complete(run_dir, learner["learner_steps"], csv_rows(run_dir, "evaluator"))
+        missing = [line for line in text.splitlines() if "no final report" in line and not any(a in line for a in allowed)]
+        assert "Traceback" not in text and not missing, f"{log}:\n{text[-3000:]}"
 
 
 @contextlib.contextmanager
@@ -215,26 +202,12 @@ def test_jobs_one_per_component_run_detached_and_scancel_stops_every_node_cleanl
     assert_no_orphans(before, run_dir)
 
 
-def test_the_hosts_launch_runs_the_program_across_namespaces(hosts, tmp_path):
-    run_dir = str(tmp_path / "run")
-    before = set(psutil.pids())
-    result = subprocess.run(
-        train_command(run_dir, "--max_env_steps=4000", "--launch_type=hosts", f"--cluster={hosts_spec(tmp_path, hosts)}"),
-        cwd=ROOT, capture_output=True, text=True, timeout=600)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-3000:]
-    assert_placed_as_specified(run_dir, hosts)
-    assert_accelerators_only_for_the_learner(run_dir)
-    assert_trained_and_stopped_at_the_limit(run_dir, 4000)
-    assert_logs_clean(run_dir)
-    assert_progress_line_shown(output, 4000)
-    assert_no_orphans(before, run_dir)
-
-
-def test_the_hosts_launch_moves_the_actor_of_a_host_that_no_longer_answers(hosts, tmp_path):
-    """Actors on h3 and h4. Mid-run h3 stops answering (its login fails, as ssh to a lost host
-    does) and every process of the run there is SIGKILLed: actor 0's supervisor is started again
-    on h4, the run ends at max_env_steps with exact counts and a final checkpoint."""
+def test_the_hosts_launch_runs_across_namespaces_and_moves_the_actor_of_a_host_that_no_longer_answers(hosts, tmp_path):
+    """Each node where the spec puts it (actors on h3 and h4), accelerators for the learner only.
+    Mid-run h3 stops answering (its login fails, as ssh to a lost host does) and every process of
+    the run there is SIGKILLed: actor 0's supervisor is started again on h4, and the run ends at
+    max_env_steps with exact counts, every step of actor 1 recorded, clean logs and a final
+    checkpoint. (One run for both: the launch across namespaces is the same path.)"""
     run_dir, down = str(tmp_path / "run"), tmp_path / "down"
     down.mkdir()
     host = lambda name: {"name": hosts.netns_name(name), "address": hosts.hosts[name]}  # noqa: E731
@@ -259,15 +232,26 @@ def test_the_hosts_launch_moves_the_actor_of_a_host_that_no_longer_answers(hosts
         if launcher.poll() is None:
             launcher.kill()
     assert launcher.returncode == 0, output[-3000:]
+    for nodes, host in PLACEMENT[:2]:
+        for node in nodes:
+            assert served_on(run_dir, f"{node}/0") == [hosts.hosts[host]], node
     assert f"{hosts.netns_name('h3')} does not answer; node actor/0 moves to {hosts.netns_name('h4')}" in output
     assert served_on(run_dir, "actor/0") == [hosts.hosts["h3"], hosts.hosts["h4"]]
     assert served_on(run_dir, "actor/1") == [hosts.hosts["h4"]]
+    assert_accelerators_only_for_the_learner(run_dir)
+    # Moved late, actor 0 may still be starting when the run reaches its limit: it is then left
+    # behind and the counter closes without its final report (the summary has its last one).
+    assert_logs_clean(run_dir, allowed=("no final report from actor_0 within",))
+    assert_progress_line_shown(output, 8000)
     [moved] = [record for record in restarts_of(run_dir) if record.get("supervisor")]
     assert moved["node"] == "actor/0" and moved["cause"] == (
         f"its supervisor ended (signal 9 (SIGKILL)) and its host {hosts.netns_name('h3')} did not answer; started again on "
         f"{hosts.netns_name('h4')}")
     summary = read(run_dir, "summary.json")
     assert summary["reached_max_env_steps"] and summary["env_steps"] == read(run_dir, "counts.json")["actor_steps"] >= 8000
+    assert summary["learner_steps"] == read(run_dir, "learner.json")["learner_steps"] > 0 and summary["evaluations"] >= 1
+    assert max(read(run_dir, "actor_1.json")["param_versions_seen"]) > 0
+    assert_experience_recorded(run_dir, actors=(1,))
     assert_final_checkpoint(run_dir)
     assert_no_orphans(before, run_dir)
 
@@ -296,18 +280,18 @@ def communicate_or_dump(process, timeout_s):
         raise AssertionError(f"still running {timeout_s} s after the stop:\n{output[-6000:]}") from None
 
 
-def test_dry_run_prints_the_het_job_and_submits_nothing(tmp_path):
+def test_dry_run_prints_the_het_job_and_submits_nothing(tmp_path, capsys):
     spec = write_spec(tmp_path / "cluster.json", {
         "components": [{"groups": ["replay", "counter"], "cpus": 4, "mem": "16G"},
                        {"groups": ["learner"], "gpus": 2, "cpus": 8},
                        {"groups": ["actor"], "nodes": 3, "cpus": 32, "partition": "cpu"}],
         "slurm": {"partition": "gpu", "time": "2:00:00"}})
     run_dir = tmp_path / "run"
-    result = subprocess.run(train_command(str(run_dir), "--launch_type=slurm", f"--cluster={spec}", "--dry_run",
-                                          "--slurm_account=lab"),
-                            cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout + result.stderr
-    script = result.stdout[result.stdout.index("#!/bin/bash"):]
+    code = train_main(capsys, *train_command(str(run_dir), "--launch_type=slurm", f"--cluster={spec}", "--dry_run",
+                                             "--slurm_account=lab")[3:])
+    output = capsys.readouterr()
+    assert code == 0, output.out + output.err
+    script = output.out[output.out.index("#!/bin/bash"):]
     components = script.split("#SBATCH hetjob")
     assert len(components) == 3
     assert "#SBATCH --gres=gpu:2" in components[1] and "--gres" not in components[0] + components[2]
@@ -338,12 +322,12 @@ def test_the_job_reads_its_time_left_from_squeue():
     ({"components": [{"groups": ["replay"], "gpus": -1}]}, "gpus >= 0"),
     ({"components": [{"groups": ["replay", "counter"]}], "slurm": {"max_jobs": 0}}, "max_jobs >= 1"),
 ])
-def test_a_bad_cluster_spec_is_refused_before_anything_starts(tmp_path, spec, message):
+def test_a_bad_cluster_spec_is_refused_before_anything_starts(tmp_path, capsys, spec, message):
     run_dir = tmp_path / "run"
-    result = subprocess.run(
-        train_command(str(run_dir), "--launch_type=hosts", f"--cluster={write_spec(tmp_path / 'c.json', spec)}"),
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert result.returncode != 0 and message in result.stderr, result.stderr[-2000:]
+    code = train_main(capsys, *train_command(str(run_dir), "--launch_type=hosts",
+                                             f"--cluster={write_spec(tmp_path / 'c.json', spec)}")[3:])
+    error = capsys.readouterr().err
+    assert code == 2 and message in error, error[-2000:]
     assert not (run_dir / "logs").exists()
 
 

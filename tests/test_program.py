@@ -323,8 +323,9 @@ def test_invalid_flags_stop_before_anything_starts(tmp_path, capsys, flag, messa
 
 
 def train_main(capsys, *args) -> int:
-    """experiments.train's main on `args`, in this process: for launches refused before anything
-    starts (a process each would cost the suite seconds apiece). Its output stays in `capsys`."""
+    """experiments.train's main on `args`, in this process: for launches that start no process
+    (refused, or --dry_run; a process each would cost the suite seconds apiece). Its output
+    stays in `capsys`."""
     from absl import flags
 
     from experiments import train
@@ -337,12 +338,11 @@ def train_main(capsys, *args) -> int:
         flags.FLAGS.unparse_flags()
 
 
-def test_an_existing_run_is_never_overwritten(tmp_path):
+def test_an_existing_run_is_never_overwritten(tmp_path, capsys):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "config.json").write_text("earlier run")
-    result = subprocess.run(train_command(str(run_dir)), cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2 and "never overwritten" in result.stderr
+    assert train_main(capsys, *train_command(str(run_dir))[3:]) == 2 and "never overwritten" in capsys.readouterr().err
     assert (run_dir / "config.json").read_text() == "earlier run"
 
 
