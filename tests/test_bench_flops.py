@@ -39,6 +39,9 @@ def test_convolution_flops_forward_and_through_grad():
     assert flops.matmul_flops(jax.grad(lambda k, x: jnp.sum(conv(k, x))), kernel, images) == 2 * forward
 
 
+# Slow (about 20 s in the suite): the device check's dry run (test_device_check) times the pixel
+# learner through the same benchmark code and checks its convolutions are counted.
+@pytest.mark.slow
 def test_learner_benchmark_from_pixels(tmp_path):
     out = tmp_path / "learner.json"
     args = ["learner", "--agent=mpo", "--batch=4", "--pixels=16", "--frame_stack=2", "--layers=8,16", "--act_dim=1",

@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from test_program import ROOT
 
 
@@ -27,6 +29,11 @@ def test_the_device_check_runs_dry_and_writes_every_figure(tmp_path):
     for r in report["results"]:
         assert r["sgd_steps_per_s"] > 0 and r["compile_s"] > 0 and r["timed_calls"] >= 10
         assert r["matmul_gflop_per_step"] > 0 and 0 < r["fraction_of_matmul_peak"] and r["finite_metrics"]
+        assert r["achieved_gflop_per_s"] == pytest.approx(r["matmul_gflop_per_step"] * r["sgd_steps_per_s"])
         assert r["host_peak_rss_bytes"] > 0
+    # The pixel learner's encoder convolutions are counted: at least its first layer's forward pass
+    # over the batch (16 -> 7 pixels, 32 channels, 3 x 3 x 9 inputs each: 3 stacked RGB frames).
+    pixels = report["results"][-1]
+    assert pixels["matmul_gflop_per_step"] * 1e9 > 2 * pixels["batch"] * 7 * 7 * 32 * (3 * 3 * 9)
     # Written again after each configuration: a run cut short keeps what it measured.
     assert "wrote" in result.stdout and not (tmp_path / "device_check.json.tmp").exists()

@@ -53,6 +53,9 @@ def test_bench_is_runnable_as_a_module(tmp_path):
     assert json.loads((tmp_path / "b.json").read_text())["task"] == "pendulum:swingup"
 
 
+# Slow: a benchmark's plumbing (about 25 s in the suite); `make test-all` and
+# experiments/results/house/bench_smoke.sh run it.
+@pytest.mark.slow
 def test_actor_costs_benchmark_times_each_part_of_the_actor_loop(tmp_path):
     out = tmp_path / "costs.json"
     result = subprocess.run(
