@@ -1,5 +1,6 @@
 """The MPO learner end to end: learning a known optimum, determinism, sharding, targets, duals."""
 
+import functools
 import logging
 import textwrap
 
@@ -12,6 +13,14 @@ import agents
 
 BEST_ACTION = np.array([0.4, -0.3], np.float32)
 SMALL = dict(policy_layer_sizes=(64, 64), critic_layer_sizes=(64, 64))
+
+
+@functools.lru_cache(maxsize=None)
+def learner_for(config, observation_shape=5, action_dim=2, jit=True):
+    """One learner per config and shapes for the module: a Learner holds no state, and each new
+    one compiles again (seconds per agent)."""
+    return agents.Learner(config, observation_shape=observation_shape, action_dim=action_dim,
+                          devices=jax.devices()[:1], jit=jit)
 
 
 def bandit_batches(rng, k, batch_size, best_action=BEST_ACTION):
@@ -36,7 +45,7 @@ def train_on_bandit(agent, steps, seed=0, best_action=BEST_ACTION, **overrides):
     config = agents.make_config(
         agent, **{**dict(learning_rate=1e-3, target_update_period=20, init_temperature=1.0, epsilon_stddev=1e-3,
                          init_alpha_stddev=1.0), **SMALL, **head, **overrides})
-    learner = agents.Learner(config, observation_shape=3, action_dim=2)
+    learner = learner_for(config, observation_shape=3)
     state = learner.init(jax.random.PRNGKey(seed))
     rng = np.random.default_rng(seed)
     observation = jnp.ones((1, 3), jnp.float32)
@@ -98,8 +107,8 @@ def test_action_penalization_keeps_the_mean_near_the_action_bounds():
     np.testing.assert_allclose([free[1], penalized[1]], [-0.3, -0.3], atol=0.1)
 
 
-def run_steps(config, seed, batches, jit=True, learner=None):
-    learner = learner or agents.Learner(config, observation_shape=5, action_dim=2, devices=jax.devices()[:1], jit=jit)
+def run_steps(config, seed, batches, jit=True):
+    learner = learner_for(config, jit=jit)
     state = learner.init(jax.random.PRNGKey(seed))
     for batch in batches:
         state, metrics = learner.update(state, batch)
@@ -115,8 +124,7 @@ def test_same_seed_same_result_other_seed_other_result(agent):
     config = agents.make_config(agent, **SMALL)
     rng = np.random.default_rng(0)
     batches = [random_batch(rng) for _ in range(3)]
-    learner = agents.Learner(config, observation_shape=5, action_dim=2, devices=jax.devices()[:1])  # compiled once
-    first, second, other = (run_steps(config, seed, batches, learner=learner)[0] for seed in (1, 1, 2))
+    first, second, other = (run_steps(config, seed, batches)[0] for seed in (1, 1, 2))
     for a, b in zip(leaves(first), leaves(second)):
         np.testing.assert_array_equal(a, b)
     assert not np.array_equal(leaves(first.policy_params)[0], leaves(other.policy_params)[0])
@@ -144,7 +152,7 @@ def test_update_many_equals_repeated_update():
     config = agents.make_config("dmpo", **SMALL)
     stacked = random_batch(np.random.default_rng(0), leading=(4,))
     one_at_a_time, _ = run_steps(config, 0, [jax.tree_util.tree_map(lambda x, i=i: x[i], stacked) for i in range(4)])
-    learner = agents.Learner(config, observation_shape=5, action_dim=2, devices=jax.devices()[:1])
+    learner = learner_for(config)
     scanned, _ = learner.update_many(learner.init(jax.random.PRNGKey(0)), stacked)
     for a, b in zip(leaves(one_at_a_time), leaves(scanned)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
@@ -152,7 +160,7 @@ def test_update_many_equals_repeated_update():
 
 def test_step_compiles_once(caplog):
     config = agents.make_config("mpo", **SMALL)
-    learner = agents.Learner(config, observation_shape=5, action_dim=2)
+    learner = agents.Learner(config, observation_shape=5, action_dim=2)  # not learner_for's: its compile is counted
     state = learner.init(jax.random.PRNGKey(0))
     rng = np.random.default_rng(0)
     with jax.log_compiles(True), caplog.at_level(logging.WARNING, logger="jax"):
@@ -190,7 +198,7 @@ def test_polyak_target_update():
 
 def test_duals_stay_positive_and_floored():
     config = agents.make_config("mpo", **SMALL)
-    learner = agents.Learner(config, observation_shape=5, action_dim=2)
+    learner = learner_for(config)
     state = learner.init(jax.random.PRNGKey(0))
     crushed = state.dual_params.replace(temperature=jnp.full_like(state.dual_params.temperature, -100.0))
     state = state.replace(dual_params=crushed)
