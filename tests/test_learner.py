@@ -17,8 +17,8 @@ SMALL = dict(policy_layer_sizes=(64, 64), critic_layer_sizes=(64, 64))
 
 @functools.lru_cache(maxsize=None)
 def learner_for(config, observation_shape=5, action_dim=2, jit=True):
-    """One learner per config and shapes for the module: a Learner holds no state, and each new
-    one compiles again (seconds per agent)."""
+    """One learner per config and shapes for the test process (the learner loop's tests use it
+    too): a Learner holds no state, and each new one compiles again (seconds per agent)."""
     return agents.Learner(config, observation_shape=observation_shape, action_dim=action_dim,
                           devices=jax.devices()[:1], jit=jit)
 

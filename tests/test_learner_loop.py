@@ -18,7 +18,7 @@ from launch.loops.episodes import EpisodeRunner, uniform_random_policy
 from launch.loops.learner import LearnerLoop, initial_state, replay_batches
 from launch.rundir import checkpoints, metrics
 from launch.rundir.jsonio import read_json
-from tests.test_learner import leaves, random_batch
+from tests.test_learner import learner_for, leaves, random_batch
 
 
 def config_for(tmp_path, *overrides):
@@ -64,7 +64,7 @@ class Counts:
 
 def test_each_step_is_one_update_on_the_next_batch_and_publishing_checkpoints_and_logs_fall_due(tmp_path):
     config = config_for(tmp_path)
-    learner = agents.Learner(config.learner, 5, 2)
+    learner = learner_for(config.learner)
     rng = np.random.default_rng(0)
     batches = [jax.tree_util.tree_map(np.asarray, random_batch(rng, batch_size=32)) for _ in range(23)]
     expected = initial_state(config, learner)
@@ -101,7 +101,7 @@ def test_each_step_is_one_update_on_the_next_batch_and_publishing_checkpoints_an
 
 def test_updates_that_keep_coming_out_non_finite_stop_the_loop_with_a_run_error_after_the_row_that_shows_them(tmp_path):
     config = config_for(tmp_path, "learner.learning_rate=1e30", "experiment.max_nonfinite_updates_in_a_row=3")
-    learner = agents.Learner(config.learner, 5, 2)
+    learner = learner_for(config.learner)
     rng = np.random.default_rng(1)
     loop = LearnerLoop(config, learner, initial_state(config, learner),
                        ListBatches([random_batch(rng, batch_size=32) for _ in range(40)]))
@@ -158,7 +158,7 @@ def test_a_resumed_loop_goes_on_with_the_rae_anneal_where_its_checkpoint_was(tmp
     config = config_for(tmp_path)
     rae = RaEConfig(runs=("earlier",), ratio=0.5, final_ratio=0.0, anneal_learner_steps=100, offline_items=1000)
     config = dataclasses.replace(config, rae=rae)
-    learner = agents.Learner(config.learner, 5, 2)
+    learner = learner_for(config.learner)
     state = initial_state(config, learner)
     resumed = state.replace(steps=jax.numpy.asarray(50, state.steps.dtype))  # as restored from a checkpoint
     rng = np.random.default_rng(4)
@@ -185,7 +185,7 @@ def test_k_updates_a_call_make_the_parameters_of_k_single_updates_and_everything
     checkpoint (every 20) come at the first call boundary at or past their step, and a stop
     asked during a call takes effect after it."""
     config = config_for(tmp_path, "experiment.learner_steps_per_call=4")
-    learner = agents.Learner(config.learner, 5, 2)
+    learner = learner_for(config.learner)
     rng = np.random.default_rng(5)
     batches = [jax.tree_util.tree_map(np.asarray, random_batch(rng, batch_size=32)) for _ in range(28)]
     expected = initial_state(config, learner)
@@ -216,7 +216,7 @@ def test_non_finite_updates_inside_calls_count_in_a_row_across_them(tmp_path):
 
     config = config_for(tmp_path, "experiment.learner_steps_per_call=2", "experiment.max_nonfinite_updates_in_a_row=3",
                         "experiment.learner_publish_period=2")
-    learner = agents.Learner(config.learner, 5, 2)
+    learner = learner_for(config.learner)
     rng = np.random.default_rng(6)
     good = lambda: random_batch(rng, batch_size=32)  # noqa: E731
     bad = lambda: corrupt(random_batch(rng, batch_size=32), "reward", 0, np.nan)  # noqa: E731
