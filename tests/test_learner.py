@@ -245,7 +245,7 @@ TWO_DEVICE_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.xdist_group("beside_programs")  # one process with two devices serves both (conftest)
+@pytest.mark.xdist_group("two_devices")  # one process with two devices serves both (conftest)
 def test_two_device_step_matches_one_device(two_device_run):
     assert "mog matches" in two_device_run and "odd batch refused" in two_device_run
 

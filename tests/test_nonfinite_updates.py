@@ -221,6 +221,6 @@ TWO_DEVICE_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.xdist_group("beside_programs")  # one process with two devices serves both (conftest)
+@pytest.mark.xdist_group("two_devices")  # one process with two devices serves both (conftest)
 def test_data_parallel_devices_skip_together(two_device_run):
     assert "both devices skipped" in two_device_run

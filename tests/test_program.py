@@ -364,9 +364,6 @@ def test_evaluations_skip_a_row_still_being_written(tmp_path):
 LEARNING_STEPS, LEARNED, KEPT = 60_000, 400.0, 100.0
 
 
-# The longest test (3-4 min), bound by its learner's updates rather than by time limits: it runs
-# beside the other programs, not after them (setup.cfg).
-@pytest.mark.xdist_group("beside_programs")
 def test_the_program_learns_cartpole_and_keeps_what_it_learned(tmp_path):
     """make run's job, its first 60,000 env steps, as processes (local_mp): it swings the pole up
     and balances it, and does not lose that; and it leaves a whole run like any other.
