@@ -1,6 +1,5 @@
 """Learner checkpoints (launch.rundir.checkpoints) with real learner states and orbax on disk."""
 
-import functools
 import glob
 import os
 import signal
@@ -15,16 +14,15 @@ import pytest
 
 import agents
 from launch.rundir import checkpoints
+from tests.test_learner import learner_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OBS, ACT, BATCH = 5, 2, 16
 SMALL = dict(policy_layer_sizes=(16, 16), critic_layer_sizes=(16, 16), num_samples=4)
 
 
-@functools.lru_cache(maxsize=None)
 def make_learner(agent="mog"):
-    """One learner per agent for the module: a Learner holds no state, and each new one compiles again."""
-    return agents.Learner(agents.make_config(agent, **SMALL), OBS, ACT)
+    return learner_for(agents.make_config(agent, **SMALL), OBS, ACT)
 
 
 def batch(seed):

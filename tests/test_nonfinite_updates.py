@@ -1,6 +1,5 @@
 """Non-finite learner updates: skipped in the jitted step, counted, and fatal K in a row."""
 
-import functools
 import os
 import textwrap
 
@@ -14,13 +13,11 @@ from agents import learning
 from experiments.configs import make_experiment_config
 from launch.faults import RunError
 from launch.faults.nonfinite import NonFiniteGuard
-from tests.test_learner import SMALL, leaves, random_batch
+from tests.test_learner import SMALL, learner_for, leaves, random_batch
 
 
-@functools.lru_cache(maxsize=None)
 def make_learner(agent="mpo"):
-    """One learner per agent for the module: a Learner holds no state, and each new one compiles again."""
-    return agents.Learner(agents.make_config(agent, **SMALL), observation_shape=5, action_dim=2, devices=jax.devices()[:1])
+    return learner_for(agents.make_config(agent, **SMALL))
 
 
 def trained_state(learner, rng, updates=2):
