@@ -138,3 +138,43 @@ def test_a_wave_replays_the_best_k_of_its_matching_runs_by_final_return(tmp_path
     bad["waves"][0]["replay"]["best"] = 4
     with pytest.raises(SpecError, match="has 3 matching runs, fewer than best=4"):
         expand(bad)
+
+
+def test_only_names_runs_by_their_paths_or_first_parts_and_refuses_what_would_wait_forever(tmp_path, capsys):
+    from experiments.sweep.__main__ import main
+    from experiments.sweep.spec import select_runs
+
+    runs = expand(SPEC)
+
+    def paths(*patterns):
+        return [f"{run.wave}/{run.name}" for run in select_runs(runs, list(patterns))]
+
+    assert paths("rae") == [f"rae/{task}/mog-base/seed{seed}" for task in ("walker_walk", "finger_spin")
+                            for seed in (3, 4)]
+    assert paths("base/finger_spin/mpo-lr3e-4/seed2", "rae/walker_walk/") == [
+        "base/finger_spin/mpo-lr3e-4/seed2", "rae/walker_walk/mog-base/seed3", "rae/walker_walk/mog-base/seed4"]
+    assert len(paths("*/*/*/seed1")) == 2 * 2 * 2 and len(paths("base/*/mog-*")) == 2 * 2 * 3
+    with pytest.raises(SpecError, match="--only: base/walker_walk/sac, seed9 names no run of this sweep") as error:
+        select_runs(runs, ["base/walker_walk/sac", "seed9", "rae"])
+    assert "(its waves: base, rae)" in str(error.value)
+    # A replaying run named without the runs it replays, none finished: it would wait for ever.
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(SPEC))
+    code = main(["run", str(path), f"--dir={tmp_path / 'S'}", "--only=rae/finger_spin/*/seed4"])
+    message = capsys.readouterr().err
+    assert code == 2 and "--only: rae/finger_spin/mog-base/seed4 replays base/finger_spin/mog-lr3e-4/seed0" in message
+    assert "which --only leaves out and which have not finished; name them too" in message
+    assert not (tmp_path / "S").exists()
+
+
+def test_a_groups_band_is_drawn_from_its_finished_seeds_while_another_goes():
+    from experiments.curves import mean_band
+    from experiments.sweep.report import drawn_runs
+
+    finished = [{"state": "finished", "curve": [(0, 0.0), (1000, 500.0 + 100 * seed)]} for seed in range(2)]
+    going = {"state": "going", "curve": [(0, 0.0), (50, 1.0)]}
+    drawn, left_out = drawn_runs(finished + [going, {"state": "new", "curve": []}])
+    assert drawn == finished and left_out == 1
+    steps, mean, _, _ = mean_band([tuple(zip(*run["curve"])) for run in drawn], points=3)
+    assert list(steps) == [0, 500, 1000] and list(mean) == [0.0, 275.0, 550.0]  # not cut at the going run's 50
+    assert drawn_runs([going]) == ([going], 0)  # none finished yet: what there is

@@ -114,6 +114,35 @@ def test_status_and_report_give_the_runs_own_figures(finished_sweep):
     with open(os.path.join(out, "curves_cartpole_swingup.png"), "rb") as file:
         assert file.read(8) == b"\x89PNG\r\n\x1a\n"
 
+    # The same spec in a sweep directory where nothing ran, reported --with the first report: the
+    # same table, each run's figures taken from it.
+    from experiments.sweep.report import write_report
+    from experiments.sweep.sweep_dir import start_sweep
+
+    again = start_sweep(os.path.join(os.path.dirname(sweep_dir), "again"), SPEC)
+    joined_out = os.path.join(again.root, "report")
+    write_report(again, again.runs(), joined_out, earlier=os.path.join(out, "report.json"))
+    with open(os.path.join(joined_out, "table.csv")) as file, open(os.path.join(out, "table.csv")) as first:
+        assert list(csv.DictReader(file)) == list(csv.DictReader(first))
+    with open(os.path.join(joined_out, "table.md")) as file:
+        assert "5 of the 5 runs' figures come from " in file.read()
+    # A run that had not finished there is not taken.
+    with open(os.path.join(out, "report.json")) as file:
+        earlier = json.load(file)
+    earlier["runs"][0]["state"] = "unfinished"
+    with open(os.path.join(again.root, "earlier.json"), "w") as file:
+        json.dump(earlier, file)
+    write_report(again, again.runs(), joined_out, earlier=os.path.join(again.root, "earlier.json"))
+    with open(os.path.join(joined_out, "report.json")) as file:
+        runs = json.load(file)["runs"]
+    assert runs[0]["state"] == "new" and "reported_in" not in runs[0] and runs[1]["reported_in"]
+    # A report of another budget is not these runs'; a file that is no report is refused.
+    other = start_sweep(os.path.join(os.path.dirname(sweep_dir), "other"), {**SPEC, "max_env_steps": 3000})
+    with pytest.raises(ValueError, match="base/cartpole_swingup/mpo-debug/seed0 has seed 0, 1,500 env steps"):
+        write_report(other, other.runs(), joined_out, earlier=os.path.join(out, "report.json"))
+    with pytest.raises(ValueError, match="is not a sweep report; give the report.json"):
+        write_report(other, other.runs(), joined_out, earlier=os.path.join(sweep_dir, "sweep.json"))
+
 
 def _kill_all(popens, within):
     """Kills what the test started and anything still running a run of `within`, by process id."""
@@ -132,12 +161,13 @@ def _process_with(text):
 
 def test_a_rerun_skips_finished_runs_resumes_a_killed_one_and_leaves_one_going_alone(tmp_path):
     """Runner A (one at a time) finishes seed 0 and is SIGKILLed with seed 1's launcher mid-run;
-    seed 2 is then started by hand into the sweep. Runner B skips seed 0, resumes seed 1 from its
-    checkpoint and never starts seed 2, which its own launcher finishes."""
-    spec = {"agents": ["mpo"], "tasks": ["cartpole:swingup"], "seeds": [0, 1, 2], "presets": ["debug"],
+    seed 2 is then started by hand into the sweep. Runner B, told --only seeds 1 and 2, skips
+    seed 0, resumes seed 1 from its checkpoint, never starts seed 2, which its own launcher
+    finishes, and leaves seed 3 alone."""
+    spec = {"agents": ["mpo"], "tasks": ["cartpole:swingup"], "seeds": [0, 1, 2, 3], "presets": ["debug"],
             "max_env_steps": 2000, "set": ["experiment.checkpoint_every_learner_steps=25"]}
     sweep_dir = str(tmp_path / "S")
-    run_dirs = [os.path.join(sweep_dir, "base", "cartpole_swingup", "mpo-debug", f"seed{s}") for s in range(3)]
+    run_dirs = [os.path.join(sweep_dir, "base", "cartpole_swingup", "mpo-debug", f"seed{s}") for s in range(4)]
     before = {process.pid for process in psutil.process_iter()}
     runner = subprocess.Popen(sweep_command("run", write_spec(tmp_path / "spec.json", spec), f"--dir={sweep_dir}",
                                             "--parallel=1", "--launch_type=local_mt"),
@@ -167,7 +197,8 @@ def test_a_rerun_skips_finished_runs_resumes_a_killed_one_and_leaves_one_going_a
                                capture_output=True, text=True, timeout=120)
         assert twice.returncode == 2 and "is still going (its counter answers at" in twice.stderr
         # Two at once: a run going elsewhere counts as one of the sweep's runs at once.
-        rerun = sweep("run", sweep_dir, "--launch_type=local_mt", "--parallel=2", timeout=400)
+        rerun = sweep("run", sweep_dir, "--launch_type=local_mt", "--parallel=2",
+                      "--only=base/cartpole_swingup/mpo-debug/seed1,*/*/*/seed2", timeout=400)
         assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
         assert hand.wait(timeout=120) == 0
     finally:
@@ -175,8 +206,10 @@ def test_a_rerun_skips_finished_runs_resumes_a_killed_one_and_leaves_one_going_a
     events = [line.split("] ", 1)[1] for line in rerun.stdout.splitlines() if line.startswith("[")]
     assert [event.split()[:2] for event in events if event.split()[0] in ("start", "resume")] == [
         ["resume", "base/cartpole_swingup/mpo-debug/seed1"]]
-    # It found seed 0 finished, seed 1 killed and seed 2 going (started by hand, for 5000 steps).
-    assert "killed (no summary)" in events[0] and events[1] == "1 finished, 2 going" and "3 finished" in events[-1]
+    # It found seed 0 finished, seed 1 killed and seed 2 going (started by hand, for 5000 steps),
+    # and left seed 3 as it was.
+    assert "killed (no summary)" in events[0] and events[1] == "1 finished, 2 going, 1 new"
+    assert events[-1] == "3 finished, 1 new" and not os.path.exists(run_dirs[3])
     resumed = read(run_dirs[1], "resumes.json")
     assert len(resumed) == 1 and read(run_dirs[1], "summary.json")["reached_max_env_steps"]
     assert sorted(os.listdir(os.path.join(run_dirs[2], "launches"))) == ["0"]  # started once

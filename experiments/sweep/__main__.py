@@ -4,20 +4,24 @@
     python -m experiments.sweep run SPEC.json --dir=SWEEP_DIR [--parallel=N] [--detach] \\
         [--launch_type=local_mp|hosts|slurm --cluster=CLUSTER.json --slurm_time=...]
     python -m experiments.sweep run SWEEP_DIR            # again: only what is missing
+    python -m experiments.sweep run SWEEP_DIR --only=agents/walker_walk,tasks   # some of its runs
     python -m experiments.sweep status SWEEP_DIR
     python -m experiments.sweep stop SWEEP_DIR
-    python -m experiments.sweep report SWEEP_DIR [--out=DIR]
+    python -m experiments.sweep report SWEEP_DIR [--out=DIR] [--with=EARLIER/report.json]
 
 plan:   checks the spec (every run's whole config) and lists its runs; starts nothing.
 run:    starts every run that is missing, N at a time, each an ordinary run directory under
         SWEEP_DIR (experiments/sweep/sweep_dir.py): finished runs are skipped, unfinished ones
         resumed from their newest checkpoint, one still going is left to go on. A later wave's
         run starts once the runs it replays have finished. --detach: the runner goes on in the
-        background (its output in SWEEP_DIR/launcher_logs/).
+        background (its output in SWEEP_DIR/launcher_logs/). --only: just the runs it names, by
+        their paths in the sweep or the first parts of them, shell patterns allowed; the rest are
+        left as they are (e.g. to share a sweep's runs between machines).
 status: each run's state, env steps and newest evaluation.
 stop:   stops the sweep's runners and every run going, cleanly (each saves its checkpoint).
 report: the table (final and best return: mean, min-max, bootstrap interval across seeds;
         env steps; wall time) as CSV and Markdown, and curves per task (mean and band).
+        --with: runs with no directory here take their figures from an earlier report.
 """
 
 import argparse
@@ -73,6 +77,25 @@ def _launch_flags(args, existing):
     return flags
 
 
+def _selected(sweep, runs, only):
+    """The runs --only names (all without it); ValueError if one of them replays a run that is
+    left out and has not finished (in `sweep`, None for one not started), which it would wait for."""
+    from experiments.sweep.spec import select_runs, sources
+    from experiments.sweep.state import FINISHED, run_status
+
+    if not only:
+        return runs
+    selected = select_runs(runs, only.split(","))
+    for run in selected:
+        waiting_on = [f"{source.wave}/{source.name}" for source in sources(run, runs) if source not in selected
+                      and (sweep is None or run_status(sweep, source, probe=False).state != FINISHED)]
+        if waiting_on:
+            raise ValueError(f"--only: {run.wave}/{run.name} replays {', '.join(waiting_on)}, which --only leaves "
+                             f"out and which {'has' if len(waiting_on) == 1 else 'have'} not finished; name "
+                             f"{'it' if len(waiting_on) == 1 else 'them'} too.")
+    return selected
+
+
 def _run(args) -> int:
     from experiments.sweep import runner as sweep_runner
     from experiments.sweep.spec import load_spec
@@ -86,20 +109,23 @@ def _run(args) -> int:
         if args.dir is None:
             raise NotASweep(f"{args.spec} is not a directory, and a spec ({args.spec}) needs its sweep's: "
                             f"python -m experiments.sweep run SWEEP_DIR, or run SPEC.json --dir=SWEEP_DIR")
-        load_spec(args.spec)  # every check, before anything is written
-        launch = _launch_flags(args, open_sweep(args.dir) if os.path.isfile(os.path.join(args.dir, SPEC_FILE))
-                               else None)
+        existing = open_sweep(args.dir) if os.path.isfile(os.path.join(args.dir, SPEC_FILE)) else None
+        _selected(existing, load_spec(args.spec), args.only)  # every check, before anything is written
+        launch = _launch_flags(args, existing)
         with open(args.spec) as file:
             sweep = start_sweep(args.dir, json.load(file))
     runs = sweep.runs()
-    parallel = args.parallel or sweep_runner.default_parallel(runs, launch.launch_type)
+    selected = _selected(sweep, runs, args.only)
+    parallel = args.parallel or sweep_runner.default_parallel(selected, launch.launch_type)
     if args.detach:
         return _detach(sweep, args)
     sweep.clear_stop()
     sweep.note_runner("start", argv=sys.argv[1:], parallel=parallel, launch=launch.as_record())
-    print(f"Sweep {sweep.root}: {len(runs)} runs, {parallel} at a time ({launch.launch_type}); "
+    print(f"Sweep {sweep.root}: {len(runs)} runs"
+          + (f", {len(selected)} of them named by --only" if selected is not runs else "")
+          + f", {parallel} at a time ({launch.launch_type}); "
           f"python -m experiments.sweep status {sweep.root} shows where each stands")
-    runner = sweep_runner.SweepRunner(sweep, runs, parallel, launch)
+    runner = sweep_runner.SweepRunner(sweep, runs, parallel, launch, only=selected)
 
     def on_signal(signum, frame):
         runner.stop("Ctrl-C" if signum == signal.SIGINT else "SIGTERM")
@@ -145,7 +171,7 @@ def _report(args) -> int:
     sweep = open_sweep(args.dir)
     from experiments.sweep import report as sweep_report
 
-    written = sweep_report.write_report(sweep, sweep.runs(), args.out or sweep.report_dir)
+    written = sweep_report.write_report(sweep, sweep.runs(), args.out or sweep.report_dir, args.earlier)
     print("wrote " + ", ".join(written))
     return 0
 
@@ -166,6 +192,9 @@ def main(argv=None) -> int:
                      help="default: local_mp, or for a sweep run again, what its last runner used")
     run.add_argument("--cluster", default=None, help="cluster spec JSON, for hosts and slurm")
     run.add_argument("--detach", action="store_true", help="the runner goes on in the background")
+    run.add_argument("--only", default=None,
+                     help="comma-separated runs to start, as <wave>[/<task>[/<label>[/seed<k>]]], shell "
+                          "patterns allowed (default: every run)")
     for name in ("slurm_partition", "slurm_account", "slurm_time", "slurm_max_jobs"):
         run.add_argument(f"--{name}", default=None, type=int if name == "slurm_max_jobs" else str,
                          help=f"as experiments.train's --{name}")
@@ -177,6 +206,9 @@ def main(argv=None) -> int:
     report = commands.add_parser("report", help="table and curves")
     report.add_argument("dir")
     report.add_argument("--out", default=None, help="where the report goes (default SWEEP_DIR/report)")
+    report.add_argument("--with", dest="earlier", default=None,
+                        help="an earlier report.json of this spec: the runs with no directory here take "
+                             "their figures from it")
     args = parser.parse_args(argv)
     if args.command == "run":
         args.slurm_flags = [f"--{name}={getattr(args, name)}" for name in

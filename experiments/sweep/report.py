@@ -7,6 +7,10 @@
                                  of scratch's mean final return, and final returns
     report/curves_<task>.png     mean and min-max band of each group's curves, published figures
     report/report.json           all of it, and every run's own figures
+
+With `--with=EARLIER/report.json`, a run of the sweep that has no directory here takes its record
+from that earlier report of the same spec, if it had finished there: results of runs made elsewhere (another machine, a
+cluster, a sweep directory since lost) joined with the runs made here.
 """
 
 import csv
@@ -18,7 +22,7 @@ from typing import Dict, List, Optional, Tuple
 from experiments import published
 from experiments.curves import bootstrap_interval, first_reaching, mean_band
 from experiments.sweep.spec import PlannedRun
-from experiments.sweep.state import FINISHED, run_status
+from experiments.sweep.state import FINISHED, NEW, run_status
 from experiments.sweep.sweep_dir import SweepDir
 from launch.rundir import plots, summary
 from launch.rundir.jsonio import read_json
@@ -190,20 +194,28 @@ def _write_csv(path: str, rows: List[dict]) -> None:
         writer.writerows(flat)
 
 
+def drawn_runs(runs: List[dict]) -> Tuple[List[dict], int]:
+    """The runs of a group whose curves its band is drawn from, and how many are left out: the
+    finished ones while others go (a band ends where its shortest curve does, so one run just
+    started would cut it to a dot), else those with a curve."""
+    with_curves = [run for run in runs if run["curve"]]
+    finished = [run for run in with_curves if run["state"] == FINISHED]
+    drawn = finished or with_curves
+    return drawn, len(with_curves) - len(drawn)
+
+
 def _figures(grouped, out: str) -> List[str]:
     written = []
     for task in dict.fromkeys(key[1] for key in grouped):
-        curves, bands, seeds = {}, {}, set()
+        curves, bands = {}, {}
         for key, runs in grouped.items():
-            with_curves = [run for run in runs if run["curve"] and key[1] == task]
-            if not with_curves:
+            drawn, going = drawn_runs([run for run in runs if key[1] == task])
+            if not drawn:
                 continue
-            steps, mean, low, high = mean_band([tuple(zip(*run["curve"])) for run in with_curves])
-            going = sum(run["state"] != FINISHED for run in with_curves)
-            label = (f"{key[0]}: {key[2]} ({len(with_curves)} seed{'s' if len(with_curves) > 1 else ''}"
-                     + (f", {going} still going" if going else "") + ")")
+            steps, mean, low, high = mean_band([tuple(zip(*run["curve"])) for run in drawn])
+            label = (f"{key[0]}: {key[2]} ({len(drawn)} seed{'s' if len(drawn) > 1 else ''}"
+                     + (f"; {going} going, not drawn" if going else "") + ")")
             curves[label], bands[label] = (steps, mean), (steps, low, high)
-            seeds.add(len(with_curves))
         if not curves:
             continue
         path = os.path.join(out, f"curves_{task.replace(':', '_')}.png")
@@ -213,19 +225,47 @@ def _figures(grouped, out: str) -> List[str]:
     return written
 
 
-def write_report(sweep: SweepDir, runs: List[PlannedRun], out: str) -> List[str]:
-    """Writes the report's files under `out`; their paths."""
+def with_earlier(records: List[dict], runs: List[PlannedRun], earlier: str) -> List[dict]:
+    """`records`, those of runs with no directory here replaced by the earlier report's record of
+    the same run if it had finished there (marked `reported_in`); ValueError if `earlier` is not a report, or records the
+    run with another step budget (another spec)."""
+    report = read_json(earlier)
+    if not isinstance(report, dict) or not isinstance(report.get("runs"), list):
+        raise ValueError(f"--with={earlier} is not a sweep report; give the report.json that "
+                         f"python -m experiments.sweep report wrote.")
+    reported = {record["run_dir"]: record for record in report["runs"]}
+    joined = []
+    for run, record in zip(runs, records):
+        old = reported.get(record["run_dir"])
+        if record["state"] == NEW and old is not None and old["state"] == FINISHED:
+            if (old["seed"], old["max_env_steps"], old["label"]) != (run.seed, run.max_env_steps, label_of(run)):
+                raise ValueError(f"--with={earlier}: its run {old['run_dir']} has seed {old['seed']}, "
+                                 f"{old['max_env_steps']:,} env steps and {old['label']}, this sweep's "
+                                 f"{run.seed}, {run.max_env_steps:,} and {label_of(run)}: not the same run.")
+            record = dict(old, reported_in=earlier)
+        joined.append(record)
+    return joined
+
+
+def write_report(sweep: SweepDir, runs: List[PlannedRun], out: str, earlier: Optional[str] = None) -> List[str]:
+    """Writes the report's files under `out` (with `earlier`'s records of the runs not here); their paths."""
     records = [run_record(sweep, run) for run in runs]
+    if earlier:
+        records = with_earlier(records, runs, earlier)
     grouped = groups(records)
     table = [group_row(key, members) for key, members in grouped.items()]
     rae = rae_rows(grouped)
     os.makedirs(out, exist_ok=True)
     paths = [os.path.join(out, name) for name in ("table.csv", "table.md", "report.json")]
     _write_csv(paths[0], table)
+    borrowed = sum("reported_in" in record for record in records)
     with open(paths[1], "w") as file:
-        file.write(_markdown(table, rae))
+        file.write(_markdown(table, rae) + (f"\n{borrowed} of the {len(records)} runs' figures come from "
+                                            f"{earlier}; their directories are not in this sweep.\n"
+                                            if borrowed else ""))
     with open(paths[2], "w") as file:
-        json.dump({"sweep": sweep.root, "table": table, "rae": rae, "runs": records}, file, indent=2)
+        json.dump({"sweep": sweep.root, "with": earlier, "table": table, "rae": rae, "runs": records}, file,
+                  indent=2)
     if rae:
         paths.append(os.path.join(out, "rae.csv"))
         _write_csv(paths[-1], rae)

@@ -103,10 +103,12 @@ class SweepRunner:
     """Drives a sweep: `step()` once per round; `done` and `failed` say where it stands."""
 
     def __init__(self, sweep: SweepDir, runs: List[PlannedRun], parallel: int, launch: LaunchFlags = LaunchFlags(),
-                 say: Callable[[str], None] = print):
+                 say: Callable[[str], None] = print, only: Optional[Sequence[PlannedRun]] = None):
+        """`only`: the runs it may start (`--only`), default all; the rest are left as they are."""
         if parallel < 1:
             raise ValueError(f"--parallel must be at least 1, got {parallel}.")
         self.sweep, self.runs, self.parallel, self.launch, self._say = sweep, runs, parallel, launch, say
+        self.selected = list(runs if only is None else only)
         self._launches: Dict[PlannedRun, _Launch] = {}
         self._followed: Dict[PlannedRun, _Launch] = {}  # submitted SLURM runs, followed through their jobs
         self.failed: Dict[PlannedRun, str] = {}  # runs this runner launched that ended short of their budget
@@ -178,7 +180,7 @@ class SweepRunner:
             self.done = not self._launches
             return statuses
         going = sum(status.state == GOING for status in statuses.values())
-        for run in self.runs:
+        for run in self.selected:
             if going >= self.parallel or self._stopping:  # a Ctrl-C may come during this round
                 break
             if statuses[run].state not in (NEW, UNFINISHED) or run in self.failed:
@@ -188,13 +190,16 @@ class SweepRunner:
             if self._start(run, statuses[run]):
                 statuses[run] = RunStatus(GOING, "launched here")
                 going += 1
-        self.done = not any(status.state == GOING for status in statuses.values()) and not self._startable(statuses)
+        # A run of the sweep going without this runner (by hand, another runner) counts against
+        # --parallel above, but only those it may start are waited for.
+        self.done = (not any(statuses[run].state == GOING for run in self.selected)
+                     and not self._startable(statuses))
         return statuses
 
     def _startable(self, statuses: Dict[PlannedRun, RunStatus]) -> bool:
         return any(statuses[run].state in (NEW, UNFINISHED) and run not in self.failed
                    and all(statuses[source].state == FINISHED for source in sources(run, self.runs))
-                   for run in self.runs)
+                   for run in self.selected)
 
     def _start(self, run: PlannedRun, status: RunStatus) -> bool:
         descriptor = claim(self.sweep.claim_path(run))
@@ -231,7 +236,7 @@ class SweepRunner:
             if self.done or time.time() - last_summary >= summary_every_s:
                 last_summary = time.time()
                 self._log(count_states(statuses))
-        unfinished = [run for run, status in statuses.items() if status.state != FINISHED]
+        unfinished = [run for run in self.selected if statuses[run].state != FINISHED]
         for run in unfinished:
             if run not in self.failed and not self._stopping:
                 waiting_on = [s for s in sources(run, self.runs) if statuses[s].state != FINISHED]

@@ -225,3 +225,23 @@ def sources(run: PlannedRun, runs: List[PlannedRun]) -> List[PlannedRun]:
     if run.replay is None:
         return []
     return [other for other in runs if other.wave in run.replay.waves and run.matches(other, run.replay.match)]
+
+
+def select_runs(runs: List[PlannedRun], patterns: List[str]) -> List[PlannedRun]:
+    """The runs that any of `patterns` names, in the spec's order. A pattern is a run's path in its
+    sweep, <wave>/<task>/<label>/seed<k>, or its first components (a wave, a task of a wave...),
+    each component a shell pattern ("agents/*/dmpo-small", "*/*/*/seed1"). SpecError for a
+    pattern that names no run, listing the sweep's waves."""
+    from fnmatch import fnmatchcase
+
+    def named(run: PlannedRun, pattern: str) -> bool:
+        wanted = pattern.strip("/").split("/")
+        path = f"{run.wave}/{run.name}".split("/")
+        return len(wanted) <= len(path) and all(fnmatchcase(part, want) for part, want in zip(path, wanted))
+
+    unmatched = [pattern for pattern in patterns if not any(named(run, pattern) for run in runs)]
+    if unmatched:
+        waves = ", ".join(dict.fromkeys(run.wave for run in runs))
+        _fail("--only", f"{', '.join(unmatched)} names no run of this sweep; give <wave>[/<task>[/<label>"
+                        f"[/seed<k>]]], e.g. {runs[0].wave}/{runs[0].name} (its waves: {waves}).")
+    return [run for run in runs if any(named(run, pattern) for pattern in patterns)]
