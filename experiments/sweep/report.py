@@ -9,8 +9,8 @@
     report/report.json           all of it, and every run's own figures
 
 With `--with=EARLIER/report.json`, a run of the sweep that has no directory here takes its record
-from that earlier report of the same spec, if it had finished there: results of runs made elsewhere (another machine, a
-cluster, a sweep directory since lost) joined with the runs made here.
+from that earlier report of the same spec, if it had finished there: results of runs made
+elsewhere (another machine, a cluster, a sweep directory since lost) joined with those made here.
 """
 
 import csv
@@ -227,8 +227,8 @@ def _figures(grouped, out: str) -> List[str]:
 
 def with_earlier(records: List[dict], runs: List[PlannedRun], earlier: str) -> List[dict]:
     """`records`, those of runs with no directory here replaced by the earlier report's record of
-    the same run if it had finished there (marked `reported_in`); ValueError if `earlier` is not a report, or records the
-    run with another step budget (another spec)."""
+    the same run if it had finished there (marked `reported_in`); ValueError if `earlier` is not
+    a report, or records the run with another seed, label or step budget (another spec)."""
     report = read_json(earlier)
     if not isinstance(report, dict) or not isinstance(report.get("runs"), list):
         raise ValueError(f"--with={earlier} is not a sweep report; give the report.json that "
