@@ -186,9 +186,9 @@ def test_jobs_one_per_component_run_detached_and_scancel_stops_every_node_cleanl
     assert len(job_ids) == 3
     wait_for(lambda: learner_has_updated(run_dir), 300, "the learner's first metrics row past step 0")
     cluster.run(["scancel", *job_ids])
-    # KillWait is 10 s: a node still running then is killed, and its final report would be missing.
+    # KillWait is 30 s: a node still running then is killed, and its final report would be missing.
     for job_id in job_ids:
-        cluster.wait_job(job_id, ["CANCELLED"], timeout_s=60)
+        cluster.wait_job(job_id, ["CANCELLED"], timeout_s=90)
     wait_for(lambda: os.path.exists(os.path.join(run_dir, "summary.json")), 60, "the counter's summary")
     # Each job got the host SLURM chose for it, and its nodes ran there.
     for job_id, groups in zip(job_ids, [groups for groups, _ in PLACEMENT]):

@@ -152,7 +152,9 @@ class SlurmCluster:
             "ReturnToService=2",
             "SlurmdParameters=config_overrides",
             "MinJobAge=600",
-            "KillWait=10",
+            # SLURM's default: on a loaded machine a learner's stop (final checkpoint, summary)
+            # has been seen to take over 10 s.
+            "KillWait=30",
             "InactiveLimit=0",
             "SlurmdTimeout=60",
             "MailProg=/bin/true",
@@ -331,7 +333,7 @@ class SlurmCluster:
         if not ids:
             return
         self.run(["scancel"] + ids, check=False, timeout=15)
-        deadline = time.monotonic() + 20.0  # > KillWait
+        deadline = time.monotonic() + 40.0  # > KillWait
         while time.monotonic() < deadline:
             proc = self.run(["squeue", "-h", "-o", "%A %T"], check=False, timeout=15)
             if proc.returncode != 0 or not proc.stdout.strip():
