@@ -161,8 +161,8 @@ def _process_with(text):
 
 def test_a_rerun_skips_finished_runs_resumes_a_killed_one_and_leaves_one_going_alone(tmp_path):
     """Runner A (one at a time) finishes seed 0 and is SIGKILLed with seed 1's launcher mid-run;
-    seed 2 is then started by hand into the sweep. Runner B, told --only seeds 1 and 2, skips
-    seed 0, resumes seed 1 from its checkpoint, never starts seed 2, which its own launcher
+    seed 2 is then started by hand into the sweep. Runner B, told --only seeds 0-2, skips seed
+    0, resumes seed 1 from its checkpoint, never starts seed 2, which its own launcher
     finishes, and leaves seed 3 alone."""
     spec = {"agents": ["mpo"], "tasks": ["cartpole:swingup"], "seeds": [0, 1, 2, 3], "presets": ["debug"],
             "max_env_steps": 2000, "set": ["experiment.checkpoint_every_learner_steps=25"]}
@@ -198,7 +198,7 @@ def test_a_rerun_skips_finished_runs_resumes_a_killed_one_and_leaves_one_going_a
         assert twice.returncode == 2 and "is still going (its counter answers at" in twice.stderr
         # Two at once: a run going elsewhere counts as one of the sweep's runs at once.
         rerun = sweep("run", sweep_dir, "--launch_type=local_mt", "--parallel=2",
-                      "--only=base/cartpole_swingup/mpo-debug/seed1,*/*/*/seed2", timeout=400)
+                      "--only=*/*/*/seed0,base/cartpole_swingup/mpo-debug/seed1,*/*/*/seed2", timeout=400)
         assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
         assert hand.wait(timeout=120) == 0
     finally:
