@@ -199,3 +199,27 @@ def test_a_restarted_counter_goes_on_from_its_saved_state_and_counts_each_sender
     time.sleep(0.2)
     silent = restarted.silent_for(["actor/0", "learner/0"])
     assert 0.2 <= silent["actor/0"] < silent["learner/0"] < 10.0
+
+
+def test_an_older_process_of_a_node_is_told_it_was_replaced_and_is_not_heard(tmp_path):
+    """Attempt 0 of actor/1 comes back after attempt 1 registered (its host cut off, the node
+    started elsewhere): the counter tells it it was replaced, whatever the program's state, and
+    its polls do not count as the node's (the job would not see the new process fall silent)."""
+    from experiments import configs
+    from launch.faults import SUPERSEDED
+    from launch.nodes.counter import CounterNode
+
+    config = configs.make_experiment_config(agent="mpo", task="cartpole:swingup", run_dir=str(tmp_path),
+                                            preset="debug", max_env_steps=500)
+    counter = CounterNode(config)
+    counter.register_address("actor/1", "10.0.0.4:4000", 0)
+    assert counter.stop_reason("actor/1", 0) is None
+    counter.register_address("actor/1", "10.0.0.5:4000", 1)
+    assert counter.stop_reason("actor/1", 1) is None
+    time.sleep(0.3)
+    reason = counter.stop_reason("actor/1", 0)
+    assert reason == f"{SUPERSEDED}: actor/1 runs as a newer process (attempt 1; this is attempt 0)"
+    assert counter.silent_for(["actor/1"])["actor/1"] >= 0.3  # heard last from attempt 1
+    counter.request_stop("max_env_steps")
+    assert counter.stop_reason("actor/1", 0).startswith(SUPERSEDED) and counter.stop_reason("actor/1", 1) == "max_env_steps"
+    assert counter.stop_reason("counter/0", 0) == counter.stop_reason() == "max_env_steps"  # never registered: never replaced

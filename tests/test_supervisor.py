@@ -97,3 +97,86 @@ def test_a_stop_asked_twice_is_asked_of_the_counter_once_and_never_forces_the_pr
     assert asked == ["the SLURM job's time limit is near (29 s left)"] and watch.stop_reason == asked[0]
     assert forced == [True] and codes == {"SLURM step actor": -signal.SIGKILL}
     assert 3.0 <= time.time() - start < 10.0
+
+
+def test_a_process_ending_as_replaced_is_neither_a_failure_nor_a_stop():
+    """A node (or a step) that a newer process of it replaced ends with SUPERSEDED_EXIT_CODE:
+    the watch goes on with the rest, asks no stop, and the launch does not count it failed."""
+    import subprocess
+
+    from launch.faults import SUPERSEDED_EXIT_CODE
+    from launch.runtime.watch import LaunchWatch, failures
+
+    replaced = subprocess.Popen([sys.executable, "-c", f"import sys; sys.exit({SUPERSEDED_EXIT_CODE})"])
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(2)"])
+    asked = []
+    try:
+        codes = LaunchWatch({"node actor/1": replaced, "node actor/0": other}, lambda reason: asked.append(reason),
+                            lambda force: None, interval_s=0.05).run()
+    finally:
+        for process in (replaced, other):
+            process.kill()
+            process.wait()
+    assert codes == {"node actor/1": SUPERSEDED_EXIT_CODE, "node actor/0": 0} and asked == []
+    assert failures(codes) == {} and failures({"node actor/0": 1, "node actor/1": None}) == {"node actor/0": 1}
+
+
+def test_a_node_process_replaced_while_frozen_ends_at_once_when_it_wakes_and_is_not_restarted(tmp_path):
+    """What a healed network partition looks like to a stale copy: the evaluator's process is
+    frozen (SIGSTOP: it hears nothing, as across a cut link) while a newer process of its node
+    registers with the counter (as one the job started elsewhere does). Woken, the old copy
+    hears from the counter that it was replaced and ends with SUPERSEDED_EXIT_CODE, without its
+    final save; its supervisor does not start it again. Real counter and entry processes."""
+    import os
+    import subprocess
+
+    import courier
+    import psutil
+
+    import environments
+    from experiments import configs
+    from launch.faults import SUPERSEDED_EXIT_CODE
+    from launch.program import make_program
+    from launch.runtime import launch_files
+    from launch.runtime.entry import wait_for_coordinator
+    from test_program import ROOT, wait_for
+
+    config = configs.make_experiment_config(agent="mpo", task="cartpole:swingup", run_dir=str(tmp_path / "run"),
+                                            preset="debug", num_actors=1)
+    launch_dir = str(tmp_path / "run" / "launches" / "0")
+    launch_files.write_program(make_program(config, environments.environment_spec(config.environment)), launch_dir)
+    entry = [sys.executable, "-m", "launch.runtime.entry", f"--launch_dir={launch_dir}", "--host=127.0.0.1"]
+    logs = {name: open(tmp_path / f"{name}.log", "w+") for name in ("counter", "evaluator")}
+    counter = subprocess.Popen(entry + ["--node=counter/0"], cwd=ROOT, stdout=logs["counter"], stderr=subprocess.STDOUT)
+    supervisor = None
+    try:
+        address = wait_for_coordinator(launch_dir, 120.0)
+        supervisor = subprocess.Popen(entry + ["--node=evaluator/0", f"--coordinator={address}"], cwd=ROOT,
+                                      stdout=logs["evaluator"], stderr=subprocess.STDOUT)
+        client = courier.Client(address, call_timeout=5.0)
+        wait_for(lambda: client.lookup_address("evaluator/0") is not None, 120, "the evaluator to register")
+        [node] = psutil.Process(supervisor.pid).children()
+        assert "--attempt=0" in node.cmdline()
+        node.send_signal(signal.SIGSTOP)
+        client.register_address("evaluator/0", "127.0.0.2:1", 1)  # the newer process, elsewhere
+        time.sleep(0.5)  # the counter takes the old copy's next poll after this
+        node.send_signal(signal.SIGCONT)
+        node.wait(timeout=30)  # not this process's child: its code is the supervisor's, next
+        assert supervisor.wait(timeout=30) == SUPERSEDED_EXIT_CODE
+        assert client.stop_reason() is None  # the program goes on
+        client.request_stop("the test is done")
+        assert counter.wait(timeout=60) == 0
+    finally:
+        for process in (supervisor, counter):
+            if process is not None:
+                for child in psutil.Process(process.pid).children(recursive=True) if process.poll() is None else []:
+                    child.kill()
+                process.kill()
+                process.wait()
+    logs["evaluator"].seek(0)
+    output = logs["evaluator"].read()
+    assert ("relay node evaluator/0: superseded: evaluator/0 runs as a newer process (attempt 1; this is attempt 0); "
+            "this process ends now, without a final save or report") in output
+    assert "relay supervisor: node evaluator/0 was replaced by a newer process elsewhere; not started again" in output
+    assert "--attempt=1" not in output and "restart 1" not in output
+    assert not os.path.exists(os.path.join(str(tmp_path / "run"), "metrics", "evaluator.csv"))

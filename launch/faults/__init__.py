@@ -13,6 +13,12 @@ import numpy as np
 
 # The exit code of a node process that raised RunError: its supervisor does not restart it.
 RUN_ERROR_EXIT_CODE = 3
+# The exit code of a node process told by the counter that a newer process of its node runs
+# (its host was cut off and taken for lost, and the node started again elsewhere): nothing
+# restarts it, and no launcher takes it for a failure.
+SUPERSEDED_EXIT_CODE = 4
+# How the counter's stop reason for such a process begins (`CounterNode.stop_reason`).
+SUPERSEDED = "superseded"
 
 
 class RunError(RuntimeError):

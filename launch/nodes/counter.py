@@ -17,6 +17,7 @@ from typing import Dict, Iterable, List, Optional
 import launchpad as lp
 
 from launch.config import ExperimentConfig
+from launch.faults import SUPERSEDED
 from launch.nodes.process import node_attempt
 from launch.rundir import summary
 from launch.rundir.jsonio import read_json, write_json
@@ -170,10 +171,18 @@ class CounterNode:
                 self._all_told.set()
         self._save_state()  # a counter restarted from here on knows the program is stopping
 
-    def stop_reason(self, watcher: Optional[str] = None) -> Optional[str]:
+    def stop_reason(self, watcher: Optional[str] = None, attempt: Optional[int] = None) -> Optional[str]:
         """Why the program stops, or None while it runs. `watcher`: the node process asking
-        (multi-node launches poll this); the counter outlives the stop until each has heard it."""
+        (multi-node launches poll this); the counter outlives the stop until each has heard it.
+
+        `attempt`: the watcher's process attempt. An older process than the newest that
+        registered for its node (a host cut off for longer than the job waits, whose node was
+        started again elsewhere, then back) is told "superseded: ..." instead, and is not
+        heard: its polls must not hide the new process's silence."""
         with self._lock:
+            newest = self._attempts.get(watcher, -1) if watcher is not None else -1
+            if attempt is not None and attempt < newest:
+                return f"{SUPERSEDED}: {watcher} runs as a newer process (attempt {newest}; this is attempt {attempt})"
             if watcher is not None:
                 self._watchers.add(watcher)
                 self._heard[watcher] = time.time()

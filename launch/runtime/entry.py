@@ -167,16 +167,22 @@ def _node_name() -> tuple:
     return _NODE.value, int(os.environ[_INDEX_ENV.value])
 
 
-def _watch_stop(coordinator, node: str, stopped: threading.Event, lost_s: float) -> None:
+def _watch_stop(coordinator, node: str, attempt: int, stopped: threading.Event, lost_s: float) -> None:
     """Stops this process the way a local stop does once the counter says the program stops,
-    or once the counter has been unreachable for `lost_s`."""
+    or once the counter has been unreachable for `lost_s`. Ends it at once if the counter says
+    a newer process of the node runs: a final checkpoint or report of this stale copy would
+    compete with that process's."""
     last_answer = time.time()
     while not stopped.wait(0.2):
         try:
-            reason = coordinator.stop_reason(node)
+            reason = coordinator.stop_reason(node, attempt)
             last_answer = time.time()
         except Exception:  # busy or gone
             reason = None if time.time() - last_answer < lost_s else "the counter is unreachable"
+        if reason and reason.startswith(faults.SUPERSEDED):
+            print(f"relay node {node}: {reason}; this process ends now, without a final save or report", flush=True)
+            sys.stderr.flush()
+            os._exit(faults.SUPERSEDED_EXIT_CODE)
         if reason:
             os.kill(os.getpid(), signal.SIGTERM)
             return
@@ -222,7 +228,8 @@ def run_node(launch_dir: str, label: str, index: int, host: str, coordinator_add
           + (f", serving at {own_address}" if node.addresses else "") + f"; counter at {coordinator_address}", flush=True)
     stopped = threading.Event()
     watcher = f"{label}/{index}"  # a restarted process takes its place
-    threading.Thread(target=_watch_stop, args=(coordinator, watcher, stopped, counter_patience_s(launch_dir)[0]),
+    threading.Thread(target=_watch_stop, args=(coordinator, watcher, node_attempt(), stopped,
+                                               counter_patience_s(launch_dir)[0]),
                      daemon=True, name="stop-watch").start()
     try:
         launchpad_internals.run_node(node)

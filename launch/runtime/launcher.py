@@ -178,7 +178,7 @@ def run_processes(program, config: ExperimentConfig, cluster_spec: Optional[clus
     The benchmarks' acting program (launch.program.make_acting_program) goes through it too."""
     from launch.runtime import hosts
     from launch.runtime.supervisor import describe_exit
-    from launch.runtime.watch import LaunchWatch
+    from launch.runtime.watch import LaunchWatch, failures
 
     processes = hosts.HostsLaunch(program, cluster_spec or hosts.local_spec(), config.run_dir, config.launch_index,
                                   RestartPolicy.of_experiment(config))
@@ -186,7 +186,7 @@ def run_processes(program, config: ExperimentConfig, cluster_spec: Optional[clus
                      signals=_STOP_SIGNALS, restart=processes.relaunch) as watch:
         processes.start()
         codes = _follow(config.run_dir, lambda: processes.coordinator, watch.run)
-    failed = {name: code for name, code in codes.items() if code != 0}
+    failed = failures(codes)
     if failed:
         print(f"error: {', '.join(f'{name} failed ({describe_exit(code)})' for name, code in failed.items())}; "
               "their logs: " + ", ".join(processes.log_path(name) for name in failed), file=sys.stderr)

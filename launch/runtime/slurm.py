@@ -42,7 +42,7 @@ from launch.runtime.relaunch import Relaunches, call_or_none
 from launch.runtime.slurm_submit import submit, write_job
 from launch.runtime.slurm_watch import LOST_STEP_CODE, TIME_LIMIT_REASON, Step, TimeLimitWatch, time_left_s
 from launch.runtime.supervisor import RestartPolicy, describe_exit
-from launch.runtime.watch import LaunchWatch
+from launch.runtime.watch import LaunchWatch, failures
 
 # Why a job's program stopped, when the run goes on in another job: its time limit was near
 # (TIME_LIMIT_REASON), or a step was lost past what the job could start again (the watch's
@@ -364,7 +364,7 @@ def run_job(launch_dir: str, component: Optional[int] = None) -> int:
             time_limit.close()
             if heterogeneous:
                 signal.signal(signal.SIGUSR1, previous_handler)
-    failed = {name: code for name, code in codes.items() if code != 0}
+    failed = failures(codes)
     if failed:
         print(f"relay job: steps that failed: {failed}; their logs are under {logs_dir}", flush=True)
     if heterogeneous:

@@ -24,7 +24,7 @@ import threading
 import time
 from typing import Callable, Optional
 
-from launch.faults import RUN_ERROR_EXIT_CODE
+from launch.faults import RUN_ERROR_EXIT_CODE, SUPERSEDED_EXIT_CODE
 
 # A dead node is started again after this pause: one that dies at once does not spin.
 _RESTART_DELAY_S = 1.0
@@ -168,6 +168,10 @@ class Supervisor:
             if self._signalled.is_set():  # a signal that came while the child was being started
                 self._child.send_signal(signal.SIGTERM)
             code = self._child.wait()
+            if code == SUPERSEDED_EXIT_CODE:
+                print(f"relay supervisor: node {self._node} was replaced by a newer process elsewhere; "
+                      "not started again", flush=True)
+                return code
             if code in (0, RUN_ERROR_EXIT_CODE) or self._signalled.is_set() or self._stopping():
                 return code
             cause = describe_exit(code)

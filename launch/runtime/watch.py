@@ -15,7 +15,14 @@ import threading
 import time
 from typing import Callable, Dict, Mapping, Optional
 
+from launch.faults import SUPERSEDED_EXIT_CODE
 from launch.runtime.supervisor import describe_exit
+
+
+def failures(codes: Mapping[str, Optional[int]]) -> Dict[str, int]:
+    """The processes of `codes` (name -> exit code, None while running) that failed. A node
+    that a newer process of it replaced (elsewhere) ended for good; it did not fail."""
+    return {name: code for name, code in codes.items() if code not in (None, 0, SUPERSEDED_EXIT_CODE)}
 
 
 class LaunchWatch:
@@ -96,7 +103,7 @@ class LaunchWatch:
                                "\nStopping every node (Ctrl-C again to end them at once)...")
             if self._stops_asked and self.stop_reason is None:
                 self._ask_stop(self._stops_asked[0], f"\n{self._stops_asked[0]}: stopping every node.")
-            failed = {name: code for name, code in codes.items() if code not in (None, 0)}
+            failed = failures(codes)
             if failed and self.stop_reason is None and self._restart is not None:
                 failed = {name: code for name, code in failed.items() if not self._restart(name, code)}
             if failed and self.stop_reason is None:
