@@ -455,6 +455,64 @@ def test_a_run_longer_than_its_time_limit_goes_on_across_jobs_through_lost_hosts
     assert_no_orphans(before, run_dir)
 
 
+@pytest.mark.slow  # about 2 minutes: the job's wait of lost_after_s (15 s), a node step, then Ctrl-C
+def test_an_actor_frozen_past_lost_after_s_moves_and_its_old_copy_ends_when_it_wakes(cluster, hosts, tmp_path):
+    """A het job, its two actors on h3 and h4. Actor 1's supervisor and node are frozen
+    (SIGSTOP): to the rest they are as a host cut off from the network, or a paused machine.
+    After lost_after_s (15 s) of silence the job starts actor 1 again on the other actor host.
+    Woken (SIGCONT), the old copy hears from the counter that it was replaced and ends at once,
+    without a final report; its supervisor does not start it again, and nothing takes that for
+    a failure: Ctrl-C of the launcher then ends the job COMPLETED."""
+    from test_faults import actor_senders
+
+    run_dir = str(tmp_path / "run")
+    components = [{"groups": list(groups)} for groups, _ in PLACEMENT]
+    components[-1]["nodes"] = 2
+    spec = write_spec(tmp_path / "cluster.json", {"components": components, "slurm": {"lost_after_s": 15}})
+    host_of_address = {address: name for name, address in hosts.hosts.items()}
+    launch_dir = os.path.join(run_dir, "launches", "0")
+    before = set(psutil.pids())
+    frozen = []
+    try:
+        with launched_until_the_learner_updates(run_dir, "--launch_type=slurm", f"--cluster={spec}",
+                                                env=cluster.env) as launcher:
+            old_host = host_of_address[served_on(run_dir, "actor/1")[-1]]
+            frozen = [psutil.Process(pid) for pid in hosts.namespace_pids(old_host)
+                      if f"--launch_dir={launch_dir}" in psutil.Process(pid).cmdline()]
+            assert len(frozen) == 2  # actor 1's supervisor and its node; slurmstepd runs on
+            for process in frozen:
+                process.send_signal(signal.SIGSTOP)
+            wait_for(lambda: len(served_on(run_dir, "actor/1")) == 2 and
+                     sum(totals.get("actor_steps", 0) > 0 for totals in actor_senders(run_dir, "actor_1")) == 2,
+                     180, "actor 1 started again elsewhere, and counting steps")
+            for process in frozen:
+                process.send_signal(signal.SIGCONT)
+            wait_for(lambda: not any(process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+                                     for process in frozen), 30, "the old copy and its supervisor to end")
+            old_steps = sorted(totals.get("actor_steps", 0) for totals in actor_senders(run_dir, "actor_1"))
+            wait_for(lambda: counted(run_dir).get("actor_steps", 0) >= sum(old_steps) + 300, 120,
+                     "the actors to go on")
+            launcher.send_signal(signal.SIGINT)
+            output = communicate_or_dump(launcher, timeout_s=60)
+    finally:
+        for process in frozen:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.send_signal(signal.SIGCONT)
+    assert launcher.returncode == 0, output[-3000:] + cluster.log_tails()
+    [job_id] = pathlib.Path(launch_dir, "job_id").read_text().split()
+    assert cluster.job_state(job_id) == "COMPLETED"
+    log = log_text(run_dir, 0, "actor/1")
+    assert [host_of_address[address] for address in served_on(run_dir, "actor/1")] == [
+        old_host, host_of_address[served_on(run_dir, "actor/0")[-1]]]
+    assert ("relay node actor/1: superseded: actor/1 runs as a newer process (attempt 1; this is attempt 0); "
+            "this process ends now, without a final save or report") in log
+    assert "relay supervisor: node actor/1 was replaced by a newer process elsewhere; not started again" in log
+    relaunched = [record for record in restarts_of(run_dir) if record.get("supervisor")]
+    assert [record["node"] for record in relaunched] == ["actor/1"]  # moved once; the old copy not restarted
+    assert "failed" not in output
+    assert_no_orphans(before, run_dir)
+
+
 @pytest.mark.slow
 def test_a_sweep_of_two_runs_goes_as_two_slurm_jobs_and_a_rerun_submits_nothing(cluster, hosts, tmp_path):
     """experiments.sweep on SLURM: each run its own heterogeneous job (submitted detached, followed

@@ -159,7 +159,6 @@ def test_a_node_process_replaced_while_frozen_ends_at_once_when_it_wakes_and_is_
         assert "--attempt=0" in node.cmdline()
         node.send_signal(signal.SIGSTOP)
         client.register_address("evaluator/0", "127.0.0.2:1", 1)  # the newer process, elsewhere
-        time.sleep(0.5)  # the counter takes the old copy's next poll after this
         node.send_signal(signal.SIGCONT)
         node.wait(timeout=30)  # not this process's child: its code is the supervisor's, next
         assert supervisor.wait(timeout=30) == SUPERSEDED_EXIT_CODE
