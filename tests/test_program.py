@@ -387,10 +387,9 @@ def test_the_program_learns_to_swing_the_pole(tmp_path):
     make-run-tuning/c7-evaluator.csv): the untrained policy scores 0.01 and 1.8-3.0 at about
     5,800 env steps; all three were at 196.2, 214.5 and 213.2 by 10,100 env steps, and at 173.7,
     343.2 and 251.1 by 14,100; three runs of this test beside a sweep run (2026-12-07) were at
-228.5, 239.1 and 230.7 by 11,100, best 320.1, 239.1 and 272.4. So: the best at least 100, half
-the lowest. The rate limiter fixes
-    learner updates per env step, so what is learned by a step budget does not depend on the
-    machine's speed."""
+    228.5, 239.1 and 230.7 by 11,100, best 320.1, 239.1 and 272.4. So: the best at least 100,
+    half the lowest. The rate limiter fixes learner updates per env step, so what is learned by
+    a step budget does not depend on the machine's speed."""
     returns = run_make_runs_job(str(tmp_path / "run"), SWING_STEPS)
     assert returns[0] < 10.0 and max(returns) >= SWUNG, returns
     print(f"\nlearning: best {max(returns):.1f} over {len(returns)} evaluations")
