@@ -18,11 +18,12 @@ _NODE = "import sys, time; time.sleep({life_s}); sys.exit(0 if int(sys.argv[-1].
 WAITS_FOREVER = "import signal; signal.pause()"
 
 
-def supervise(policy: RestartPolicy, life_s: float, last: int):
+def supervise(policy: RestartPolicy, life_s: float, last: int, next_attempt=lambda attempt: attempt):
     """Runs a supervisor of the stand-in node to its end: its exit code, its records by attempt, seconds."""
     records = []
     supervisor = Supervisor([sys.executable, "-c", _NODE.format(life_s=life_s, last=last)], "actor/1", policy,
-                            stopping=lambda: False, report=records.append, log="RUN/logs/actor/1")
+                            stopping=lambda: False, report=records.append, log="RUN/logs/actor/1",
+                            next_attempt=next_attempt)
     handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)}
     start = time.time()
     try:
@@ -51,6 +52,17 @@ def test_a_node_dying_now_and_then_is_restarted_past_the_budget_of_one_window():
     code, records, _ = supervise(RestartPolicy(max_restarts=1), life_s=1.0, last=4)
     assert code == 1 and [record["restarted"] for record in records] == [True, False]
     assert "died 2 times (last: exit code 1), past its budget of 1 restart;" in records[-1]["message"]
+
+
+def test_a_restart_takes_an_attempt_past_a_newer_process_of_the_node_elsewhere():
+    """After its child's death the supervisor asks for the restart's number (the counter's
+    `next_attempt`): where a newer process of the node registered meanwhile (attempt 4, started
+    elsewhere while this host was cut off), the restart is attempt 5, so that the counter ends
+    the other copy instead of leaving two alike."""
+    elsewhere = {"newest": 4}
+    code, records, _ = supervise(RestartPolicy(max_restarts=3), life_s=0.0, last=6,
+                                 next_attempt=lambda attempt: max(attempt, elsewhere["newest"] + 1))
+    assert code == 0 and [record["attempt"] for record in records] == [0, 5]
 
 
 def test_the_budget_counts_only_the_restarts_inside_the_window():

@@ -318,6 +318,17 @@ def supervise(launch_dir: str, label: str, index: int, host: str, coordinator_ad
             except Exception as error:
                 print(f"relay supervisor: the counter did not take the stop ({type(error).__name__})", flush=True)
 
+    def next_attempt(attempt: int) -> int:
+        """Past every process of the node the counter knows of: where this host was cut off and
+        the node started elsewhere meanwhile, that one's attempt is taken, and the copy started
+        here is the newer (the counter then ends the other: one copy runs, not two)."""
+        if label == "counter":
+            return attempt
+        try:
+            return max(attempt, counter.next_attempt(node))
+        except Exception:  # busy: it answered `stopping()` a moment ago
+            return attempt
+
     first_attempt = 0
     if relaunched and label == "counter":
         first_attempt = 1  # it goes on from its saved state, as a restarted counter does
@@ -325,7 +336,7 @@ def supervise(launch_dir: str, label: str, index: int, host: str, coordinator_ad
         first_attempt = poll(lambda: counter.next_attempt(node), patience_s,
                              f"The counter did not answer within {patience_s:.0f} s; the program is gone.")
     code = supervisor.Supervisor(argv, node, supervisor.RestartPolicy.from_json(settings), stopping, report,
-                                 log=_log_path(), first_attempt=first_attempt).run()
+                                 log=_log_path(), first_attempt=first_attempt, next_attempt=next_attempt).run()
     return supervisor.exit_code(code)
 
 

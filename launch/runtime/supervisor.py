@@ -131,12 +131,16 @@ class Supervisor:
         from a thread (the counter may be the node that is restarting).
     first_attempt: the first child's attempt number; above 0 for a supervisor that replaces a
         lost one (its child is then a restart: fresh seeds, a checkpoint, a refill).
+    next_attempt(attempt): the number for a restart, given one past the last child's: at least
+        that, more where a newer process of the node runs elsewhere (the counter knows).
     """
 
     def __init__(self, argv: list, node: str, restarts: RestartPolicy, stopping: Callable[[], bool],
-                 report: Callable[[dict], None], log: Optional[str] = None, first_attempt: int = 0):
+                 report: Callable[[dict], None], log: Optional[str] = None, first_attempt: int = 0,
+                 next_attempt: Callable[[int], int] = lambda attempt: attempt):
         self._argv = argv
         self._first_attempt = first_attempt
+        self._next_attempt = next_attempt
         self._node = node
         self._budget = RestartBudget(restarts)
         self._stopping = stopping
@@ -187,7 +191,7 @@ class Supervisor:
                 self._report(dict(record, message=message))
                 return code
             self._budget.spend(now)
-            attempt += 1
+            attempt = self._next_attempt(attempt + 1)
             record["restarted"] = True
             print(f"relay supervisor: node {self._node} died ({cause}) after {record['ran_s']:.1f} s; "
                   f"restart {attempt} ({self._budget.used(now)} of {self._budget.policy.describe()})", flush=True)
