@@ -4,6 +4,7 @@ death outside the window of the one before, is started again as often as it dies
 
 import signal
 import sys
+import threading
 import time
 
 import pytest
@@ -120,7 +121,9 @@ def test_a_process_ending_as_replaced_is_neither_a_failure_nor_a_stop():
     from launch.runtime.watch import LaunchWatch, failures
 
     replaced = subprocess.Popen([sys.executable, "-c", f"import sys; sys.exit({SUPERSEDED_EXIT_CODE})"])
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(2)"])
+    # The other node runs until the replaced one has ended: the watch sees that end while it runs.
+    other = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    threading.Thread(target=lambda: (replaced.wait(), other.stdin.close()), daemon=True).start()
     asked = []
     try:
         codes = LaunchWatch({"node actor/1": replaced, "node actor/0": other}, lambda reason: asked.append(reason),
